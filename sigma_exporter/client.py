@@ -1,0 +1,180 @@
+"""Fetching one answer from a Sigma server (httpx, async).
+
+Every failure becomes a `PollError` with exactly one `reason`:
+timeout, connect, tls, http_status, too_large, invalid_json, invalid_schema.
+Redirects are never followed (a redirect is `http_status`): the exporter only
+talks to URLs it was configured with. The body is capped while it streams in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from .config import TargetConfig, TLSConfig
+from .redact import redact_url
+
+REASONS = (
+    "timeout",
+    "connect",
+    "tls",
+    "http_status",
+    "too_large",
+    "invalid_json",
+    "invalid_schema",
+)
+
+DUMP_REQUEST = {"type": "dump"}
+PROGRESS_REQUEST = {"type": "progress", "name": "*"}
+
+
+class PollError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        if reason not in REASONS:
+            raise ValueError(f"unknown poll error reason {reason!r}")
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: dict[str, Any]
+    received_at: float  # exporter wall clock when the answer was complete
+    duration: float
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    return "SSL" in text or "CERTIFICATE" in text.upper()
+
+
+class SSLContexts:
+    """One SSL context per distinct TLS setting, shared by all targets using it.
+
+    Building a context loads the CA bundle (milliseconds and ~100 KiB each);
+    a thousand targets with the same settings must not build a thousand.
+    """
+
+    def __init__(self) -> None:
+        self._contexts: dict[TLSConfig, ssl.SSLContext] = {}
+
+    def get(self, tls: TLSConfig) -> ssl.SSLContext:
+        context = self._contexts.get(tls)
+        if context is None:
+            context = ssl.create_default_context(cafile=tls.ca_file)
+            if tls.insecure_skip_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            if tls.cert_file:
+                context.load_cert_chain(tls.cert_file, tls.key_file)
+            self._contexts[tls] = context
+        return context
+
+
+class SigmaClient:
+    """The HTTP side of one target: its own small connection pool.
+
+    One pool per target keeps httpx's connection selection O(1) (a shared
+    pool with thousands of connections scans them all on every request).
+    """
+
+    def __init__(self, target: TargetConfig, contexts: SSLContexts) -> None:
+        self.target = target
+        headers = dict(target.headers)
+        headers.setdefault("Accept", "application/json")
+        auth: httpx.Auth | None = None
+        if target.auth.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {target.auth.bearer_token}"
+        elif target.auth.username is not None:
+            auth = httpx.BasicAuth(target.auth.username, target.auth.password or "")
+        verify: ssl.SSLContext | bool = (
+            contexts.get(target.tls) if target.url.startswith("https") else False
+        )
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            auth=auth,
+            headers=headers,
+            timeout=httpx.Timeout(target.timeout),
+            follow_redirects=False,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            trust_env=False,  # never send Sigma traffic through an env proxy
+        )
+        self._safe_url = redact_url(target.url)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, payload: dict[str, str], method: str = "POST") -> Answer:
+        """Send one request; the whole exchange is bounded by the target timeout."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.target.timeout):
+                body = await self._request(payload, method)
+        except TimeoutError:
+            raise PollError(
+                "timeout", f"no complete answer from {self._safe_url} "
+                f"within {self.target.timeout:g}s"
+            ) from None
+        received_at = time.time()
+        try:
+            decoded = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise PollError("invalid_json", f"answer is not valid JSON: {exc}") from None
+        if not isinstance(decoded, dict):
+            raise PollError(
+                "invalid_schema", f"answer is JSON {type(decoded).__name__}, not an object"
+            )
+        return Answer(decoded, received_at, time.perf_counter() - started)
+
+    async def _request(self, payload: dict[str, str], method: str) -> bytes:
+        cap = self.target.max_body_bytes
+        try:
+            if method == "GET":
+                request = self._client.build_request("GET", self.target.url)
+            else:
+                request = self._client.build_request(
+                    "POST", self.target.url, content=orjson.dumps(payload),
+                    headers={"Content-Type": "application/json"},
+                )
+            response = await self._client.send(request, stream=True)
+            try:
+                if not 200 <= response.status_code < 300:
+                    raise PollError(
+                        "http_status", f"HTTP {response.status_code} from {self._safe_url}"
+                    )
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise PollError("too_large", f"answer of {declared} bytes exceeds {cap}")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > cap:
+                        raise PollError("too_large", f"answer exceeds {cap} bytes; stopped reading")
+                    chunks.append(chunk)
+                return b"".join(chunks)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException:
+            raise PollError("timeout", f"timed out talking to {self._safe_url}") from None
+        except httpx.ConnectError as exc:
+            reason = "tls" if _is_tls_error(exc) else "connect"
+            raise PollError(reason, f"cannot connect to {self._safe_url}: {exc}") from None
+        except httpx.TransportError as exc:
+            # Reset or closed mid-answer; a TLS failure can surface here too.
+            reason = "tls" if _is_tls_error(exc) else "connect"
+            raise PollError(reason, f"connection to {self._safe_url} failed: {exc}") from None

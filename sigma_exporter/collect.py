@@ -1,0 +1,201 @@
+"""Snapshots to samples: one fresh set of families per target per poll.
+
+Each function maps part of a target's latest state to `Samples`: metric name
+-> list of (label values in the definition's order, value). Nothing here is
+long-lived: the poller calls these after each poll and the renderer turns the
+result into exposition bytes. A value we did not get yields no sample.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .counters import ErrorLineCounter
+from .snapshot import Dump, ProcessStats, Progress
+from .units import local_to_timestamp
+
+Labels = tuple[str, ...]
+Samples = dict[str, list[tuple[Labels, float]]]
+
+UP_STATES_APP = frozenset({"running"})
+UP_STATES_JOB = frozenset({"started", "running"})
+
+
+def new_samples() -> Samples:
+    return defaultdict(list)
+
+
+def _add(samples: Samples, name: str, labels: Labels, value: float | None) -> None:
+    if value is not None:
+        samples[name].append((labels, value))
+
+
+@dataclass
+class Health:
+    """Per-target poll health: kept (and exported) when polls fail."""
+
+    interval_seconds: float
+    up: bool | None = None  # None until the first dump poll finished
+    progress_up: bool | None = None
+    nvml_up: bool | None = None
+    last_success_timestamp: float | None = None
+    durations: dict[str, float] = field(default_factory=dict)  # source -> seconds
+    poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    parse_errors: dict[str, int] = field(default_factory=dict)
+    server_restarts: int = 0
+    last_error: str | None = None  # for the landing page and logs
+
+
+def health_samples(target: str, health: Health) -> Samples:
+    out = new_samples()
+    t = (target,)
+    _add(out, "sigma_poll_interval_seconds", t, health.interval_seconds)
+    if health.up is not None:
+        _add(out, "sigma_up", t, 1.0 if health.up else 0.0)
+        # Counters start existing with the first poll so rate() sees their start.
+        _add(out, "sigma_server_restarts_total", t, float(health.server_restarts))
+    if health.progress_up is not None:
+        _add(out, "sigma_progress_up", t, 1.0 if health.progress_up else 0.0)
+    if health.nvml_up is not None:
+        _add(out, "sigma_nvml_up", t, 1.0 if health.nvml_up else 0.0)
+    _add(out, "sigma_last_poll_success_timestamp_seconds", t, health.last_success_timestamp)
+    for source, seconds in sorted(health.durations.items()):
+        _add(out, "sigma_poll_duration_seconds", (target, source), seconds)
+    for (source, reason), count in sorted(health.poll_errors.items()):
+        _add(out, "sigma_poll_errors_total", (target, source, reason), float(count))
+    for path, count in sorted(health.parse_errors.items()):
+        _add(out, "sigma_parse_errors_total", (target, path), float(count))
+    return out
+
+
+def _process(out: Samples, prefix: str, labels: Labels, proc: ProcessStats | None) -> None:
+    if proc is None:
+        return
+    _add(out, f"{prefix}_cpu_ratio", labels, proc.cpu_ratio)
+    _add(out, f"{prefix}_resident_memory_bytes", labels, proc.resident_memory_bytes)
+    _add(out, f"{prefix}_children", labels, proc.children)
+
+
+def dump_samples(
+    target: str,
+    dump: Dump,
+    received_at: float,
+    app_restarts: Mapping[str, int] | None = None,
+) -> Samples:
+    """Samples of a dump answer that arrived at `received_at` (exporter clock)."""
+    out = new_samples()
+    t = (target,)
+    _add(out, "sigma_server_info", (target, dump.name or "", dump.version or "",
+                                    dump.branch or "", dump.hostname or "",
+                                    dump.timezone or ""), 1.0)
+    _add(out, "sigma_server_build_timestamp_seconds", t, dump.build_timestamp)
+    _add(out, "sigma_server_start_timestamp_seconds", t, dump.start_timestamp)
+    if dump.local_timestamp is not None:
+        _add(out, "sigma_server_clock_skew_seconds", t, dump.local_timestamp - received_at)
+    _add(out, "sigma_server_speed", t, dump.speed)
+    _add(out, "sigma_server_port", t, dump.port)
+    _add(out, "sigma_jobs_queued", t, dump.jobs_queued)
+    _add(out, "sigma_jobs", t, dump.jobs_total)
+    for state, count in dump.tasks:
+        _add(out, "sigma_tasks", (target, state), count)
+    for codec in dump.codecs:
+        _add(out, "sigma_codec_info", (target, codec.device, codec.direction, codec.codec), 1.0)
+    if dump.os is not None:
+        _add(out, "sigma_host_info", (target, dump.os), 1.0)
+    _add(out, "sigma_host_cpu_cores", t, dump.cpu_cores)
+    _add(out, "sigma_host_cpu_utilization_ratio", t, dump.cpu_utilization_ratio)
+    _add(out, "sigma_server_threads", t, dump.threads)
+    _add(out, "sigma_host_memory_total_bytes", t, dump.memory_total_bytes)
+    _add(out, "sigma_host_memory_used_bytes", t, dump.memory_used_bytes)
+    _add(out, "sigma_host_swap_total_bytes", t, dump.swap_total_bytes)
+    _add(out, "sigma_host_swap_used_bytes", t, dump.swap_used_bytes)
+    _add(out, "sigma_host_stats_timestamp_seconds", t, dump.stats_timestamp)
+    for net in dump.networks:
+        _add(out, "sigma_host_network_info", (target, net.name, net.address, net.cidr), 1.0)
+    for store in dump.storages:
+        s = (target, store.name)
+        _add(out, "sigma_storage_retention_seconds", s, store.retention_seconds)
+        _add(out, "sigma_storage_cleanup_delay_seconds", s, store.cleanup_delay_seconds)
+        for folder in store.folders:
+            _add(out, "sigma_storage_folder_info", (target, store.name, folder), 1.0)
+    if dump.log_used_bytes is not None:
+        _add(out, "sigma_log_used_bytes", (target, dump.log_folder or ""), dump.log_used_bytes)
+    for gpu in dump.gpus:
+        g = (target, gpu.index)
+        _add(out, "sigma_gpu_info", (target, gpu.index, gpu.name or ""), 1.0)
+        _add(out, "sigma_gpu_memory_total_bytes", g, gpu.memory_total_bytes)
+        _add(out, "sigma_gpu_memory_used_bytes", g, gpu.memory_used_bytes)
+        _add(out, "sigma_gpu_utilization_ratio", g, gpu.utilization_ratio)
+        _add(out, "sigma_gpu_encoder_utilization_ratio", g, gpu.encoder_utilization_ratio)
+        _add(out, "sigma_gpu_decoder_utilization_ratio", g, gpu.decoder_utilization_ratio)
+        _add(out, "sigma_gpu_temperature_celsius", g, gpu.temperature_celsius)
+        for key, value in gpu.reported:
+            _add(out, "sigma_gpu_reported_value", (target, gpu.index, key), value)
+    _process(out, "sigma_process", t, dump.process)
+    restarts = app_restarts or {}
+    for app in dump.apps:
+        a = (target, app.name)
+        if app.state is not None:
+            _add(out, "sigma_app_up", a, 1.0 if app.state in UP_STATES_APP else 0.0)
+            _add(out, "sigma_app_state", (target, app.name, app.state), 1.0)
+        _add(out, "sigma_app_uptime_seconds", a, app.uptime_seconds)
+        _process(out, "sigma_app", a, app.process)
+        _add(out, "sigma_app_restarts_total", a, float(restarts.get(app.name, 0)))
+    return out
+
+
+def progress_samples(
+    target: str,
+    progress: Progress,
+    timezone: str | None,
+    dropped: int,
+    error_counters: Mapping[str, ErrorLineCounter] | None = None,
+    job_restarts: Mapping[str, int] | None = None,
+) -> Samples:
+    """Samples of the (already filtered) jobs of a progress answer."""
+    out = new_samples()
+    _add(out, "sigma_jobs_dropped", (target,), float(dropped))
+    counters = error_counters or {}
+    restarts = job_restarts or {}
+    for job in progress.jobs:
+        j = (target, job.name)
+        if job.state is not None:
+            _add(out, "sigma_job_up", j, 1.0 if job.state in UP_STATES_JOB else 0.0)
+            _add(out, "sigma_job_state", (target, job.name, job.state), 1.0)
+        _add(out, "sigma_job_speed", j, job.speed)
+        _add(out, "sigma_job_uptime_seconds", j, job.uptime_seconds)
+        _add(out, "sigma_job_media_time_seconds", j, job.media_time_seconds)
+        if job.startup_local is not None:
+            _add(out, "sigma_job_start_timestamp_seconds", j,
+                 local_to_timestamp(job.startup_local, timezone))
+        for entry in job.inputs:
+            i = (target, job.name, entry.index)
+            _add(out, "sigma_job_input_bytes_per_second", i, entry.bytes_per_second)
+            if entry.url is not None:
+                _add(out, "sigma_job_input_info", (*i, entry.url), 1.0)
+        for profile in job.profiles:
+            _add(out, "sigma_job_profile_bytes_per_second", (target, job.name, profile.id),
+                 profile.bytes_per_second)
+        for output in job.outputs:
+            _add(out, "sigma_job_output_bytes_per_second",
+                 (target, job.name, output.index, output.format), output.bytes_per_second)
+        if job.errors is not None:
+            _add(out, "sigma_job_errors_listed", j, float(len(job.errors)))
+        counter = counters.get(job.name)
+        if counter is not None:
+            for code, count in sorted(counter.by_code.items()):
+                _add(out, "sigma_job_errors_total", (target, job.name, code), float(count))
+        _add(out, "sigma_job_weight", j, job.weight)
+        if job.name in restarts:
+            _add(out, "sigma_job_restarts_total", j, float(restarts[job.name]))
+    return out
+
+
+def merge(parts: Iterable[Samples]) -> Samples:
+    out = new_samples()
+    for part in parts:
+        for name, samples in part.items():
+            out[name].extend(samples)
+    return out

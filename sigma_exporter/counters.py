@@ -1,0 +1,80 @@
+"""State that turns repeated snapshots into counters.
+
+Sigma reports restarts and errors only as a moving picture (a start time, an
+uptime, a sliding window of error lines); Prometheus wants counters. These
+small classes remember just enough between polls to count each event once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict, defaultdict
+
+# `[08-13 11:48:24] Input timeout (code: INPUT_TIMEOUT)` -> INPUT_TIMEOUT
+_CODE = re.compile(r"\(\s*code\s*:\s*([A-Za-z0-9_.\-]{1,64})\s*\)")
+UNKNOWN_CODE = "unknown"
+
+
+def error_code(line: str) -> str:
+    """The `(code: X)` of an error line, or `unknown`."""
+    match = _CODE.search(line)
+    return match.group(1) if match else UNKNOWN_CODE
+
+
+class ErrorLineCounter:
+    """Counts each distinct error line of one job once, by code.
+
+    The server lists a sliding window of recent lines. A line counts the first
+    time it is seen (also at the exporter's first poll); while it stays listed
+    it is not counted again; a line that drops out and is replaced by another
+    is new. Memory is bounded: only `max_remembered` lines are kept, and the
+    lines currently listed are never forgotten.
+    """
+
+    __slots__ = ("by_code", "max_remembered", "seen")
+
+    def __init__(self, max_remembered: int = 512) -> None:
+        self.max_remembered = max_remembered
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self.by_code: defaultdict[str, int] = defaultdict(int)
+
+    def observe(self, lines: tuple[str, ...]) -> None:
+        for line in lines:
+            if line in self.seen:
+                self.seen.move_to_end(line)
+                continue
+            self.seen[line] = None
+            self.by_code[error_code(line)] += 1
+        current = set(lines)
+        # Forget the oldest lines no longer listed.
+        while len(self.seen) > max(self.max_remembered, len(current)):
+            oldest = next(iter(self.seen))
+            if oldest in current:
+                break
+            del self.seen[oldest]
+
+
+class RestartDetector:
+    """Counts restarts from a value that must only move one way between polls."""
+
+    __slots__ = ("last", "restarts")
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.restarts = 0
+
+    def observe_start(self, start: float | None) -> None:
+        """A start time that moved means a restart (first sight is not one)."""
+        if start is None:
+            return
+        if self.last is not None and start != self.last:
+            self.restarts += 1
+        self.last = start
+
+    def observe_uptime(self, uptime: float | None) -> None:
+        """An uptime that went down means a restart (first sight is not one)."""
+        if uptime is None:
+            return
+        if self.last is not None and uptime < self.last:
+            self.restarts += 1
+        self.last = uptime

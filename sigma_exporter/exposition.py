@@ -1,0 +1,117 @@
+"""Samples to exposition bytes, rendered once per poll and merged per scrape.
+
+A target's samples are rendered into one block of sample lines per family
+right after its poll. A scrape only concatenates, per family, the HELP/TYPE
+header and every target's block: the body is valid for both the Prometheus
+text format 0.0.4 and OpenMetrics 1.0 (the headers differ, the sample lines
+do not), and no per-sample work happens on the scrape path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from .collect import Samples
+from .metrics import BY_NAME, DEFINITIONS, MetricDef
+
+TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+# Rendered sample lines of one target: metric name -> bytes.
+Rendered = dict[str, bytes]
+
+_ESCAPE = str.maketrans({"\\": r"\\", '"': r"\"", "\n": r"\n"})
+
+
+def escape_label(value: str) -> str:
+    return value.translate(_ESCAPE)
+
+
+def format_value(value: float) -> str:
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
+    """Sample lines per metric, in one pass; called once per poll."""
+    out: Rendered = {}
+    for name, entries in samples.items():
+        if not entries:
+            continue
+        label_names = BY_NAME[name].labels
+        lines = []
+        for labels, value in entries:
+            if label_names:
+                pairs = ",".join(
+                    f'{k}="{escape_label(v)}"' for k, v in zip(label_names, labels, strict=True)
+                )
+                lines.append(f"{name}{{{pairs}}} {format_value(value)}\n")
+            else:
+                lines.append(f"{name} {format_value(value)}\n")
+        out[name] = "".join(lines).encode("utf-8")
+    return out
+
+
+def _help(text: str) -> str:
+    return text.replace("\\", r"\\").replace("\n", r"\n")
+
+
+def _headers(openmetrics: bool) -> dict[str, bytes]:
+    headers = {}
+    for d in DEFINITIONS:
+        family = d.family if openmetrics else d.name
+        headers[d.name] = (
+            f"# HELP {family} {_help(d.help)}\n# TYPE {family} {d.type}\n".encode()
+        )
+    return headers
+
+
+_TEXT_HEADERS = _headers(openmetrics=False)
+_OM_HEADERS = _headers(openmetrics=True)
+
+
+def merge(blocks: Iterable[Rendered], openmetrics: bool, end: bool = True) -> bytes:
+    """One body: every family once, its lines from every target in order.
+
+    `end=False` leaves out the OpenMetrics `# EOF` so more families can follow.
+    """
+    blocks = list(blocks)
+    headers = _OM_HEADERS if openmetrics else _TEXT_HEADERS
+    parts: list[bytes] = []
+    for d in DEFINITIONS:
+        name = d.name
+        chunks = [b for block in blocks if (b := block.get(name))]
+        if chunks:
+            parts.append(headers[name])
+            parts.extend(chunks)
+    if openmetrics and end:
+        parts.append(b"# EOF\n")
+    return b"".join(parts)
+
+
+def to_families(samples: Samples) -> Iterator[Metric]:
+    """The same samples as prometheus_client families (for registries and tests)."""
+    for d in DEFINITIONS:
+        entries = samples.get(d.name)
+        if not entries:
+            continue
+        yield _family(d, entries)
+
+
+def _family(d: MetricDef, entries: list[tuple[tuple[str, ...], float]]) -> Metric:
+    family: GaugeMetricFamily | CounterMetricFamily
+    if d.type == "counter":
+        family = CounterMetricFamily(d.family, d.help, labels=list(d.labels))
+    else:
+        family = GaugeMetricFamily(d.name, d.help, labels=list(d.labels))
+    for labels, value in entries:
+        family.add_metric(list(labels), value)
+    return family

@@ -1,0 +1,256 @@
+"""Every metric the exporter can emit, declared once.
+
+The collector, the renderer and docs/metrics.md all read this table, so a
+name, type, label set or HELP text lives in exactly one place. Data families
+are rendered once per poll and cached; health families are rebuilt on each
+scrape from the targets' counters (they survive a failed poll).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["gauge", "counter"]
+# Which part of the exporter produces the family:
+#   health  - per-target poll health, kept across failed polls
+#   dump    - from the server's `dump` answer
+#   progress- from the `progress` answer (per job)
+#   nvml    - from the local NVIDIA driver (agent mode)
+#   self    - the exporter itself
+Source = Literal["health", "dump", "progress", "nvml", "self"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDef:
+    name: str  # full sample name; counters end in _total
+    type: MetricType
+    help: str
+    labels: tuple[str, ...]
+    source: Source
+
+    @property
+    def family(self) -> str:
+        """The family name as OpenMetrics spells it (counters lose `_total`)."""
+        if self.type == "counter":
+            return self.name.removesuffix("_total")
+        return self.name
+
+
+_CACHED = " Cached from the last successful poll."
+
+
+def _d(
+    name: str, type_: MetricType, help_: str, labels: tuple[str, ...], source: Source
+) -> MetricDef:
+    if source in ("dump", "progress", "nvml"):
+        help_ += _CACHED
+    return MetricDef(name, type_, help_, labels, source)
+
+
+T = ("target",)
+G = ("target", "gpu")
+A = ("target", "app")
+J = ("target", "job")
+
+DEFINITIONS: tuple[MetricDef, ...] = (
+    # --- self ---------------------------------------------------------------
+    _d("sigma_exporter_build_info", "gauge",
+       "Version of sigma-exporter and the Python it runs on; value is 1.",
+       ("version", "python_version"), "self"),
+    _d("sigma_targets", "gauge", "Number of configured Sigma targets.", (), "self"),
+    _d("sigma_config_last_reload_successful", "gauge",
+       "1 if the last configuration (re)load succeeded, else 0.", (), "self"),
+    _d("sigma_config_last_reload_success_timestamp_seconds", "gauge",
+       "Unix time of the last successful configuration load.", (), "self"),
+    # --- health (per target, kept when a poll fails) -------------------------
+    _d("sigma_up", "gauge",
+       "1 if the last dump poll of the target succeeded, 0 if it failed.", T, "health"),
+    _d("sigma_progress_up", "gauge",
+       "1 if the last progress (per-job) poll succeeded, 0 if it failed.", T, "health"),
+    _d("sigma_poll_interval_seconds", "gauge",
+       "Configured poll interval of the target (for staleness alerts).", T, "health"),
+    _d("sigma_poll_duration_seconds", "gauge",
+       "Wall time of the last poll of the target, by source (dump, progress).",
+       ("target", "source"), "health"),
+    _d("sigma_poll_errors_total", "counter",
+       "Failed polls by source and reason (timeout, connect, tls, http_status, "
+       "too_large, invalid_json, invalid_schema).", ("target", "source", "reason"), "health"),
+    _d("sigma_last_poll_success_timestamp_seconds", "gauge",
+       "Unix time of the last successful dump poll.", T, "health"),
+    _d("sigma_parse_errors_total", "counter",
+       "Fields present but unparsable (or of the wrong type) in answers, by field path.",
+       ("target", "field"), "health"),
+    _d("sigma_server_restarts_total", "counter",
+       "Times the server's start time moved since the exporter started (first sight "
+       "is not a restart).", T, "health"),
+    # --- dump: server ---------------------------------------------------------
+    _d("sigma_server_info", "gauge",
+       "Server identity from the dump; value is 1.",
+       ("target", "name", "version", "branch", "hostname", "timezone"), "dump"),
+    _d("sigma_server_build_timestamp_seconds", "gauge",
+       "Build time of the Sigma software (dump `build`).", T, "dump"),
+    _d("sigma_server_start_timestamp_seconds", "gauge",
+       "Start time of the Sigma server process (dump `start`).", T, "dump"),
+    _d("sigma_server_clock_skew_seconds", "gauge",
+       "Server clock (dump `local`) minus the exporter's clock when the answer arrived.",
+       T, "dump"),
+    _d("sigma_server_speed", "gauge",
+       "Server speed factor as reported (dump `speed`; undocumented).", T, "dump"),
+    _d("sigma_server_port", "gauge", "API port the server reports (dump `port`).", T, "dump"),
+    _d("sigma_jobs_queued", "gauge", "Jobs waiting to be started (dump `queue`).", T, "dump"),
+    _d("sigma_jobs", "gauge", "Jobs known to the server (dump `total`).", T, "dump"),
+    _d("sigma_tasks", "gauge", "Jobs per state (dump `task`).", ("target", "state"), "dump"),
+    _d("sigma_codec_info", "gauge",
+       "A codec a device can encode or decode (dump `supported[]`); value is 1.",
+       ("target", "device", "direction", "codec"), "dump"),
+    # --- dump: host -------------------------------------------------------------
+    _d("sigma_host_info", "gauge", "Host operating system (System.os); value is 1.",
+       ("target", "os"), "dump"),
+    _d("sigma_host_cpu_cores", "gauge", "CPU cores of the host (System.cores).", T, "dump"),
+    _d("sigma_host_cpu_utilization_ratio", "gauge",
+       "Host CPU usage, 0-1 (System.cpu percent / 100).", T, "dump"),
+    _d("sigma_server_threads", "gauge",
+       "Threads of the Sigma server process (System.thread; undocumented).", T, "dump"),
+    _d("sigma_host_memory_total_bytes", "gauge", "Host RAM (System.ramTotal, MiB).", T, "dump"),
+    _d("sigma_host_memory_used_bytes", "gauge", "Host RAM in use (System.ramUsed, MiB).",
+       T, "dump"),
+    _d("sigma_host_swap_total_bytes", "gauge", "Host swap (System.swapTotal, MiB).", T, "dump"),
+    _d("sigma_host_swap_used_bytes", "gauge", "Host swap in use (System.swapUsed, MiB).",
+       T, "dump"),
+    _d("sigma_host_stats_timestamp_seconds", "gauge",
+       "When the server last refreshed its system figures (System.updateTime).", T, "dump"),
+    _d("sigma_host_network_info", "gauge",
+       "A host network interface and its address (System.network[]); value is 1.",
+       ("target", "interface", "address", "cidr"), "dump"),
+    # --- dump: storage and logs ---------------------------------------------
+    _d("sigma_storage_retention_seconds", "gauge",
+       "Media retention of a storage (System.Storage[].time).", ("target", "storage"), "dump"),
+    _d("sigma_storage_cleanup_delay_seconds", "gauge",
+       "Clean-up delay of a storage (System.Storage[].delay).", ("target", "storage"), "dump"),
+    _d("sigma_storage_folder_info", "gauge",
+       "A folder of a storage (System.Storage[].folder[]); value is 1.",
+       ("target", "storage", "folder"), "dump"),
+    _d("sigma_log_used_bytes", "gauge", "Size of the server's log folder (System.log.used, MiB).",
+       ("target", "folder"), "dump"),
+    # --- dump: GPUs -------------------------------------------------------------
+    _d("sigma_gpu_info", "gauge", "A GPU the server uses (System.gpu[]); value is 1.",
+       ("target", "gpu", "name"), "dump"),
+    _d("sigma_gpu_memory_total_bytes", "gauge", "GPU memory as Sigma reports it (total, MiB).",
+       G, "dump"),
+    _d("sigma_gpu_memory_used_bytes", "gauge", "GPU memory in use as Sigma reports it (used, MiB).",
+       G, "dump"),
+    _d("sigma_gpu_utilization_ratio", "gauge", "GPU core utilisation, 0-1, as Sigma reports it.",
+       G, "dump"),
+    _d("sigma_gpu_encoder_utilization_ratio", "gauge",
+       "NVENC utilisation, 0-1, as Sigma reports it (enc).", G, "dump"),
+    _d("sigma_gpu_decoder_utilization_ratio", "gauge",
+       "NVDEC utilisation, 0-1, as Sigma reports it (dec).", G, "dump"),
+    _d("sigma_gpu_temperature_celsius", "gauge", "GPU temperature as Sigma reports it (temp).",
+       G, "dump"),
+    _d("sigma_gpu_reported_value", "gauge",
+       "Other numeric GPU fields exactly as Sigma reports them (soft, speed, percent, count, "
+       "...). Their meaning is undocumented; no unit is assumed.",
+       ("target", "gpu", "field"), "dump"),
+    # --- dump: server process -------------------------------------------------
+    _d("sigma_process_cpu_ratio", "gauge",
+       "CPU of the Sigma server process, 1 = one core (System.process.cpu percent / 100).",
+       T, "dump"),
+    _d("sigma_process_resident_memory_bytes", "gauge",
+       "Resident memory of the Sigma server process (System.process.ram).", T, "dump"),
+    _d("sigma_process_children", "gauge",
+       "Child processes of the Sigma server process (System.process.child).", T, "dump"),
+    # --- dump: apps -------------------------------------------------------------
+    _d("sigma_app_up", "gauge", "1 if the supervised app's state is running, else 0.", A, "dump"),
+    _d("sigma_app_state", "gauge", "State of a supervised app (lower case); value is 1.",
+       ("target", "app", "state"), "dump"),
+    _d("sigma_app_uptime_seconds", "gauge", "Uptime of a supervised app (Life).", A, "dump"),
+    _d("sigma_app_cpu_ratio", "gauge", "CPU of a supervised app, 1 = one core.", A, "dump"),
+    _d("sigma_app_resident_memory_bytes", "gauge", "Resident memory of a supervised app.",
+       A, "dump"),
+    _d("sigma_app_children", "gauge", "Child processes of a supervised app.", A, "dump"),
+    _d("sigma_app_restarts_total", "counter",
+       "Times an app's uptime went down since the exporter first saw it.", A, "dump"),
+    # --- progress: jobs ---------------------------------------------------------
+    _d("sigma_jobs_dropped", "gauge",
+       "Jobs left out by the include/exclude filters or the per-target max.", T, "progress"),
+    _d("sigma_job_up", "gauge", "1 if the job's state is started or running, else 0.",
+       J, "progress"),
+    _d("sigma_job_state", "gauge", "State of a job (lower case); value is 1.",
+       ("target", "job", "state"), "progress"),
+    _d("sigma_job_speed", "gauge",
+       "Processing speed relative to real time (1 = real time; below 1 the channel falls "
+       "behind).", J, "progress"),
+    _d("sigma_job_uptime_seconds", "gauge", "Uptime of the job (Life).", J, "progress"),
+    _d("sigma_job_media_time_seconds", "gauge", "Media time reached by the job (PTS).",
+       J, "progress"),
+    _d("sigma_job_start_timestamp_seconds", "gauge",
+       "When the job started (startup, server-local time converted with the dump's timezone).",
+       J, "progress"),
+    _d("sigma_job_input_bytes_per_second", "gauge", "Bitrate of a job input (bit/s / 8).",
+       ("target", "job", "input"), "progress"),
+    _d("sigma_job_input_info", "gauge",
+       "URL of a job input, with credentials and query removed; value is 1.",
+       ("target", "job", "input", "url"), "progress"),
+    _d("sigma_job_profile_bytes_per_second", "gauge", "Bitrate of an output profile (bit/s / 8).",
+       ("target", "job", "profile"), "progress"),
+    _d("sigma_job_output_bytes_per_second", "gauge", "Bitrate of a job output (bit/s / 8).",
+       ("target", "job", "output", "format"), "progress"),
+    _d("sigma_job_errors_listed", "gauge", "Error lines the server currently lists for the job.",
+       J, "progress"),
+    _d("sigma_job_errors_total", "counter",
+       "Distinct error lines seen for the job, by code (unknown when the line has none). "
+       "Each line counts once, when first seen.", ("target", "job", "code"), "progress"),
+    _d("sigma_job_weight", "gauge", "Weight of the job as reported.", J, "progress"),
+    _d("sigma_job_restarts_total", "counter",
+       "Times a job's uptime (Life) went down since the exporter first saw it.", J, "progress"),
+    # --- nvml: the local driver's view (agent mode) ---------------------------
+    _d("sigma_nvml_up", "gauge", "1 if NVML answered in the last round, else 0.", T, "health"),
+    _d("sigma_nvml_gpu_info", "gauge", "A GPU the NVIDIA driver sees; value is 1.",
+       ("target", "gpu", "uuid", "name", "pci_bus_id"), "nvml"),
+    _d("sigma_nvml_gpu_memory_total_bytes", "gauge", "GPU memory total per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_memory_used_bytes", "gauge", "GPU memory used per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_utilization_ratio", "gauge", "GPU core utilisation per NVML, 0-1.",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_memory_utilization_ratio", "gauge",
+       "GPU memory controller utilisation per NVML, 0-1.", G, "nvml"),
+    _d("sigma_nvml_gpu_encoder_utilization_ratio", "gauge", "NVENC utilisation per NVML, 0-1.",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_decoder_utilization_ratio", "gauge", "NVDEC utilisation per NVML, 0-1.",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_encoder_sessions", "gauge", "Active NVENC sessions per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_encoder_fps", "gauge", "Average NVENC frames per second per NVML.",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_encoder_latency_seconds", "gauge", "Average NVENC latency per NVML.",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_temperature_celsius", "gauge", "GPU temperature per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_power_watts", "gauge", "GPU power draw per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_video_clock_hz", "gauge", "GPU video clock per NVML.", G, "nvml"),
+    # --- cross-check: Sigma's GPU figures against the driver's ----------------
+    _d("sigma_gpu_crosscheck_difference", "gauge",
+       "Sigma's figure minus NVML's, in the field's base unit (bytes, ratio, celsius; "
+       "count against encoder sessions).", ("target", "gpu", "field"), "nvml"),
+    _d("sigma_gpu_crosscheck_mismatch", "gauge",
+       "1 if Sigma and NVML disagree beyond tolerance over the window, else 0.",
+       ("target", "gpu", "field"), "nvml"),
+    _d("sigma_gpu_crosscheck_gpu_missing", "gauge",
+       "1 for a GPU one side reports and the other does not; side names the side missing it.",
+       ("target", "gpu", "side"), "nvml"),
+)
+
+BY_NAME: dict[str, MetricDef] = {d.name: d for d in DEFINITIONS}
+
+
+def _check_definitions() -> None:
+    families: set[str] = set()
+    for d in DEFINITIONS:
+        if not d.name.startswith("sigma_"):
+            raise ValueError(f"{d.name}: every metric needs the sigma_ prefix")
+        if d.name.endswith("_total") != (d.type == "counter"):
+            raise ValueError(f"{d.name}: _total is for counters, and counters only")
+        if d.family in families:  # OpenMetrics forbids `x` beside `x_total`
+            raise ValueError(f"family {d.family} defined twice")
+        families.add(d.family)
+
+
+_check_definitions()

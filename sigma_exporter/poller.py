@@ -1,0 +1,292 @@
+"""The poll loop: one APScheduler job per target, results published as bytes.
+
+Each poll asks for `dump` and `progress` at once, parses both, updates the
+target's counters and renders its exposition. The result replaces the
+target's previous one in a single assignment, so a scrape always reads a
+complete picture and never waits on a poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import collect, exposition
+from .client import DUMP_REQUEST, PROGRESS_REQUEST, Answer, PollError, SigmaClient, SSLContexts
+from .config import Config, TargetConfig
+from .counters import ErrorLineCounter, RestartDetector
+from .parse import parse_dump, parse_progress
+from .redact import redact_text
+from .snapshot import Dump, Job, Progress
+
+log = logging.getLogger("sigma_exporter.poller")
+
+# An after-dump hook (agent mode): given the target and the fresh dump, it
+# returns extra samples for that target (NVML readings, the cross-check).
+AfterDump = Callable[["TargetState", Dump | None], Awaitable[collect.Samples]]
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What a scrape reads for one target: immutable, swapped whole."""
+
+    rendered: exposition.Rendered
+    samples: collect.Samples  # the same data, for /probe, `once` and tests
+
+
+class TargetState:
+    """Everything the exporter remembers about one target between polls."""
+
+    def __init__(self, config: TargetConfig, contexts: SSLContexts) -> None:
+        self.config = config
+        self.client = SigmaClient(config, contexts)
+        self.health = collect.Health(interval_seconds=config.interval)
+        self.dump: Dump | None = None
+        self.timezone: str | None = None  # last known; progress start times need it
+        self.server_start = RestartDetector()
+        self.app_uptimes: dict[str, RestartDetector] = {}
+        self.job_uptimes: dict[str, RestartDetector] = {}
+        self.job_errors: dict[str, ErrorLineCounter] = {}
+        self.polls_done = 0
+        self.published = Published({}, collect.new_samples())
+        self._lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    # --- bookkeeping --------------------------------------------------------
+
+    def _fail(self, source: str, error: PollError, secrets: tuple[str, ...]) -> None:
+        key = (source, error.reason)
+        self.health.poll_errors[key] = self.health.poll_errors.get(key, 0) + 1
+        message = redact_text(error.message, secrets)
+        self.health.last_error = f"{source}: {error.reason}: {message}"
+        log.warning("poll failed target=%s source=%s reason=%s error=%r",
+                    self.name, source, error.reason, message)
+
+    def _parse_errors(self, source: str, paths: tuple[str, ...]) -> None:
+        for path in paths:
+            key = f"{source}.{path}" if source != "dump" else path
+            self.health.parse_errors[key] = self.health.parse_errors.get(key, 0) + 1
+        if paths:
+            log.debug("unparsable fields target=%s source=%s fields=%s",
+                      self.name, source, ",".join(sorted(set(paths))))
+
+    def observe_dump(self, dump: Dump) -> dict[str, int]:
+        self.dump = dump
+        if dump.timezone is not None:
+            self.timezone = dump.timezone
+        before = self.server_start.restarts
+        self.server_start.observe_start(dump.start_timestamp)
+        if self.server_start.restarts != before:
+            log.info("server restarted target=%s", self.name)
+        self.health.server_restarts = self.server_start.restarts
+        names = {app.name for app in dump.apps}
+        for app in dump.apps:
+            self.app_uptimes.setdefault(app.name, RestartDetector()).observe_uptime(
+                app.uptime_seconds)
+        for gone in set(self.app_uptimes) - names:
+            del self.app_uptimes[gone]
+        return {name: d.restarts for name, d in self.app_uptimes.items()}
+
+    def select_jobs(self, progress: Progress) -> tuple[tuple[Job, ...], int]:
+        """Apply include/exclude and max; returns the kept jobs and how many were cut."""
+        rules = self.config.jobs
+        kept = [
+            job for job in progress.jobs
+            if (rules.include is None or rules.include.search(job.name))
+            and (rules.exclude is None or not rules.exclude.search(job.name))
+        ]
+        dropped = len(progress.jobs) - len(kept)
+        if len(kept) > rules.max:
+            dropped += len(kept) - rules.max
+            kept = kept[: rules.max]
+        return tuple(kept), dropped
+
+    def observe_jobs(self, jobs: tuple[Job, ...]) -> dict[str, int]:
+        names = {job.name for job in jobs}
+        for job in jobs:
+            self.job_uptimes.setdefault(job.name, RestartDetector()).observe_uptime(
+                job.uptime_seconds)
+            if job.errors is not None:
+                self.job_errors.setdefault(job.name, ErrorLineCounter()).observe(job.errors)
+        # A job that disappeared takes its series and its memory with it.
+        for gone in set(self.job_uptimes) - names:
+            del self.job_uptimes[gone]
+        for gone in set(self.job_errors) - names:
+            del self.job_errors[gone]
+        return {name: d.restarts for name, d in self.job_uptimes.items()}
+
+    # --- one poll -------------------------------------------------------------
+
+    async def poll(self, secrets: tuple[str, ...], after_dump: AfterDump | None = None) -> None:
+        """Poll dump and progress once; never raises for anything the server sends."""
+        async with self._lock:  # never two polls of one target at once
+            await self._poll(secrets, after_dump)
+
+    async def _fetch(self, source: str, payload: dict[str, str],
+                     method: str) -> Answer | PollError:
+        try:
+            return await self.client.fetch(payload, method)
+        except PollError as error:
+            return error
+
+    async def _poll(self, secrets: tuple[str, ...], after_dump: AfterDump | None) -> None:
+        started = time.perf_counter()
+        jobs_enabled = self.config.jobs.enabled
+        fetches = [self._fetch("dump", DUMP_REQUEST, self.config.method)]
+        if jobs_enabled:
+            fetches.append(self._fetch("progress", PROGRESS_REQUEST, "POST"))
+        results = await asyncio.gather(*fetches)
+        dump_result = results[0]
+        parts: list[collect.Samples] = []
+
+        dump: Dump | None = None
+        self.health.durations["dump"] = (
+            dump_result.duration if isinstance(dump_result, Answer)
+            else time.perf_counter() - started)
+        if isinstance(dump_result, PollError):
+            self.health.up = False
+            self._fail("dump", dump_result, secrets)
+        else:
+            parsed = parse_dump(dump_result.body)
+            self._parse_errors("dump", parsed.errors)
+            dump = parsed.value
+            app_restarts = self.observe_dump(dump)
+            self.health.up = True
+            self.health.last_success_timestamp = dump_result.received_at
+            parts.append(collect.dump_samples(self.name, dump, dump_result.received_at,
+                                              app_restarts))
+
+        if jobs_enabled:
+            parts.append(self._progress(results[1], secrets, started))
+        else:
+            self.health.progress_up = None
+
+        if after_dump is not None:
+            try:
+                parts.append(await after_dump(self, dump))
+            except Exception:  # a bug in the agent hook must not stop the poll loop
+                log.exception("after-dump hook failed target=%s", self.name)
+
+        self.polls_done += 1
+        if self.health.up:
+            self.health.last_error = None if self.health.progress_up is not False \
+                else self.health.last_error
+        parts.append(collect.health_samples(self.name, self.health))
+        samples = collect.merge(parts)
+        self.published = Published(exposition.render(samples), samples)
+
+    def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
+                  started: float) -> collect.Samples:
+        if isinstance(result, PollError):
+            self.health.durations["progress"] = time.perf_counter() - started
+            self.health.progress_up = False
+            self._fail("progress", result, secrets)
+            return collect.new_samples()
+        self.health.durations["progress"] = result.duration
+        parsed = parse_progress(result.body)
+        if parsed is None:
+            self.health.progress_up = False
+            self._fail("progress", PollError("invalid_schema",
+                                             "progress answer has no `result` object"), secrets)
+            return collect.new_samples()
+        self._parse_errors("progress", parsed.errors)
+        self.health.progress_up = True
+        jobs, dropped = self.select_jobs(parsed.value)
+        job_restarts = self.observe_jobs(jobs)
+        return collect.progress_samples(self.name, Progress(jobs), self.timezone, dropped,
+                                        self.job_errors, job_restarts)
+
+
+class Poller:
+    """Owns the targets' states and the scheduler that polls them."""
+
+    def __init__(self, config: Config, after_dump: AfterDump | None = None) -> None:
+        self.config = config
+        self.contexts = SSLContexts()
+        self.after_dump = after_dump
+        self.targets: dict[str, TargetState] = {
+            t.name: TargetState(t, self.contexts) for t in config.targets
+        }
+        self.scheduler: AsyncIOScheduler | None = None
+        self._semaphore = asyncio.Semaphore(config.max_concurrent_polls)
+        self.first_round = asyncio.Event()
+        self.generation = 0  # bumps on every publish; scrape caches key on it
+
+    async def poll_target(self, name: str) -> None:
+        state = self.targets.get(name)
+        if state is None:
+            return
+        async with self._semaphore:
+            await state.poll(self.config.secrets(), self.after_dump)
+        self.generation += 1
+        if not self.first_round.is_set() and all(
+                s.polls_done > 0 for s in self.targets.values()):
+            self.first_round.set()
+            log.info("first poll round complete targets=%d up=%d", len(self.targets),
+                     sum(1 for s in self.targets.values() if s.health.up))
+
+    async def poll_all_once(self) -> None:
+        await asyncio.gather(*(self.poll_target(name) for name in list(self.targets)))
+
+    def start(self) -> None:
+        self.scheduler = AsyncIOScheduler()
+        for state in self.targets.values():
+            self._schedule(state.config)
+        self.scheduler.start()
+
+    def _schedule(self, target: TargetConfig) -> None:
+        if self.scheduler is None:
+            raise RuntimeError("scheduler not started")
+        # A little jitter spreads a large fleet's polls; the first poll is now,
+        # with a small random delay so a thousand targets do not fire at once.
+        jitter = min(1.0, target.interval * 0.05)
+        first = datetime.now() + timedelta(seconds=random.uniform(0, jitter))  # noqa: S311
+        self.scheduler.add_job(
+            self.poll_target, IntervalTrigger(seconds=target.interval, jitter=jitter),
+            args=[target.name], id=target.name, name=f"poll {target.name}",
+            next_run_time=first, max_instances=1, coalesce=True, misfire_grace_time=None,
+            replace_existing=True,
+        )
+
+    async def reload(self, config: Config) -> None:
+        """Swap in a new config: unchanged targets keep their state and counters."""
+        old = self.targets
+        new: dict[str, TargetState] = {}
+        for target in config.targets:
+            state = old.get(target.name)
+            if state is not None and state.config == target:
+                new[target.name] = state
+            else:
+                new[target.name] = TargetState(target, self.contexts)
+        removed = [s for name, s in old.items() if new.get(name) is not s]
+        self.config = config
+        self.targets = new
+        self._semaphore = asyncio.Semaphore(config.max_concurrent_polls)
+        if self.scheduler is not None:
+            for state in removed:
+                if self.scheduler.get_job(state.name) is not None:
+                    self.scheduler.remove_job(state.name)
+            for target in config.targets:
+                if old.get(target.name) is not new[target.name]:
+                    self._schedule(target)
+        for state in removed:
+            await state.client.aclose()
+        self.generation += 1
+
+    async def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.shutdown(wait=False)
+            self.scheduler = None
+        for state in self.targets.values():
+            await state.client.aclose()

@@ -1,0 +1,154 @@
+"""The typed, frozen picture of one answer from a Sigma server.
+
+The parser builds these; the poller publishes them; the collector only reads
+them. A field we could not read is `None` (or absent from a tuple) so that no
+series is ever invented for it. All values are already in base units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    cpu_ratio: float | None = None  # 1.0 = one core
+    resident_memory_bytes: float | None = None
+    children: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    index: str  # label value: the reported index, else the position in the list
+    name: str | None = None
+    memory_total_bytes: float | None = None
+    memory_used_bytes: float | None = None
+    utilization_ratio: float | None = None
+    encoder_utilization_ratio: float | None = None
+    decoder_utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    # Undocumented numeric fields, exported as reported: (lower-case key, value).
+    reported: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    name: str
+    state: str | None = None  # lower case
+    uptime_seconds: float | None = None
+    process: ProcessStats | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Storage:
+    name: str
+    retention_seconds: float | None = None
+    cleanup_delay_seconds: float | None = None
+    folders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInterface:
+    name: str
+    address: str
+    cidr: str
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    device: str
+    direction: str  # "encode" or "decode"
+    codec: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dump:
+    """What a `dump` answer told us."""
+
+    name: str | None = None
+    version: str | None = None
+    branch: str | None = None
+    hostname: str | None = None
+    timezone: str | None = None
+    build_timestamp: float | None = None
+    start_timestamp: float | None = None
+    local_timestamp: float | None = None  # the server's clock at answer time
+    speed: float | None = None
+    port: float | None = None
+    jobs_queued: float | None = None
+    jobs_total: float | None = None
+    tasks: tuple[tuple[str, float], ...] = ()  # (state lower case, count)
+    codecs: tuple[Codec, ...] = ()
+    os: str | None = None
+    cpu_cores: float | None = None
+    cpu_utilization_ratio: float | None = None
+    threads: float | None = None
+    memory_total_bytes: float | None = None
+    memory_used_bytes: float | None = None
+    swap_total_bytes: float | None = None
+    swap_used_bytes: float | None = None
+    stats_timestamp: float | None = None
+    networks: tuple[NetworkInterface, ...] = ()
+    storages: tuple[Storage, ...] = ()
+    log_folder: str | None = None
+    log_used_bytes: float | None = None
+    gpus: tuple[Gpu, ...] = ()
+    process: ProcessStats | None = None
+    apps: tuple[App, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobInput:
+    index: str
+    url: str | None = None  # already redacted
+    bytes_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobProfile:
+    id: str
+    bytes_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutput:
+    index: str
+    format: str
+    bytes_per_second: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One entry of a `progress` answer (a channel)."""
+
+    name: str
+    state: str | None = None  # lower case
+    speed: float | None = None
+    uptime_seconds: float | None = None
+    media_time_seconds: float | None = None
+    # Server-local wall time; converted with the dump's timezone when rendered.
+    startup_local: datetime | None = None
+    weight: float | None = None
+    errors: tuple[str, ...] | None = None  # None: the answer had no error list
+    inputs: tuple[JobInput, ...] = ()
+    profiles: tuple[JobProfile, ...] = ()
+    outputs: tuple[JobOutput, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a `progress` answer told us, jobs in the server's order."""
+
+    jobs: tuple[Job, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed(Generic[T]):
+    """A parse result: the snapshot and the field paths we could not read."""
+
+    value: T
+    errors: tuple[str, ...]

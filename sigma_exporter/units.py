@@ -1,0 +1,163 @@
+"""Sigma's unit strings to base units.
+
+Sigma writes sizes as `"3302MB"`, percentages as `"59.3%"`, durations as
+`"1D09h31m20s"` and times as ISO-8601 UTC or server-local wall time. Its MB,
+GB and KB are binary (MiB, GiB, KiB): `ramTotal` 128347 MB is a 128 GiB host
+and an A10's 22731 MB is its 24 GB of memory in MiB.
+
+Every function returns `None` for input it cannot read; it never raises.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+# The one unit table: suffix (lower case) -> factor to bytes.
+SIZE_FACTORS: dict[str, float] = {
+    "b": 1.0,
+    "kb": 1024.0,
+    "kib": 1024.0,
+    "k": 1024.0,
+    "mb": 1024.0**2,
+    "mib": 1024.0**2,
+    "m": 1024.0**2,
+    "gb": 1024.0**3,
+    "gib": 1024.0**3,
+    "g": 1024.0**3,
+    "tb": 1024.0**4,
+    "tib": 1024.0**4,
+    "t": 1024.0**4,
+}
+MIB = 1024.0**2
+
+_NUMBER_WITH_SUFFIX = re.compile(
+    r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)\s*([A-Za-z%]*)\s*$"
+)
+_DURATION = re.compile(
+    r"^\s*(?:(\d+(?:\.\d+)?)\s*d)?\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m(?!s))?"
+    r"\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$",
+    re.IGNORECASE,
+)
+_CLOCK = re.compile(r"^\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)\s*$")
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _split(value: object) -> tuple[float, str] | None:
+    """A JSON number or a numeric string with an optional unit suffix."""
+    if isinstance(value, bool):
+        return None  # JSON true/false is not a number
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return (number, "") if math.isfinite(number) else None
+    if isinstance(value, str) and len(value) <= 64:
+        match = _NUMBER_WITH_SUFFIX.match(value)
+        if match:
+            number = float(match.group(1))
+            if math.isfinite(number):
+                return number, match.group(2).lower()
+    return None
+
+
+def number(value: object) -> float | None:
+    """A plain number, given as a JSON number or a string such as `"42"`."""
+    split = _split(value)
+    if split is None or split[1]:
+        return None
+    return split[0]
+
+
+def percent_ratio(value: object) -> float | None:
+    """`"59.3%"`, `59.3` or `"59.3"` -> 0.593."""
+    split = _split(value)
+    if split is None or split[1] not in ("", "%"):
+        return None
+    return split[0] / 100.0
+
+
+def size_bytes(value: object, default_unit: str = "mb") -> float | None:
+    """`"3302MB"` -> 3302 MiB in bytes; a bare number is in `default_unit`."""
+    split = _split(value)
+    if split is None:
+        return None
+    amount, unit = split
+    factor = SIZE_FACTORS.get(unit or default_unit)
+    if factor is None:
+        return None
+    return _finite(amount * factor)
+
+
+def duration_seconds(value: object) -> float | None:
+    """`"1D09h31m20s"`, `"7h00m50s"`, `"2m05s"`, `"45s"`, `"01:41:18"` or seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return number(value)
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    match = _DURATION.match(value)
+    if match and any(match.groups()):
+        days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    match = _CLOCK.match(value)
+    if match:
+        return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
+    return number(value)
+
+
+def iso_timestamp(value: object) -> float | None:
+    """ISO-8601 (`2024-03-02T16:53:51.624Z`) to Unix seconds; naive means UTC."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def local_datetime(value: object) -> datetime | None:
+    """Server-local `YYYY-MM-DD hh:mm:ss` as a naive datetime."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        parsed = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return parsed
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo | None:
+    """A time zone by IANA name, or None when the name is unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def local_to_timestamp(local: datetime, zone_name: str | None) -> float | None:
+    """Convert server-local wall time with the server's zone; None without a zone."""
+    if zone_name is None:
+        return None
+    tz = zone(zone_name)
+    if tz is None:
+        return None
+    try:
+        return local.replace(tzinfo=tz).timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None

@@ -1,0 +1,576 @@
+"""Grafana dashboards: generated = committed, lint rules, metric coverage.
+
+grafana/dashboard-linter cannot be installed here, so its rules (and a few
+more of ours) are checked on the generated JSON. PromQL syntax is checked
+with `promtool check rules` when promtool is on PATH.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GRAFANA = ROOT / "grafana"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sigma_grafana_generate", GRAFANA / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_definitions() -> Any:
+    try:
+        return importlib.import_module("sigma_exporter.metrics")
+    except ImportError:
+        sys.path.insert(0, str(ROOT))
+        return importlib.import_module("sigma_exporter.metrics")
+
+
+gen = _load_generator()
+metrics_mod = _load_definitions()
+DEFS = {d.name: d for d in metrics_mod.DEFINITIONS}
+DASHBOARDS = gen.build()
+BY_UID = {d.uid: d for d in DASHBOARDS}
+QUERY_OF = {(q.dashboard_uid, q.panel_id, q.ref_id): q for d in DASHBOARDS for q in d.queries}
+
+RATE_FUNCS = {"rate", "irate", "increase"}
+KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+}
+AGGREGATORS = {
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "group",
+    "stddev",
+    "stdvar",
+    "topk",
+    "bottomk",
+    "quantile",
+    "count_values",
+}
+BUILTIN_VARS = {"__rate_interval", "__range", "__interval"}
+# Grafana unit ids the dashboards may use; a typo renders raw numbers.
+KNOWN_UNITS = {
+    "none",
+    "percentunit",
+    "bytes",
+    "bps",
+    "Bps",
+    "s",
+    "celsius",
+    "watt",
+    "hertz",
+    "dateTimeAsIso",
+    "dateTimeFromNow",
+    "cpm",
+}
+EXPECTED_UIDS = {"sigma-fleet", "sigma-server", "sigma-jobs"}
+
+
+# --------------------------------------------------------------------------
+# A small PromQL scanner: enough to find metric names, the functions around
+# them and range windows. Strings and label matchers are skipped.
+# --------------------------------------------------------------------------
+
+
+def _skip_string(expr: str, i: int) -> int:
+    quote = expr[i]
+    i += 1
+    while i < len(expr) and expr[i] != quote:
+        i += 2 if expr[i] == "\\" else 1
+    return i + 1
+
+
+def scan(expr: str) -> tuple[list[tuple[str, tuple[str, ...]]], list[tuple[str, tuple[str, ...]]]]:
+    """(metric, enclosing calls) and (range window, enclosing calls), innermost last."""
+    metrics: list[tuple[str, tuple[str, ...]]] = []
+    windows: list[tuple[str, tuple[str, ...]]] = []
+    stack: list[str] = []
+    last_ident = ""
+    i = 0
+    while i < len(expr):
+        c = expr[i]
+        if c in "\"'`":
+            i = _skip_string(expr, i)
+        elif c == "{":
+            while expr[i] != "}":
+                i = _skip_string(expr, i) if expr[i] in "\"'`" else i + 1
+            i += 1
+            last_ident = ""
+        elif c == "[":
+            j = expr.index("]", i)
+            windows.append((expr[i + 1 : j], tuple(stack)))
+            i = j + 1
+        elif c == "(":
+            stack.append(last_ident)
+            last_ident = ""
+            i += 1
+        elif c == ")":
+            assert stack, f"unbalanced ')' in {expr!r}"
+            stack.pop()
+            last_ident = ""
+            i += 1
+        elif c.isalpha() or c == "_":
+            m = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*").match(expr, i)
+            assert m is not None
+            ident = m.group(0)
+            i = m.end()
+            rest = expr[i:].lstrip()
+            grouping = bool(stack) and stack[-1] in KEYWORDS  # by (target, job)
+            named = ident in KEYWORDS or ident in AGGREGATORS
+            if not rest.startswith("(") and not named and not grouping:
+                metrics.append((ident, tuple(stack)))
+            last_ident = ident
+        else:
+            last_ident = "" if not c.isspace() else last_ident
+            i += 1
+    assert not stack, f"unbalanced '(' in {expr!r}"
+    return metrics, windows
+
+
+def all_panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for p in dash["panels"]:
+        yield p
+        yield from p.get("panels", [])
+
+
+def data_panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    return (p for p in all_panels(dash) if p["type"] != "row")
+
+
+def all_queries() -> Iterator[Any]:
+    for d in DASHBOARDS:
+        yield from d.queries
+
+
+def labels_of(expr: str) -> set[str]:
+    names = {m for m, _ in scan(expr)[0] if m.startswith("sigma_")}
+    out: set[str] = set()
+    for n in names:
+        out.update(DEFS[n].labels if n in DEFS else ())
+    return out
+
+
+def case_id(d: Any) -> str:
+    return str(d.uid)
+
+
+# --------------------------------------------------------------------------
+# 1. dashboards as code
+# --------------------------------------------------------------------------
+
+
+def test_committed_json_is_generated() -> None:
+    problems = gen._check(DASHBOARDS, GRAFANA / "dashboards")
+    assert not problems, "\n".join(problems) + "\nrun: python grafana/generate.py"
+
+
+def test_generator_is_deterministic() -> None:
+    again = gen.build()
+    assert [gen.render(d) for d in again] == [gen.render(d) for d in DASHBOARDS]
+
+
+def test_check_flag_exits_nonzero_on_drift(tmp_path: Path) -> None:
+    assert gen.main(["--out", str(tmp_path)]) == 0
+    assert gen.main(["--check", "--out", str(tmp_path)]) == 0
+    victim = tmp_path / "sigma-fleet.json"
+    victim.write_text(victim.read_text().replace("Sigma fleet", "Sigma fleat"))
+    assert gen.main(["--check", "--out", str(tmp_path)]) == 1
+    (tmp_path / "stale.json").write_text("{}")
+    assert gen.main(["--out", str(tmp_path)]) == 0
+    assert not (tmp_path / "stale.json").exists()
+    assert gen.main(["--check", "--out", str(tmp_path)]) == 0
+
+
+def test_script_runs_standalone() -> None:
+    out = subprocess.run(
+        [sys.executable, str(GRAFANA / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+
+
+# --------------------------------------------------------------------------
+# 2. dashboard shape
+# --------------------------------------------------------------------------
+
+
+def test_uids_fixed_and_unique() -> None:
+    assert [d.uid for d in DASHBOARDS] == ["sigma-fleet", "sigma-server", "sigma-jobs"]
+    assert set(BY_UID) == EXPECTED_UIDS
+    for d in DASHBOARDS:
+        assert d.json["uid"] == d.uid
+        assert d.filename == f"{d.uid}.json"
+        assert d.json["id"] is None
+        assert len(d.uid) <= 40
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_dashboard_metadata(d: Any) -> None:
+    j = d.json
+    assert j["title"].startswith("Sigma ")
+    assert j["description"]
+    assert "sigma" in j["tags"]
+    assert 36 <= j["schemaVersion"] <= 41  # Grafana 10.x and 11.x
+    assert "__inputs" not in j and "__requires" not in j
+    assert "${DS_" not in gen.render(d)
+    # Links to the other dashboards, by tag (so renames and sub-paths just work).
+    tag_links = [lk for lk in j["links"] if lk["type"] == "dashboards"]
+    assert tag_links and all("sigma" in lk["tags"] for lk in tag_links)
+    assert all(lk["keepTime"] and lk["includeVars"] for lk in tag_links)
+
+
+def test_dashboard_urls_point_at_generated_dashboards() -> None:
+    for d in DASHBOARDS:
+        for uid in re.findall(r"/d/([A-Za-z0-9_-]+)", gen.render(d)):
+            assert uid in BY_UID, f"{d.uid}: link to unknown dashboard {uid}"
+    # The fleet's server table links to the server dashboard with var-target.
+    fleet_text = gen.render(BY_UID["sigma-fleet"])
+    assert "/d/sigma-server/" in fleet_text
+    assert "var-target=${__data.fields.target}" in fleet_text
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_panel_ids_unique_and_grid_not_overlapping(d: Any) -> None:
+    panels = list(all_panels(d.json))
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert g["x"] >= 0 and g["w"] > 0 and g["h"] > 0
+        assert g["x"] + g["w"] <= 24, f"{p['title']} runs off the grid"
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                other = cells.setdefault((x, y), p["title"])
+                assert other == p["title"], f"{p['title']!r} overlaps {other!r}"
+
+
+# --------------------------------------------------------------------------
+# 4. lint (dashboard-linter's rules and ours)
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_template_variables(d: Any) -> None:
+    variables = {v["name"]: v for v in d.json["templating"]["list"]}
+    ds = variables["datasource"]
+    assert ds["type"] == "datasource" and ds["query"] == "prometheus"
+    assert d.json["templating"]["list"][0] is ds, "datasource variable comes first"
+    for v in variables.values():
+        if v["type"] != "query":
+            continue
+        assert v["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert v["refresh"] == 2, f"{v['name']}: refresh on time range change"
+        assert v["definition"] == v["query"]
+        if v["includeAll"]:
+            assert v["multi"], f"{v['name']}: All without multi"
+            assert v.get("allValue") == ".*", f"{v['name']}: All must match new series"
+    target = variables["target"]
+    assert target["query"] == "label_values(sigma_up, target)"
+    if d.uid == "sigma-server":
+        assert not target["multi"] and not target["includeAll"], "one server per view"
+    else:
+        assert target["multi"] and target["includeAll"]
+    if d.uid == "sigma-jobs":
+        job = variables["job"]
+        assert job["query"] == 'label_values(sigma_job_up{target=~"$target"}, job)'
+        assert job["multi"] and job["includeAll"]
+    # Variable queries exposed for the end-to-end test match the JSON.
+    exposed = {v.name: v for v in d.variables}
+    assert set(exposed) == {n for n, v in variables.items() if v["type"] == "query"}
+    for name, vq in exposed.items():
+        assert f"label_values({vq.match}, {vq.label})" == variables[name]["query"]
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_panels_use_datasource_variable(d: Any) -> None:
+    ref = {"type": "prometheus", "uid": "${datasource}"}
+    for p in data_panels(d.json):
+        assert p.get("datasource") == ref, p["title"]
+        assert p["targets"], f"{p['title']}: no queries"
+        for t in p["targets"]:
+            assert t.get("datasource") == ref, f"{p['title']} {t['refId']}"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_panels_have_title_description_unit(d: Any) -> None:
+    titles = []
+    for p in all_panels(d.json):
+        assert p.get("title", "").strip(), f"panel {p['id']} has no title"
+        if p["type"] == "row":
+            continue
+        titles.append(p["title"])
+        assert len(p.get("description", "")) >= 20, f"{p['title']}: no description"
+        unit = p["fieldConfig"]["defaults"].get("unit")
+        assert unit, f"{p['title']}: no unit"
+        units = [unit] + [
+            prop["value"]
+            for o in p["fieldConfig"]["overrides"]
+            for prop in o["properties"]
+            if prop["id"] == "unit"
+        ]
+        for u in units:
+            assert u in KNOWN_UNITS or u.startswith("suffix:"), f"{p['title']}: unit {u!r}"
+    assert len(titles) == len(set(titles)), "duplicate panel titles (the e2e test names them)"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_rate_functions_use_rate_interval(d: Any) -> None:
+    for p in data_panels(d.json):
+        for t in p["targets"]:
+            q = QUERY_OF[(d.uid, p["id"], t["refId"])]
+            for window, stack in scan(t["expr"])[1]:
+                assert ":" not in window, f"{p['title']}: subquery {window!r}"
+                if not stack or stack[-1] not in RATE_FUNCS:
+                    continue
+                if window == "$__rate_interval":
+                    continue
+                # The one exception: a count over the shown period, in an instant
+                # query, with its reason written down.
+                assert window == "$__range" and stack[-1] == "increase", (
+                    f"{p['title']}: {stack[-1]}() over [{window}]"
+                )
+                assert q.range_reason and q.instant and t["instant"], (
+                    f"{p['title']}: increase over $__range needs an instant query and a reason"
+                )
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_counters_only_inside_rate_functions(d: Any) -> None:
+    for q in d.queries:
+        for metric, stack in scan(q.expr)[0]:
+            if metric.endswith("_total"):
+                assert stack and stack[-1] in RATE_FUNCS, f"{q.panel_title}: bare {metric}"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_queries_filter_by_the_dashboard_variables(d: Any) -> None:
+    """Every selector of a per-target metric honours $target (and $job on channels)."""
+    variables = {v["name"] for v in d.json["templating"]["list"]}
+    target_matcher = 'target="$target"' if d.uid == "sigma-server" else 'target=~"$target"'
+    for q in d.queries:
+        for name, matchers in re.findall(r"\b(sigma_\w+)(\{[^}]*\})?", q.expr):
+            labels = DEFS[name].labels if name in DEFS else ()
+            if "target" in labels:
+                assert target_matcher in matchers, f"{q.panel_title}: {name} unfiltered"
+            if d.uid == "sigma-jobs" and "job" in labels:
+                assert 'job=~"$job"' in matchers, f"{q.panel_title}: {name} without $job"
+        for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", q.expr):
+            used = a or b
+            assert used in variables or used in BUILTIN_VARS, f"{q.panel_title}: ${used}"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_legends_and_groupings_use_real_labels(d: Any) -> None:
+    legends = {
+        (p["id"], t["refId"]): t.get("legendFormat", "")
+        for p in data_panels(d.json)
+        for t in p["targets"]
+    }
+    for q in d.queries:
+        known = labels_of(q.expr)
+        grouped = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", q.expr)
+        for group in grouped:
+            for label in filter(None, (x.strip() for x in group.split(","))):
+                assert label in known, f"{q.panel_title}: groups by unknown label {label!r}"
+        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legends[(q.panel_id, q.ref_id)]):
+            assert label in known, f"{q.panel_title}: legend uses unknown label {label!r}"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_table_queries_merge_on_the_shown_labels(d: Any) -> None:
+    """Table queries aggregate `by` the label columns, so their rows join cleanly."""
+    for p in data_panels(d.json):
+        if p["type"] != "table":
+            continue
+        organize = next(t for t in p["transformations"] if t["id"] == "organize")
+        columns = set(organize["options"]["indexByName"])
+        for t in p["targets"]:
+            assert t["format"] == "table" and t["instant"], p["title"]
+            m = re.match(r"\s*(?:max|min|sum|count|avg) by \(([^)]*)\)", t["expr"])
+            assert m, f"{p['title']} {t['refId']}: table query must aggregate by labels"
+            by = {x.strip() for x in m.group(1).split(",")}
+            assert by <= columns, f"{p['title']}: {by - columns} not shown"
+        renamed = organize["options"]["renameByName"]
+        if len(p["targets"]) > 1:
+            assert p["transformations"][0]["id"] == "merge"
+            assert all(k.startswith("Value #") for k in renamed)
+        for o in p["fieldConfig"]["overrides"]:
+            name = o["matcher"]["options"]
+            assert name in columns or name in renamed.values(), f"{p['title']}: {name}"
+
+
+# --------------------------------------------------------------------------
+# 6. metric coverage against the exporter's contract
+# --------------------------------------------------------------------------
+
+
+def _charted() -> set[str]:
+    return {m for q in all_queries() for m, _ in scan(q.expr)[0] if m.startswith("sigma_")}
+
+
+def test_every_used_metric_exists() -> None:
+    unknown = sorted(_charted() - set(DEFS))
+    assert not unknown, f"dashboards use metrics the exporter does not define: {unknown}"
+
+
+def test_every_defined_metric_is_charted_or_explained() -> None:
+    charted = _charted()
+    missing = sorted(set(DEFS) - charted - set(gen.NOT_CHARTED))
+    assert not missing, (
+        f"defined metrics no panel shows; add a panel or a reason to NOT_CHARTED: {missing}"
+    )
+    for name, reason in gen.NOT_CHARTED.items():
+        assert name in DEFS, f"NOT_CHARTED lists unknown metric {name}"
+        assert name not in charted, f"{name} is charted but listed in NOT_CHARTED"
+        assert len(reason) > 20, f"{name}: give a real reason"
+
+
+def test_nothing_queries_unprefixed_or_recording_rule_series() -> None:
+    """Dashboards query raw metrics only, never recording rules (level:metric:op)."""
+    for q in all_queries():
+        for m, _ in scan(q.expr)[0]:
+            assert ":" not in m, f"{q.panel_title}: recording rule {m}"
+            assert m.startswith("sigma_") or m in {"vector", "time"}, f"{q.panel_title}: {m}"
+
+
+# --------------------------------------------------------------------------
+# The query API the end-to-end test (issue 8 part 5) will use
+# --------------------------------------------------------------------------
+
+
+def test_query_api_matches_the_json() -> None:
+    for d in DASHBOARDS:
+        targets = {(p["id"], t["refId"]): (p, t) for p in data_panels(d.json) for t in p["targets"]}
+        assert set(targets) == {(q.panel_id, q.ref_id) for q in d.queries}
+        for q in d.queries:
+            p, t = targets[(q.panel_id, q.ref_id)]
+            assert (q.expr, q.instant, q.panel_title) == (t["expr"], t["instant"], p["title"])
+            assert q.needs_nvml == bool(re.search(r"sigma_(nvml|gpu_crosscheck)_", q.expr))
+    flagged = {q.panel_title for q in all_queries() if q.empty_when_healthy}
+    assert {"Poll errors by reason", "Errors by code", "Slow channels"} <= flagged
+    assert not any(q.empty_when_healthy for q in all_queries() if q.panel_title == "Servers")
+
+
+def test_expand_substitutes_like_grafana() -> None:
+    expr = 'rate(x{target=~"$target",job=~"${job}"}[$__rate_interval])'
+    got = gen.expand(expr, {"target": ["a.b", "c"], "job": ".*"}, rate_interval="2m")
+    assert got == 'rate(x{target=~"(a\\\\.b|c)",job=~".*"}[2m])'
+    assert gen.expand('x{target="$target"}[$__range]', {"target": "s1"}) == 'x{target="s1"}[1h]'
+    with pytest.raises(KeyError):
+        gen.expand('x{a="$nope"}', {})
+
+
+def test_queries_flag_prints_json() -> None:
+    out = subprocess.run(
+        [sys.executable, str(GRAFANA / "generate.py"), "--queries"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    doc = json.loads(out.stdout)
+    assert len(doc["panels"]) == sum(len(d.queries) for d in DASHBOARDS)
+    assert {v["name"] for v in doc["variables"]} == {"target", "job"}
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_promql_parses(tmp_path: Path) -> None:
+    """Every expanded query is valid PromQL for Prometheus (promtool check rules)."""
+    values = {"target": "sigma-server-01", "job": [".*"][0]}
+    rules = []
+    for n, q in enumerate(all_queries()):
+        rules.append({"record": f"dashboard_query_{n}", "expr": gen.expand(q.expr, values)})
+    for n, v in enumerate(gen.variable_queries()):
+        rules.append({"record": f"variable_query_{n}", "expr": gen.expand(v.match, values)})
+    for n, v in enumerate(gen.variable_queries()):
+        rules.append(
+            {"record": f"variable_multi_{n}", "expr": gen.expand(v.match, {"target": ["a", "b"]})}
+        )
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
+    out = subprocess.run(
+        ["promtool", "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --------------------------------------------------------------------------
+# 3. provisioning and docs
+# --------------------------------------------------------------------------
+
+
+def test_datasource_provisioning() -> None:
+    doc = yaml.safe_load((GRAFANA / "provisioning/datasources/sigma.yml").read_text())
+    assert doc["apiVersion"] == 1
+    [ds] = doc["datasources"]
+    assert ds["type"] == "prometheus"
+    assert ds["access"] == "proxy"
+    assert ds["url"].startswith("http")
+    assert ds["uid"] and ds["name"]
+    # $__rate_interval is 4 x this; it must be the scrape interval.
+    assert re.fullmatch(r"\d+[smh]", ds["jsonData"]["timeInterval"])
+
+
+def test_dashboard_provisioning() -> None:
+    doc = yaml.safe_load((GRAFANA / "provisioning/dashboards/sigma.yml").read_text())
+    assert doc["apiVersion"] == 1
+    [provider] = doc["providers"]
+    assert provider["type"] == "file"
+    assert provider["options"]["path"].startswith("/")
+    assert provider["options"]["foldersFromFilesStructure"] is False
+    assert provider["folder"]
+
+
+def test_docs_cover_the_ways_in() -> None:
+    text = (ROOT / "docs/dashboards.md").read_text()
+    for needle in (
+        "grafana/provisioning/datasources/sigma.yml",
+        "grafana/provisioning/dashboards/sigma.yml",
+        "Import",
+        'grafana_dashboard: "1"',
+        "python grafana/generate.py",
+        "--check",
+        *EXPECTED_UIDS,
+        *gen.NOT_CHARTED,
+    ):
+        assert needle in text, f"docs/dashboards.md does not mention {needle}"

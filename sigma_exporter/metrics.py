@@ -60,7 +60,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        ("version", "python_version"), "self"),
     _d("sigma_targets", "gauge", "Number of configured Sigma targets.", (), "self"),
     _d("sigma_config_last_reload_successful", "gauge",
-       "1 if the last configuration (re)load succeeded, else 0.", (), "self"),
+       "Whether the last configuration (re)load succeeded: 1 yes, 0 no.", (), "self"),
     _d("sigma_config_last_reload_success_timestamp_seconds", "gauge",
        "Unix time of the last successful configuration load.", (), "self"),
     # --- health (per target, kept when a poll fails) -------------------------

@@ -142,22 +142,33 @@ class TargetState:
 
     async def _poll(self, secrets: tuple[str, ...], after_dump: AfterDump | None) -> None:
         started = time.perf_counter()
-        jobs_enabled = self.config.jobs.enabled
         fetches = [self._fetch("dump", DUMP_REQUEST, self.config.method)]
-        if jobs_enabled:
+        if self.config.jobs.enabled:
             fetches.append(self._fetch("progress", PROGRESS_REQUEST, "POST"))
         results = await asyncio.gather(*fetches)
-        dump_result = results[0]
-        parts: list[collect.Samples] = []
+        elapsed = time.perf_counter() - started
+        parts, dump = self.ingest(results[0], results[1] if len(results) > 1 else None,
+                                  secrets, elapsed)
+        if after_dump is not None:
+            try:
+                parts.append(await after_dump(self, dump))
+            except Exception:  # a bug in the agent hook must not stop the poll loop
+                log.exception("after-dump hook failed target=%s", self.name)
+        self.publish(parts)
 
+    def ingest(self, dump_result: Answer | PollError, progress_result: Answer | PollError | None,
+               secrets: tuple[str, ...] = (), elapsed: float = 0.0,
+               ) -> tuple[list[collect.Samples], Dump | None]:
+        """Turn one round of answers into samples and updated counters (no I/O)."""
+        self.health.last_error = None
+        parts: list[collect.Samples] = []
         dump: Dump | None = None
-        self.health.durations["dump"] = (
-            dump_result.duration if isinstance(dump_result, Answer)
-            else time.perf_counter() - started)
         if isinstance(dump_result, PollError):
+            self.health.durations["dump"] = elapsed
             self.health.up = False
             self._fail("dump", dump_result, secrets)
         else:
+            self.health.durations["dump"] = dump_result.duration
             parsed = parse_dump(dump_result.body)
             self._parse_errors("dump", parsed.errors)
             dump = parsed.value
@@ -166,30 +177,24 @@ class TargetState:
             self.health.last_success_timestamp = dump_result.received_at
             parts.append(collect.dump_samples(self.name, dump, dump_result.received_at,
                                               app_restarts))
-
-        if jobs_enabled:
-            parts.append(self._progress(results[1], secrets, started))
-        else:
+        if progress_result is None:
             self.health.progress_up = None
+            self.health.durations.pop("progress", None)
+        else:
+            parts.append(self._progress(progress_result, secrets, elapsed))
+        return parts, dump
 
-        if after_dump is not None:
-            try:
-                parts.append(await after_dump(self, dump))
-            except Exception:  # a bug in the agent hook must not stop the poll loop
-                log.exception("after-dump hook failed target=%s", self.name)
-
+    def publish(self, parts: list[collect.Samples]) -> None:
+        """Swap in this round's exposition (health included) in one assignment."""
         self.polls_done += 1
-        if self.health.up:
-            self.health.last_error = None if self.health.progress_up is not False \
-                else self.health.last_error
         parts.append(collect.health_samples(self.name, self.health))
         samples = collect.merge(parts)
         self.published = Published(exposition.render(samples), samples)
 
     def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
-                  started: float) -> collect.Samples:
+                  elapsed: float) -> collect.Samples:
         if isinstance(result, PollError):
-            self.health.durations["progress"] = time.perf_counter() - started
+            self.health.durations["progress"] = elapsed
             self.health.progress_up = False
             self._fail("progress", result, secrets)
             return collect.new_samples()

@@ -1,0 +1,146 @@
+"""Shared test helpers: fixtures on disk, loopback processes, exposition parsing."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update", action="store_true",
+                     help="rewrite golden files from the current output (review the diff!)")
+
+
+@pytest.fixture
+def update_golden(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--update"))
+
+
+def load_fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_ports(count: int) -> int:
+    """First of `count` consecutive free loopback ports."""
+    from sigma_exporter.demo import free_consecutive_ports
+
+    return free_consecutive_ports(count)
+
+
+def require_tool(name: str) -> str:
+    """Path of a tool the suite needs; fail (never skip) when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not installed; .ci/run installs it "
+                    f"(apt-get install prometheus prometheus-alertmanager)")
+    return path
+
+
+def promtool_check_metrics(body: str) -> None:
+    promtool = require_tool("promtool")
+    result = subprocess.run([promtool, "check", "metrics"], input=body.encode(),
+                            capture_output=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    # promtool prints lint findings even when it exits 0 for some versions.
+    assert not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
+
+
+def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Parse text exposition into {(name, labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(body: str, name: str, **labels: str) -> float | None:
+    want = frozenset(labels.items())
+    for (n, ls), v in samples(body).items():
+        if n == name and want <= ls:
+            return v
+    return None
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0,
+               what: str = "condition") -> Any:
+    """Poll `predicate` until truthy; the deadline only bounds a hung test."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError, AssertionError) as exc:
+            last_exc = exc
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last error: {last_exc!r}")
+
+
+class Proc:
+    """A child process on loopback that is always stopped."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})}, cwd=ROOT,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        out, err = self.proc.communicate()
+        return self.proc.returncode, out.decode(), err.decode()
+
+
+def sigma_exporter_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "sigma_exporter.cli", *args]
+
+
+@pytest.fixture
+def procs() -> Iterator[Callable[..., Proc]]:
+    started: list[Proc] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Proc:
+        proc = Proc(sigma_exporter_cmd(*args), env)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in reversed(started):
+        proc.stop()
+
+
+def get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=5, trust_env=False, **kwargs)

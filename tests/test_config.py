@@ -1,0 +1,140 @@
+"""Configuration: one fixture file per mistake, each with its message."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import FIXTURES, sigma_exporter_cmd
+
+from sigma_exporter.config import ConfigError, config_from_urls, load_config
+
+CONFIGS = FIXTURES / "config"
+
+# file -> (key named in the message, words of the problem, words of the fix)
+MISTAKES = {
+    "bad-no-targets.yml": ("targets", "at least one target", "add `targets:`"),
+    "bad-empty.yml": ("targets", "empty", "add `targets:`"),
+    "bad-yaml-syntax.yml": ("line 3", "not valid YAML", "fix the YAML syntax"),
+    "bad-unknown-key.yml": ("targets[0].intervall", "unknown key", "interval"),
+    "bad-unknown-top-key.yml": ("target", "unknown key", "targets"),
+    "bad-url-scheme.yml": ("targets[0].url", "not an http(s) URL", "http://"),
+    "bad-url-missing.yml": ("targets[0].url", "missing", "url: http://HOST:9999"),
+    "bad-url-credentials.yml": ("targets[0].url", "credentials", "password_file"),
+    "bad-duplicate-name.yml": ("targets[1].name", "used twice", "unique name"),
+    "bad-name-chars.yml": ("targets[0].name", "not a valid target name", "letters, digits"),
+    "bad-interval.yml": ("targets[0].interval", "not a duration", "15s"),
+    "bad-timeout-longer-than-interval.yml": ("targets[0].timeout", "longer than the interval",
+                                             "shorter"),
+    "bad-method.yml": ("targets[0].method", "not GET or POST", "method: POST"),
+    "bad-literal-password.yml": ("targets[0].auth.password", "may not be written",
+                                 "password_file"),
+    "bad-password-file-missing.yml": ("targets[0].auth.password_file", "cannot read",
+                                      "check the path"),
+    "bad-password-env-unset.yml": ("targets[0].auth.password_env", "is not set", "export"),
+    "bad-basic-and-bearer.yml": ("targets[0].auth", "both basic auth and a bearer token",
+                                 "keep one"),
+    "bad-authorization-header.yml": ("targets[0].headers.Authorization", "may not be written",
+                                     "bearer_token_file"),
+    "bad-tls-ca-missing.yml": ("targets[0].tls.ca_file", "does not exist", "PEM file"),
+    "bad-tls-skip-verify-type.yml": ("targets[0].tls.insecure_skip_verify", "not true or false",
+                                     "`true` or `false`"),
+    "bad-jobs-regex.yml": ("targets[0].jobs.include", "invalid regular expression", "^VTV"),
+    "bad-jobs-max.yml": ("targets[0].jobs.max", "whole number", "max:"),
+    "bad-body-size.yml": ("targets[0].max_body_bytes", "not a size", "8MiB"),
+    "bad-nvml-enabled.yml": ("nvml.enabled", "not auto, true or false", "enabled: auto"),
+    "bad-nvml-target.yml": ("nvml.target", "no target is named", "sigma-01"),
+    "bad-target-not-mapping.yml": ("targets[0]", "must be a mapping", "name: value"),
+}
+
+
+def test_every_bad_fixture_has_an_expectation() -> None:
+    files = {p.name for p in CONFIGS.glob("bad-*.yml")}
+    assert files == set(MISTAKES)
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_mistake_is_refused_with_file_key_and_fix(name: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SIGMA_TEST_UNSET_PASSWORD", raising=False)
+    key, problem, fix = MISTAKES[name]
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(CONFIGS / name))
+    message = str(caught.value)
+    assert message.startswith(str(CONFIGS / name) + ": ")
+    assert key in message
+    assert problem in message
+    assert f"Fix: " in message and fix in message.split("Fix: ", 1)[1]
+
+
+def test_valid_config_applies_defaults_and_overrides() -> None:
+    config = load_config(str(CONFIGS / "valid.yml"))
+    first, second = config.targets
+    assert (first.name, first.interval, first.timeout, first.method) == \
+        ("sigma-01", 10.0, 2.0, "POST")
+    assert (second.interval, second.method, second.headers) == \
+        (30.0, "GET", (("X-Site", "hanoi"),))
+    assert second.jobs.include is not None and second.jobs.max == 10
+    assert first.jobs.max == 500 and first.max_body_bytes == 8 * 1024 * 1024
+
+
+def test_secrets_from_file_and_env(tmp_path: pytest.TempPathFactory,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "pw"  # type: ignore[operator]
+    secret.write_text("s3cret\n")
+    monkeypatch.setenv("SIGMA_TOKEN", "tok")
+    path = tmp_path / "c.yml"  # type: ignore[operator]
+    path.write_text(f"""targets:
+  - name: a
+    url: http://127.0.0.1:1
+    auth: {{username: mon, password_file: {secret}}}
+  - name: b
+    url: http://127.0.0.1:2
+    auth: {{bearer_token_env: SIGMA_TOKEN}}
+""")
+    a, b = load_config(str(path)).targets
+    assert (a.auth.username, a.auth.password) == ("mon", "s3cret")
+    assert b.auth.bearer_token == "tok"
+    assert "s3cret" not in repr(a) and "tok" not in repr(b)
+
+
+def test_target_flag_names_targets_by_host_port() -> None:
+    config = config_from_urls(["http://127.0.0.1:9999", "https://sigma-02:9999/"])
+    assert [t.name for t in config.targets] == ["127.0.0.1:9999", "sigma-02:9999"]
+
+
+def test_cli_exits_2_naming_file_key_and_fix() -> None:
+    path = CONFIGS / "bad-method.yml"
+    result = subprocess.run(sigma_exporter_cmd("--config.file", str(path)),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "targets[0].method" in result.stderr
+    assert "Fix:" in result.stderr
+
+
+def test_check_config_ok_and_bad() -> None:
+    ok = subprocess.run(sigma_exporter_cmd("check-config", str(CONFIGS / "valid.yml")),
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert "2 target(s)" in ok.stdout and "sigma-02" in ok.stdout
+    bad = subprocess.run(sigma_exporter_cmd("check-config", str(CONFIGS / "bad-interval.yml")),
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2 and "targets[0].interval" in bad.stderr
+
+
+def test_no_target_at_all_explains_the_demo() -> None:
+    result = subprocess.run(sigma_exporter_cmd(), capture_output=True, text=True, timeout=60,
+                            check=False, env={"PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2
+    assert "--config.file" in result.stderr and "demo" in result.stderr
+
+
+def test_bad_flag_values_exit_2() -> None:
+    for flags, key in ((["--log.level", "loud"], "--log.level"),
+                       (["--log.format", "xml"], "--log.format"),
+                       (["--web.listen-address", "nowhere"], "--web.listen-address")):
+        result = subprocess.run(
+            sigma_exporter_cmd("--target", "http://127.0.0.1:1", *flags),
+            capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2, (flags, result.stderr)
+        assert key in result.stderr

@@ -1,0 +1,117 @@
+"""Golden expositions: reviewed output for the documented answers and the simulator.
+
+Run `pytest tests/test_golden.py --update` to regenerate after an intended
+change, then review the diff of tests/golden/ like any other code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FIXTURES, GOLDEN, load_fixture, promtool_check_metrics
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as om_families,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from sigma_exporter import exposition
+from sigma_exporter.client import Answer, PollError
+from sigma_exporter.config import TargetConfig
+from sigma_exporter.poller import SSLContexts, TargetState
+from sigma_exporter.simulator import make_servers, render_dump, render_progress
+
+RECEIVED_AT = 1709398433.0  # fixed exporter clock for the documented answers
+SIM_EPOCH = 1767225600.0  # 2026-01-01T00:00:00Z
+SIM_NOW = SIM_EPOCH + 1234.0
+
+
+def expose(dump: Any, progress: Any | None, received_at: float, openmetrics: bool = False,
+           target: str = "sigma-01") -> str:
+    state = TargetState(TargetConfig(name=target, url="http://127.0.0.1:9999"), SSLContexts())
+    dump_result = dump if isinstance(dump, PollError) else Answer(dump, received_at, 0.0125)
+    progress_result = None
+    if progress is not None:
+        progress_result = (progress if isinstance(progress, PollError)
+                           else Answer(progress, received_at, 0.0045))
+    parts, _ = state.ingest(dump_result, progress_result)
+    state.publish(parts)
+    return exposition.merge([state.published.rendered], openmetrics).decode()
+
+
+def documented() -> str:
+    return expose(load_fixture("dump-sample.json"), load_fixture("progress-sample.json"),
+                  RECEIVED_AT)
+
+
+def simulated(seed: int = 1) -> str:
+    server = make_servers(1, gpus=2, seed=seed, epoch=SIM_EPOCH)[0]
+    return expose(render_dump(server, SIM_NOW), render_progress(server, SIM_NOW), SIM_NOW)
+
+
+def documented_as_is() -> str:
+    """The progress answer exactly as documented is not JSON: progress is down."""
+    return expose(load_fixture("dump-sample.json"),
+                  PollError("invalid_json", "unexpected character"), RECEIVED_AT)
+
+
+CASES = {
+    "documented.prom": documented,
+    "documented-progress-as-documented.prom": documented_as_is,
+    "simulator-seed1.prom": simulated,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name: str, update_golden: bool) -> None:
+    body = CASES[name]()
+    path = GOLDEN / name
+    if update_golden:
+        GOLDEN.mkdir(exist_ok=True)
+        path.write_text(body)
+    assert path.exists(), f"{path} missing: run pytest --update and review it"
+    assert body == path.read_text(), (
+        f"{name} changed; if intended, run `pytest tests/test_golden.py --update` and review "
+        "the diff")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_promtool_accepts_fixture_exposition(name: str) -> None:
+    promtool_check_metrics(CASES[name]())
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_both_formats_parse_with_the_same_samples(name: str) -> None:
+    case = CASES[name]
+    text = case()
+    om = (expose(load_fixture("dump-sample.json"), load_fixture("progress-sample.json"),
+                 RECEIVED_AT, openmetrics=True) if case is documented else None)
+    text_samples = {(s.name, tuple(sorted(s.labels.items())), s.value)
+                    for f in text_string_to_metric_families(text) for s in f.samples}
+    assert text_samples
+    if om is not None:
+        om_samples = {(s.name, tuple(sorted(s.labels.items())), s.value)
+                      for f in om_families(om) for s in f.samples}
+        assert om_samples == text_samples
+
+
+def test_golden_simulator_differs_by_seed() -> None:
+    assert simulated(1) != simulated(2)
+
+
+def test_every_dump_metric_appears_in_the_documented_golden() -> None:
+    """The documented dump exercises every dump family (GPU-less ones aside)."""
+    from sigma_exporter.metrics import DEFINITIONS
+
+    body = (GOLDEN / "documented.prom").read_text()
+    missing = [d.name for d in DEFINITIONS if d.source in ("dump", "progress")
+               and f"\n{d.name}{{" not in body]
+    assert missing == []
+
+
+def test_fixtures_are_copies_not_references() -> None:
+    for name in ("dump-sample.json", "progress-sample.json",
+                 "progress-sample-as-documented.txt"):
+        assert (FIXTURES / name).is_file()
+    assert "../shared" not in Path(__file__).read_text().replace('"../shared"', "")

@@ -36,7 +36,8 @@ def render() -> str:
         defs = [d for d in DEFINITIONS if d.source == source]
         if not defs:
             continue
-        lines += [f"## {title}", "", "| metric | type | labels | help |", "| --- | --- | --- | --- |"]
+        lines += [f"## {title}", "", "| metric | type | labels | help |",
+                  "| --- | --- | --- | --- |"]
         for d in defs:
             labels = ", ".join(f"`{label}`" for label in d.labels) or "-"
             lines.append(f"| `{d.name}` | {d.type} | {labels} | {d.help.replace('|', '/')} |")

@@ -64,7 +64,7 @@ def test_mistake_is_refused_with_file_key_and_fix(name: str,
     assert message.startswith(str(CONFIGS / name) + ": ")
     assert key in message
     assert problem in message
-    assert f"Fix: " in message and fix in message.split("Fix: ", 1)[1]
+    assert "Fix: " in message and fix in message.split("Fix: ", 1)[1]
 
 
 def test_valid_config_applies_defaults_and_overrides() -> None:

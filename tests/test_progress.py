@@ -1,0 +1,296 @@
+"""Per-channel metrics from `progress`, and counters across a sequence of polls."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from conftest import load_fixture, samples
+
+from sigma_exporter import exposition
+from sigma_exporter.client import Answer, PollError
+from sigma_exporter.config import JobsConfig, TargetConfig
+from sigma_exporter.counters import ErrorLineCounter, error_code
+from sigma_exporter.parse import parse_progress
+from sigma_exporter.poller import SSLContexts, TargetState
+
+JOB = "$job_name"
+Exposed = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def progress_with(jobs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"total": len(jobs), "ec": 0, "result": jobs, "Tel": 2}
+
+
+def base_job() -> dict[str, Any]:
+    job: dict[str, Any] = copy.deepcopy(load_fixture("progress-sample.json")["result"][JOB])
+    return job
+
+
+class Target:
+    """A TargetState fed with literal answers, one round per call."""
+
+    def __init__(self, **config: Any) -> None:
+        cfg = replace(TargetConfig(name="t1", url="http://127.0.0.1:9"), **config)
+        self.state = TargetState(cfg, SSLContexts())
+        self.dump = load_fixture("dump-sample.json")
+
+    def round(self, progress: Any, dump: Any = None) -> Exposed:
+        dump_answer: Answer | PollError = Answer(dump or self.dump, 1709398433.0, 0.01)
+        progress_answer: Answer | PollError = (
+            progress if isinstance(progress, PollError) else Answer(progress, 1709398433.0, 0.01))
+        parts, _ = self.state.ingest(dump_answer, progress_answer)
+        self.state.publish(parts)
+        return samples(exposition.merge([self.state.published.rendered], False).decode())
+
+
+def v(out: Exposed, metric: str, /, **labels: str) -> float | None:
+    return out.get((metric, frozenset({"target": "t1", **labels}.items())))
+
+
+# --- conversions ---------------------------------------------------------------
+
+
+def test_documented_progress_sample_conversions() -> None:
+    out = Target().round(load_fixture("progress-sample.json"))
+    assert v(out, "sigma_progress_up") == 1
+    assert v(out, "sigma_job_up", job=JOB) == 1
+    assert v(out, "sigma_job_state", job=JOB, state="started") == 1
+    assert v(out, "sigma_job_speed", job=JOB) == 1.0
+    assert v(out, "sigma_job_uptime_seconds", job=JOB) == 3600 + 41 * 60 + 18
+    assert v(out, "sigma_job_media_time_seconds", job=JOB) == 3600 + 41 * 60 + 19
+    # startup 2020-08-13 11:50:05 in Asia/Ho_Chi_Minh (UTC+7) = 04:50:05 UTC.
+    assert v(out, "sigma_job_start_timestamp_seconds", job=JOB) == 1597294205
+    assert v(out, "sigma_job_input_bytes_per_second", job=JOB, input="0") == 2390646 / 8
+    assert v(out, "sigma_job_input_info", job=JOB, input="0", url="udp://234.5.6.7:8888") == 1
+    assert v(out, "sigma_job_profile_bytes_per_second", job=JOB, profile="128K") == 128760 / 8
+    assert v(out, "sigma_job_profile_bytes_per_second", job=JOB, profile="480") == 962192 / 8
+    assert v(out, "sigma_job_output_bytes_per_second", job=JOB, output="0",
+             format="hls") == 5211223 / 8
+    assert v(out, "sigma_job_errors_listed", job=JOB) == 1
+    assert v(out, "sigma_job_errors_total", job=JOB, code="INPUT_TIMEOUT") == 1
+    assert v(out, "sigma_job_weight", job=JOB) == 1
+    assert v(out, "sigma_jobs_dropped") == 0
+
+
+def test_as_documented_progress_keeps_dump_metrics() -> None:
+    out = Target().round(PollError("invalid_json", "Expecting ',' delimiter"))
+    assert v(out, "sigma_progress_up") == 0
+    assert v(out, "sigma_poll_errors_total", source="progress", reason="invalid_json") == 1
+    assert v(out, "sigma_up") == 1
+    assert v(out, "sigma_host_memory_total_bytes") is not None
+    assert not any(k[0].startswith("sigma_job_") for k in out)
+
+
+def test_failed_dump_keeps_progress_metrics() -> None:
+    target = Target()
+    target.round(load_fixture("progress-sample.json"))
+    parts, _ = target.state.ingest(PollError("connect", "refused"),
+                                   Answer(load_fixture("progress-sample.json"), 0.0, 0.01))
+    target.state.publish(parts)
+    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    assert v(out, "sigma_up") == 0 and v(out, "sigma_progress_up") == 1
+    assert v(out, "sigma_job_speed", job=JOB) == 1.0
+    assert v(out, "sigma_host_memory_total_bytes") is None
+
+
+def test_progress_without_result_is_invalid_schema() -> None:
+    out = Target().round({"ec": 1, "msg": "unknown"})
+    assert v(out, "sigma_poll_errors_total", source="progress", reason="invalid_schema") == 1
+
+
+def test_mixed_case_keys_id_and_url() -> None:
+    job = base_job()
+    job["INPUT"] = [{"url": "rtmp://user:pw@cdn.example/live?token=abc", "BITRATE": "800000"}]
+    del job["input"]
+    job["Profile"] = [{"Id": "720", "Bitrate": 2000000}]
+    del job["profile"]
+    del job["speed"]
+    job["SPEED"] = "0.95"
+    out = Target().round(progress_with({"VTV3": job}))
+    assert v(out, "sigma_job_input_info", job="VTV3", input="0",
+             url="rtmp://cdn.example/live") == 1
+    assert v(out, "sigma_job_input_bytes_per_second", job="VTV3", input="0") == 100000
+    assert v(out, "sigma_job_profile_bytes_per_second", job="VTV3", profile="720") == 250000
+    assert v(out, "sigma_job_speed", job="VTV3") == 0.95
+
+
+def test_state_any_case_and_not_running() -> None:
+    job = base_job()
+    job["state"] = "Running"
+    stopped = base_job()
+    stopped["state"] = "STOPPED"
+    out = Target().round(progress_with({"a": job, "b": stopped}))
+    assert v(out, "sigma_job_up", job="a") == 1
+    assert v(out, "sigma_job_up", job="b") == 0
+    assert v(out, "sigma_job_state", job="b", state="stopped") == 1
+
+
+def test_timezone_conversion_follows_the_dump() -> None:
+    target = Target()
+    target.dump = dict(target.dump, timezone="Europe/Berlin")
+    job = base_job()
+    job["startup"] = "2024-07-01 12:00:00"
+    out = target.round(progress_with({"a": job}))
+    assert v(out, "sigma_job_start_timestamp_seconds", job="a") == 1719828000  # UTC+2
+
+
+def test_no_timezone_no_start_timestamp() -> None:
+    target = Target()
+    target.dump = {k: val for k, val in target.dump.items() if k != "timezone"}
+    out = target.round(load_fixture("progress-sample.json"))
+    assert v(out, "sigma_job_start_timestamp_seconds", job=JOB) is None
+    assert v(out, "sigma_job_speed", job=JOB) == 1.0
+
+
+def test_error_line_with_and_without_code() -> None:
+    assert error_code("[08-13 11:48:24] Input timeout (code: INPUT_TIMEOUT)") == "INPUT_TIMEOUT"
+    assert error_code("[08-13 11:48:24] Decoder stalled (code:DECODE_ERROR)") == "DECODE_ERROR"
+    assert error_code("[08-13 11:48:24] something odd happened") == "unknown"
+
+
+def test_unparsable_job_fields_are_counted_and_bounded() -> None:
+    job = base_job()
+    job["speed"] = "fast"
+    job["input"][0]["bitrate"] = None
+    parsed = parse_progress(progress_with({"a": job, "b": job}))
+    assert parsed is not None
+    assert sorted(set(parsed.errors)) == ["job.input[].bitrate", "job.speed"]
+    out = Target().round(progress_with({"a": job}))
+    assert v(out, "sigma_parse_errors_total", field="progress.job.speed") == 1
+
+
+# --- filters and cardinality -------------------------------------------------------
+
+
+def test_include_exclude_and_max() -> None:
+    jobs = {name: base_job() for name in ("VTV1", "VTV2", "VTV3-test", "HTV7", "VTV4")}
+    target = Target(jobs=JobsConfig(include=__import__("re").compile("^VTV"),
+                                    exclude=__import__("re").compile("-test$"), max=2))
+    out = target.round(progress_with(jobs))
+    kept = sorted(dict(k[1])["job"] for k in out if k[0] == "sigma_job_up")
+    assert kept == ["VTV1", "VTV2"]
+    assert v(out, "sigma_jobs_dropped") == 3
+
+
+def test_disabled_jobs_poll_nothing() -> None:
+    target = Target(jobs=JobsConfig(enabled=False))
+    parts, _ = target.state.ingest(Answer(target.dump, 0.0, 0.01), None)
+    target.state.publish(parts)
+    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    assert v(out, "sigma_progress_up") is None
+    assert not any(k[0].startswith(("sigma_job_", "sigma_jobs_dropped")) for k in out)
+
+
+def test_vanished_job_takes_its_series_and_memory() -> None:
+    target = Target()
+    target.round(progress_with({"a": base_job(), "b": base_job()}))
+    out = target.round(progress_with({"a": base_job()}))
+    assert v(out, "sigma_job_up", job="b") is None
+    assert "b" not in target.state.job_errors and "b" not in target.state.job_uptimes
+
+
+# --- counters over a sequence of polls ---------------------------------------------
+
+L1 = "[08-13 11:48:24] Input timeout (code: INPUT_TIMEOUT)"
+L2 = "[08-13 11:49:01] Decode error (code: DECODE_ERROR)"
+L3 = "[08-13 11:50:13] Input timeout (code: INPUT_TIMEOUT)"
+L4 = "[08-13 11:51:00] Output stalled"
+
+
+def job_with(errors: list[str], life: str = "1h41m18s") -> dict[str, Any]:
+    job = base_job()
+    job["error"] = errors
+    job["Life"] = life
+    return job
+
+
+def errors(out: Exposed, code: str) -> float | None:
+    return v(out, "sigma_job_errors_total", job="a", code=code)
+
+
+def test_steady_list_does_not_increase() -> None:
+    target = Target()
+    for _ in range(5):
+        out = target.round(progress_with({"a": job_with([L1, L2])}))
+    assert errors(out, "INPUT_TIMEOUT") == 1 and errors(out, "DECODE_ERROR") == 1
+
+
+def test_sliding_window_counts_exactly_the_new_lines() -> None:
+    target = Target()
+    target.round(progress_with({"a": job_with([L1, L2])}))
+    out = target.round(progress_with({"a": job_with([L2, L3])}))  # L1 slid out, L3 new
+    assert errors(out, "INPUT_TIMEOUT") == 2 and errors(out, "DECODE_ERROR") == 1
+    out = target.round(progress_with({"a": job_with([L3, L4])}))
+    assert errors(out, "unknown") == 1 and errors(out, "INPUT_TIMEOUT") == 2
+    out = target.round(progress_with({"a": job_with([])}))  # list emptied: no change
+    assert errors(out, "INPUT_TIMEOUT") == 2
+    assert v(out, "sigma_job_errors_listed", job="a") == 0
+
+
+def test_duplicate_lines_count_once() -> None:
+    out = Target().round(progress_with({"a": job_with([L1, L1, L1])}))
+    assert errors(out, "INPUT_TIMEOUT") == 1
+    assert v(out, "sigma_job_errors_listed", job="a") == 3
+
+
+def test_exporter_restart_counts_lines_already_listed() -> None:
+    first = Target()
+    first.round(progress_with({"a": job_with([L1, L2])}))
+    out = Target().round(progress_with({"a": job_with([L1, L2])}))  # a fresh exporter
+    assert errors(out, "INPUT_TIMEOUT") == 1 and errors(out, "DECODE_ERROR") == 1
+
+
+def test_seen_lines_memory_is_bounded() -> None:
+    counter = ErrorLineCounter(max_remembered=8)
+    for i in range(100):
+        counter.observe((f"[{i}] x (code: C)", f"[{i + 1}] x (code: C)"))
+    assert len(counter.seen) <= 8
+    assert counter.by_code["C"] == 101  # still exact for a sliding window
+
+
+def test_job_restart_counts_when_life_goes_down() -> None:
+    target = Target()
+    target.round(progress_with({"a": job_with([], life="1h00m00s")}))
+    out = target.round(progress_with({"a": job_with([], life="1h00m15s")}))
+    assert v(out, "sigma_job_restarts_total", job="a") == 0  # first sight, growing
+    out = target.round(progress_with({"a": job_with([], life="12s")}))
+    assert v(out, "sigma_job_restarts_total", job="a") == 1
+
+
+def test_app_restart_counts_when_uptime_goes_down() -> None:
+    target = Target()
+    progress = load_fixture("progress-sample.json")
+    out = target.round(progress)
+    assert v(out, "sigma_app_restarts_total", app="nginx") == 0
+    dump = copy.deepcopy(target.dump)
+    dump["APPS"][1]["Life"] = "5s"
+    out = target.round(progress, dump)
+    assert v(out, "sigma_app_restarts_total", app="nginx") == 1
+    assert v(out, "sigma_app_restarts_total", app="origin") == 0
+
+
+def test_server_restart_counts_when_start_moves() -> None:
+    target = Target()
+    progress = load_fixture("progress-sample.json")
+    out = target.round(progress)
+    assert v(out, "sigma_server_restarts_total") == 0
+    out = target.round(progress)
+    assert v(out, "sigma_server_restarts_total") == 0
+    dump = dict(target.dump, start="2024-03-02T17:00:00.000Z")
+    out = target.round(progress, dump)
+    assert v(out, "sigma_server_restarts_total") == 1
+    # The counter survives a failed poll (it is a health series).
+    parts, _ = target.state.ingest(PollError("connect", "refused"), None)
+    target.state.publish(parts)
+    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    assert v(out, "sigma_server_restarts_total") == 1
+
+
+@pytest.mark.parametrize("junk", [None, 5, "x", [], [1, None, {"a": 1}], {"a": "b"}])
+def test_junk_error_lists_never_raise(junk: Any) -> None:
+    job = base_job()
+    job["error"] = junk
+    Target().round(progress_with({"a": job}))

@@ -1,13 +1,154 @@
 """Agent mode: NVML readings and the cross-check, hooked in after each dump.
 
-(Filled in by the agent-mode work; without NVML nothing is added.)
+When the exporter runs on the Sigma host itself it can also ask the NVIDIA
+driver (NVML) about the GPUs and check Sigma's own GPU figures against it.
+`after_dump_hook(config)` decides once, at start, whether that is on:
+
+* `nvml.enabled: false`: off, silently.
+* `auto` (default): on when NVML loads and a target is on this host; one
+  info line says which, and why when off. A laptop or CI job gets no NVML
+  series and no error.
+* `true`: on, or refuse to start (ConfigError) naming the key and the fix.
+
+Only the chosen target gets NVML samples. The driver is read in a worker
+thread (NVML calls block), once per poll of that target, right after its dump.
 """
 
 from __future__ import annotations
 
-from .config import Config
-from .poller import AfterDump
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
+from .collect import Samples, merge, new_samples
+from .config import Config, ConfigError, TargetConfig
+from .crosscheck import CrossCheck, Tolerances, crosscheck_samples
+from .nvml import NvmlBackend, NvmlFailure, PynvmlBackend, nvml_samples
+from .poller import AfterDump, TargetState
+from .snapshot import Dump
+
+log = logging.getLogger("sigma_exporter.agent")
+
+_FIX_ENABLED = ("install the NVIDIA driver on this host (NVML is libnvidia-ml.so.1), "
+                "or set `nvml.enabled: auto` (on only where a GPU is) or `nvml.enabled: false`")
+_FIX_TARGET = "set `nvml.target:` to the name of the target that runs on this host"
 
 
-def after_dump_hook(config: Config) -> AfterDump | None:
-    return None
+def local_names() -> set[str]:
+    """Names this host answers to (lower case), for matching target URLs."""
+    names = {"localhost", "localhost.localdomain"}
+    for name in (socket.gethostname(), socket.getfqdn()):
+        if name:
+            names.add(name.lower())
+            names.add(name.lower().split(".", 1)[0])
+    return names
+
+
+def _is_local(url: str, names: set[str]) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host in names:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def select_target(config: Config, names: Iterable[str] | None = None
+                  ) -> tuple[TargetConfig | None, str]:
+    """The target on this host, or None and the reason (for a log line or an error)."""
+    if config.nvml.target is not None:
+        chosen = config.target(config.nvml.target)
+        if chosen is not None:
+            return chosen, "set by nvml.target"
+        return None, f"nvml.target names {config.nvml.target!r}, which is not a target"
+    if len(config.targets) == 1:
+        return config.targets[0], "the only target"
+    local = {n.lower() for n in (names if names is not None else local_names())}
+    found = [t for t in config.targets if _is_local(t.url, local)]
+    if len(found) == 1:
+        return found[0], "its URL points at this host"
+    if found:
+        return None, (f"several targets point at this host "
+                      f"({', '.join(t.name for t in found)})")
+    return None, f"no target's URL points at this host ({', '.join(sorted(local))})"
+
+
+class AgentHook:
+    """The after-dump hook: reads NVML for one target and cross-checks its dump."""
+
+    def __init__(self, target: str, backend: NvmlBackend, crosscheck: CrossCheck) -> None:
+        self.target = target
+        self.backend = backend
+        self.crosscheck = crosscheck
+        self._answering: bool | None = None
+
+    async def __call__(self, state: TargetState, dump: Dump | None) -> Samples:
+        if state.name != self.target:
+            return new_samples()
+        # Down until proven up: whatever goes wrong below, nvml_up is not left at 1.
+        state.health.nvml_up = False
+        started = time.perf_counter()
+        try:
+            readings = await asyncio.to_thread(self.backend.read)
+        except NvmlFailure as exc:
+            state.health.durations["nvml"] = time.perf_counter() - started
+            key = ("nvml", "nvml_error")
+            state.health.poll_errors[key] = state.health.poll_errors.get(key, 0) + 1
+            if self._answering is not False:  # log the change, not every round
+                log.warning("NVML read failed target=%s error=%r", self.target, str(exc))
+            self._answering = False
+            return new_samples()
+        state.health.durations["nvml"] = time.perf_counter() - started
+        if self._answering is False:
+            log.info("NVML answers again target=%s", self.target)
+        self._answering = True
+        state.health.nvml_up = True
+        parts = [nvml_samples(self.target, readings)]
+        if dump is not None:  # no Sigma side this round: nothing to compare
+            parts.append(crosscheck_samples(
+                self.target, self.crosscheck.update(dump.gpus, readings)))
+        return merge(parts)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def after_dump_hook(config: Config, backend: NvmlBackend | None = None,
+                    names: Iterable[str] | None = None) -> AfterDump | None:
+    """The agent hook for this config, or None when agent mode is off.
+
+    Raises ConfigError when `nvml.enabled: true` cannot be honoured.
+    `backend` and `names` (this host's names) are for tests and scripts.
+    """
+    mode = config.nvml.enabled
+    if mode == "false":
+        return None
+    required = mode == "true"
+    target, why = select_target(config, names)
+    if target is None and required:
+        raise ConfigError(config.source, "nvml.target",
+                          f"nvml.enabled is true but {why}", _FIX_TARGET)
+    nvml = backend if backend is not None else PynvmlBackend()
+    try:
+        info = nvml.init()
+    except NvmlFailure as exc:
+        if required:
+            raise ConfigError(config.source, "nvml.enabled",
+                              f"true, but NVML cannot be used: {exc}", _FIX_ENABLED) from None
+        log.info("agent mode off: NVML not available (%s); exporting Sigma's own GPU "
+                 "figures only", exc)
+        return None
+    if target is None:
+        nvml.close()
+        log.info("agent mode off: NVML works (driver %s, %d GPUs) but %s; %s",
+                 info.driver_version, info.gpu_count, why, _FIX_TARGET)
+        return None
+    log.info("agent mode on target=%s (%s) driver=%s gpus=%d window=%d",
+             target.name, why, info.driver_version, info.gpu_count, config.nvml.window)
+    check = CrossCheck(Tolerances.from_config(config.nvml), config.nvml.window, target.name)
+    return AgentHook(target.name, nvml, check)

@@ -71,11 +71,12 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_poll_interval_seconds", "gauge",
        "Configured poll interval of the target (for staleness alerts).", T, "health"),
     _d("sigma_poll_duration_seconds", "gauge",
-       "Wall time of the last poll of the target, by source (dump, progress).",
+       "Wall time of the last poll of the target, by source (dump, progress, nvml).",
        ("target", "source"), "health"),
     _d("sigma_poll_errors_total", "counter",
        "Failed polls by source and reason (timeout, connect, tls, http_status, "
-       "too_large, invalid_json, invalid_schema).", ("target", "source", "reason"), "health"),
+       "too_large, invalid_json, invalid_schema; nvml_error for the driver).",
+       ("target", "source", "reason"), "health"),
     _d("sigma_last_poll_success_timestamp_seconds", "gauge",
        "Unix time of the last successful dump poll.", T, "health"),
     _d("sigma_parse_errors_total", "counter",
@@ -231,7 +232,8 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "Sigma's figure minus NVML's, in the field's base unit (bytes, ratio, celsius; "
        "count against encoder sessions).", ("target", "gpu", "field"), "nvml"),
     _d("sigma_gpu_crosscheck_mismatch", "gauge",
-       "1 if Sigma and NVML disagree beyond tolerance over the window, else 0.",
+       "1 if Sigma and NVML disagree beyond tolerance, else 0: memory and identity per "
+       "round, utilisation and temperature on the median of a full window.",
        ("target", "gpu", "field"), "nvml"),
     _d("sigma_gpu_crosscheck_gpu_missing", "gauge",
        "1 for a GPU one side reports and the other does not; side names the side missing it.",

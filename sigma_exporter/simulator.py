@@ -1195,6 +1195,7 @@ async def run_simulator(
     out: TextIO | None = None,
     name_prefix: str = "sigma-server",
     control_host: str | None = None,
+    prepare: Callable[[list[SimServer]], None] | None = None,
 ) -> None:
     """Serve `servers` simulated servers on first_port, first_port+1, ... until
     `stop` is set or the task is cancelled; every listener is closed on return.
@@ -1202,6 +1203,8 @@ async def run_simulator(
     sims = make_servers(
         servers, gpus=gpus, seed=seed, jobs=jobs, fault=fault, name_prefix=name_prefix
     )
+    if prepare is not None:  # e.g. GPU figures from a scenario or local NVML
+        prepare(sims)
     sim = Simulator(
         sims,
         listen_host=listen_host,
@@ -1271,7 +1274,43 @@ def _parser() -> argparse.ArgumentParser:
         "--control", type=_host_port, default=None, metavar="HOST:PORT", help="control API address"
     )
     p.add_argument("--name-prefix", default="sigma-server", help="server names are PREFIX-NN")
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu-scenario", metavar="FILE", default=None,
+                     help="GPU figures follow a scenario file (see sigma_exporter/scenario.py)")
+    gpu.add_argument("--gpu-mirror", action="store_true",
+                     help="GPU figures read from this host's NVML (for scripts/gpu-check)")
     return p
+
+
+def _gpu_source(
+    scenario_file: str | None, mirror: bool
+) -> Callable[[list[SimServer]], None] | None:
+    """What sets the simulated GPU figures: a scenario, local NVML, or nothing."""
+    if scenario_file is not None:
+        from .scenario import ScenarioError, apply_to_simulator, load_scenario
+
+        try:
+            scenario = load_scenario(scenario_file)
+        except (ScenarioError, OSError) as exc:
+            raise ValueError(f"--gpu-scenario {scenario_file}: {exc}") from None
+        def follow(sims: list[SimServer]) -> None:
+            apply_to_simulator(sims, scenario)
+
+        return follow
+    if mirror:
+        from .nvml import NvmlFailure, PynvmlBackend
+        from .scenario import apply_mirror_to_simulator
+
+        backend = PynvmlBackend()
+        try:
+            backend.init()
+        except NvmlFailure as exc:
+            raise ValueError(f"--gpu-mirror needs NVML: {exc}") from None
+        def mirror_gpus(sims: list[SimServer]) -> None:
+            apply_mirror_to_simulator(sims, backend)
+
+        return mirror_gpus
+    return None
 
 
 def main_simulate(args: list[str]) -> int:
@@ -1285,6 +1324,11 @@ def main_simulate(args: list[str]) -> int:
         print("sigma-exporter simulate: bad --servers/--jobs/--listen", file=sys.stderr)
         return 2
     control_host, control_port = ns.control if ns.control is not None else (None, None)
+    try:
+        prepare = _gpu_source(ns.gpu_scenario, ns.gpu_mirror)
+    except ValueError as exc:
+        print(f"sigma-exporter simulate: {exc}", file=sys.stderr)
+        return 2
 
     async def _run() -> None:
         stop = asyncio.Event()
@@ -1305,6 +1349,7 @@ def main_simulate(args: list[str]) -> int:
                 stop=stop,
                 name_prefix=ns.name_prefix,
                 control_host=control_host,
+                prepare=prepare,
             )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -112,6 +112,11 @@ class Proc:
             env={**os.environ, **(env or {})}, cwd=ROOT,
         )
 
+    def stop_after_exit(self, timeout: float = 30) -> tuple[int, str, str]:
+        """Wait for a process that is expected to exit by itself."""
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out.decode(), err.decode()
+
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -1,0 +1,290 @@
+"""The local NVIDIA driver's view of its GPUs (agent mode), behind a small interface.
+
+`NvmlBackend` is what the agent hook needs: `init()` once, `read()` each round
+(blocking: the hook runs it in a worker thread), `close()` at the end.
+`PynvmlBackend` talks to the real driver through nvidia-ml-py; `FakeBackend`
+replays a scenario (sigma_exporter.scenario) so that tests, the simulator and
+CI need no GPU.
+
+A reading is a frozen snapshot in base units (bytes, ratio 0-1, celsius,
+watts, hertz, seconds). A field the GPU does not support is None, never 0: a
+zero would claim a measurement that was not made.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from .collect import Samples, new_samples
+
+if TYPE_CHECKING:
+    from .scenario import RoundClock, Scenario
+
+log = logging.getLogger("sigma_exporter.nvml")
+
+MIB = 1024 * 1024
+T = TypeVar("T")
+
+
+class NvmlFailure(Exception):
+    """NVML as a whole did not answer (library missing, driver gone, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """One GPU as the driver sees it, in base units; None: not supported/readable."""
+
+    index: int
+    uuid: str | None = None
+    name: str | None = None
+    pci_bus_id: str | None = None
+    memory_total_bytes: float | None = None
+    memory_used_bytes: float | None = None
+    # Memory the driver keeps for itself (NVML v2 `reserved`); not in `used`,
+    # and some tools (perhaps Sigma) leave it out of the total.
+    memory_reserved_bytes: float | None = None
+    utilization_ratio: float | None = None
+    memory_utilization_ratio: float | None = None
+    encoder_utilization_ratio: float | None = None
+    decoder_utilization_ratio: float | None = None
+    encoder_sessions: float | None = None
+    encoder_fps: float | None = None
+    encoder_latency_seconds: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    video_clock_hz: float | None = None
+
+
+Readings = tuple[GpuReading, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DriverInfo:
+    driver_version: str
+    gpu_count: int
+
+
+class NvmlBackend(Protocol):
+    def init(self) -> DriverInfo:
+        """Load the library and initialise NVML; raises NvmlFailure. Idempotent."""
+        ...
+
+    def read(self) -> Readings:
+        """Read every GPU once (blocking); raises NvmlFailure when NVML fails."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+# --- the real driver ----------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    # nvidia-ml-py returns str in recent versions, bytes in old ones.
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+class PynvmlBackend:
+    """NVML through nvidia-ml-py. Thread-safe: NVML itself is, and init is locked."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._initialised = False
+        self._pynvml: Any = None
+
+    def _module(self) -> Any:
+        if self._pynvml is None:
+            try:
+                import pynvml
+            except ImportError as exc:  # the dependency is declared; be clear anyway
+                raise NvmlFailure(f"the nvidia-ml-py package is not installed: {exc}") from None
+            self._pynvml = pynvml
+        return self._pynvml
+
+    def init(self) -> DriverInfo:
+        nv = self._module()
+        with self._lock:
+            if not self._initialised:
+                try:
+                    nv.nvmlInit()
+                except nv.NVMLError as exc:
+                    raise NvmlFailure(f"{type(exc).__name__}: {exc}") from None
+                self._initialised = True
+        try:
+            return DriverInfo(_text(nv.nvmlSystemGetDriverVersion()),
+                              int(nv.nvmlDeviceGetCount()))
+        except nv.NVMLError as exc:
+            self._reset()
+            raise NvmlFailure(f"{type(exc).__name__}: {exc}") from None
+
+    def _reset(self) -> None:
+        # After a driver reload NVML must be initialised again: the next read does it.
+        nv = self._module()
+        with self._lock:
+            if self._initialised:
+                try:
+                    nv.nvmlShutdown()
+                except nv.NVMLError:
+                    log.debug("nvmlShutdown failed", exc_info=True)
+                self._initialised = False
+
+    def close(self) -> None:
+        if self._pynvml is not None:
+            self._reset()
+
+    def read(self) -> Readings:
+        self.init()
+        nv = self._pynvml
+        try:
+            count = int(nv.nvmlDeviceGetCount())
+            out = []
+            for i in range(count):
+                reading = self._read_gpu(nv, i)
+                if reading is not None:
+                    out.append(reading)
+            return tuple(out)
+        except nv.NVMLError as exc:
+            self._reset()
+            raise NvmlFailure(f"{type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def _memory(nv: Any, h: Any, get: Callable[[Callable[[], Any]], Any]) -> tuple[Any, Any]:
+        # v2 is what nvidia-smi shows: `used` without the driver's reserved
+        # memory (615 MiB on an H200, driver 580). Old drivers lack v2: use v1.
+        version = getattr(nv, "nvmlMemory_v2", None)
+        if version is not None:
+            try:
+                mem = nv.nvmlDeviceGetMemoryInfo(h, version=version)
+                return mem, mem.reserved
+            except nv.NVMLError as exc:
+                if exc.value not in {nv.NVML_ERROR_FUNCTION_NOT_FOUND,
+                                     nv.NVML_ERROR_NOT_SUPPORTED,
+                                     getattr(nv, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1)}:
+                    raise
+        return get(lambda: nv.nvmlDeviceGetMemoryInfo(h)), None
+
+    def _read_gpu(self, nv: Any, i: int) -> GpuReading | None:
+        # Per-field errors that mean "this value is not available here" leave
+        # the field out; a lost GPU is left out (the cross-check reports it
+        # missing); anything else fails the whole round (NvmlFailure).
+        skip = {nv.NVML_ERROR_NOT_SUPPORTED, nv.NVML_ERROR_NO_PERMISSION,
+                nv.NVML_ERROR_FUNCTION_NOT_FOUND, nv.NVML_ERROR_NOT_FOUND}
+        lost = {nv.NVML_ERROR_GPU_IS_LOST}
+
+        def get(fn: Callable[[], T]) -> T | None:
+            try:
+                return fn()
+            except nv.NVMLError as exc:
+                if exc.value in skip:
+                    return None
+                raise
+
+        try:
+            h = nv.nvmlDeviceGetHandleByIndex(i)
+            mem, reserved = self._memory(nv, h, get)
+            util = get(lambda: nv.nvmlDeviceGetUtilizationRates(h))
+            enc = get(lambda: nv.nvmlDeviceGetEncoderUtilization(h))
+            dec = get(lambda: nv.nvmlDeviceGetDecoderUtilization(h))
+            stats = get(lambda: nv.nvmlDeviceGetEncoderStats(h))
+            temp = get(lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU))
+            power = get(lambda: nv.nvmlDeviceGetPowerUsage(h))
+            clock = get(lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_VIDEO))
+            uuid = get(lambda: nv.nvmlDeviceGetUUID(h))
+            name = get(lambda: nv.nvmlDeviceGetName(h))
+            pci = get(lambda: nv.nvmlDeviceGetPciInfo(h))
+        except nv.NVMLError as exc:
+            if exc.value in lost:
+                log.debug("GPU %d lost: %s", i, exc)
+                return None
+            raise
+        sessions, fps, latency_us = stats if stats is not None else (None, None, None)
+        return GpuReading(
+            index=i,
+            uuid=_text(uuid) if uuid is not None else None,
+            name=_text(name) if name is not None else None,
+            pci_bus_id=_text(pci.busId) if pci is not None else None,
+            memory_total_bytes=float(mem.total) if mem is not None else None,
+            memory_used_bytes=float(mem.used) if mem is not None else None,
+            memory_reserved_bytes=float(reserved) if reserved is not None else None,
+            utilization_ratio=util.gpu / 100.0 if util is not None else None,
+            memory_utilization_ratio=util.memory / 100.0 if util is not None else None,
+            encoder_utilization_ratio=enc[0] / 100.0 if enc is not None else None,
+            decoder_utilization_ratio=dec[0] / 100.0 if dec is not None else None,
+            encoder_sessions=float(sessions) if sessions is not None else None,
+            encoder_fps=float(fps) if fps is not None else None,
+            encoder_latency_seconds=latency_us / 1e6 if latency_us is not None else None,
+            temperature_celsius=float(temp) if temp is not None else None,
+            power_watts=power / 1000.0 if power is not None else None,  # mW
+            video_clock_hz=clock * 1e6 if clock is not None else None,  # MHz
+        )
+
+
+# --- a scripted driver --------------------------------------------------------
+
+
+class FakeBackend:
+    """Replays a scenario: the readings of the round its clock says it is.
+
+    `init_error` makes `init()` fail as a machine without the library does.
+    """
+
+    def __init__(self, scenario: Scenario, clock: RoundClock,
+                 init_error: str | None = None,
+                 driver_version: str = "550.54.15") -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.init_error = init_error
+        self.driver_version = driver_version
+        self.reads = 0
+        self.closed = False
+
+    def init(self) -> DriverInfo:
+        if self.init_error is not None:
+            raise NvmlFailure(self.init_error)
+        return DriverInfo(self.driver_version, len(self.scenario.gpus))
+
+    def read(self) -> Readings:
+        self.init()
+        self.reads += 1
+        return self.scenario.nvml_readings(self.clock.round_at(time.time()))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+# --- samples --------------------------------------------------------------------
+
+_GAUGES: tuple[tuple[str, str], ...] = (
+    ("sigma_nvml_gpu_memory_total_bytes", "memory_total_bytes"),
+    ("sigma_nvml_gpu_memory_used_bytes", "memory_used_bytes"),
+    ("sigma_nvml_gpu_utilization_ratio", "utilization_ratio"),
+    ("sigma_nvml_gpu_memory_utilization_ratio", "memory_utilization_ratio"),
+    ("sigma_nvml_gpu_encoder_utilization_ratio", "encoder_utilization_ratio"),
+    ("sigma_nvml_gpu_decoder_utilization_ratio", "decoder_utilization_ratio"),
+    ("sigma_nvml_gpu_encoder_sessions", "encoder_sessions"),
+    ("sigma_nvml_gpu_encoder_fps", "encoder_fps"),
+    ("sigma_nvml_gpu_encoder_latency_seconds", "encoder_latency_seconds"),
+    ("sigma_nvml_gpu_temperature_celsius", "temperature_celsius"),
+    ("sigma_nvml_gpu_power_watts", "power_watts"),
+    ("sigma_nvml_gpu_video_clock_hz", "video_clock_hz"),
+)
+
+
+def nvml_samples(target: str, readings: Readings) -> Samples:
+    """The sigma_nvml_gpu_* samples of one round; an unsupported field has none."""
+    out = new_samples()
+    for r in readings:
+        gpu = str(r.index)
+        out["sigma_nvml_gpu_info"].append(
+            ((target, gpu, r.uuid or "", r.name or "", r.pci_bus_id or ""), 1.0))
+        for metric, attr in _GAUGES:
+            value = getattr(r, attr)
+            if value is not None:
+                out[metric].append(((target, gpu), float(value)))
+    return out

@@ -27,11 +27,13 @@ _ESCAPE = str.maketrans({"\\": r"\\", '"': r"\"", "\n": r"\n"})
 
 
 def escape_label(value: str) -> str:
-    return value.translate(_ESCAPE)
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.translate(_ESCAPE)
+    return value
 
 
 def format_value(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
+    if value.is_integer() and -1e15 < value < 1e15:
         return str(int(value))
     if math.isnan(value):
         return "NaN"
@@ -40,22 +42,37 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
+def _templates() -> dict[str, str]:
+    """Per metric, a %-template of one sample line: `name{a="%s",b="%s"} %s`."""
+    out = {}
+    for d in DEFINITIONS:
+        if d.labels:
+            pairs = ",".join(f'{label}="%s"' for label in d.labels)
+            out[d.name] = f"{d.name}{{{pairs}}} %s\n"
+        else:
+            out[d.name] = f"{d.name} %s\n"
+    return out
+
+
+_TEMPLATES = _templates()
+
+
 def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
-    """Sample lines per metric, in one pass; called once per poll."""
+    """Sample lines per metric, in one pass; called once per poll, not per scrape."""
     out: Rendered = {}
     for name, entries in samples.items():
         if not entries:
             continue
-        label_names = BY_NAME[name].labels
+        template = _TEMPLATES[name]
+        width = len(BY_NAME[name].labels)
         lines = []
         for labels, value in entries:
-            if label_names:
-                pairs = ",".join(
-                    f'{k}="{escape_label(v)}"' for k, v in zip(label_names, labels, strict=True)
-                )
-                lines.append(f"{name}{{{pairs}}} {format_value(value)}\n")
-            else:
-                lines.append(f"{name} {format_value(value)}\n")
+            if len(labels) != width:  # a bug, not data: never emit a broken line
+                raise ValueError(f"{name}: {len(labels)} label values for {width} labels")
+            joined = "".join(labels)  # one check for all labels: escaping is rare
+            if '"' in joined or "\\" in joined or "\n" in joined:
+                labels = tuple(map(escape_label, labels))
+            lines.append(template % (*labels, format_value(value)))
         out[name] = "".join(lines).encode("utf-8")
     return out
 

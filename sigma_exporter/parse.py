@@ -10,7 +10,7 @@ recognise, and every type is checked before use.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -64,11 +64,15 @@ class _Fields:
 
     __slots__ = ("_errors", "_items", "_path")
 
-    def __init__(self, obj: Mapping[str, Any], path: str, errors: list[str]) -> None:
-        items: dict[str, Any] = {}
-        for key, value in obj.items():
-            if isinstance(key, str):
-                items.setdefault(key.lower(), value)
+    def __init__(self, obj: dict[str, Any], path: str, errors: list[str]) -> None:
+        try:
+            # Reversed, so that of keys differing only in case the first wins.
+            items = {key.lower(): value for key, value in reversed(obj.items())}
+        except AttributeError:  # a non-string key (not from JSON): the slow way
+            items = {}
+            for key, value in obj.items():
+                if isinstance(key, str):
+                    items.setdefault(key.lower(), value)
         self._items = items
         self._path = path
         self._errors = errors

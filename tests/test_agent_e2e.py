@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pytest
+from conftest import structured
 
 from sigma_exporter import exposition
 from sigma_exporter.agent import after_dump_hook
@@ -98,11 +99,11 @@ async def agent_run(doc: dict[str, Any], rounds: int = ROUNDS, servers: int = 1,
                     await before_round(r, sim)
                 await poller.poll_all_once()
                 state = poller.targets["sigma-0"]
-                out.rounds.append(state.published.samples)
+                out.rounds.append(structured(state.published.rendered))
                 out.bodies.append(exposition.merge(
                     [s.published.rendered for s in poller.targets.values()], openmetrics=False))
                 if servers > 1:
-                    out.other.append(poller.targets["sigma-1"].published.samples)
+                    out.other.append(structured(poller.targets["sigma-1"].published.rendered))
                 clock.advance()
         finally:
             await poller.stop()

@@ -1,0 +1,722 @@
+"""Deployment files, checked offline: container, compose, systemd, Kubernetes,
+Prometheus configs and packaging.
+
+Docker cannot run here, so the Dockerfile and compose file are checked
+statically. systemd units go through `systemd-analyze verify` and `security`,
+Prometheus configs through `promtool check config`, Kubernetes manifests
+through the schemas shipped in `kubernetes-validate` (core kinds) and
+tests/fixtures/k8s-schemas (Prometheus Operator CRDs). A missing tool fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import (
+    FIXTURES,
+    ROOT,
+    Proc,
+    free_port,
+    get,
+    require_tool,
+    sigma_exporter_cmd,
+    wait_until,
+)
+
+import sigma_exporter
+from sigma_exporter.cli import DEFAULT_LISTEN, run_parser
+from sigma_exporter.config import load_config, parse_config
+
+DEPLOY = ROOT / "deploy"
+DOCKER = DEPLOY / "docker"
+SYSTEMD = DEPLOY / "systemd"
+K8S = DEPLOY / "kubernetes"
+PROM = DEPLOY / "prometheus"
+DEFAULT_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
+K8S_VERSION = "1.30.0"
+RULE_FILES = ("sigma-recording.yml", "sigma-alerts.yml")
+
+
+def _run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False,
+                          **kwargs)
+
+
+def _venv_tool(name: str) -> str:
+    """A console script of the running interpreter's environment."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: install the package (pip install -e '.[test]')")
+    return str(path)
+
+
+# --- Dockerfile ------------------------------------------------------------------------
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not pending and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        text = pending + stripped
+        pending = ""
+        word, _, rest = text.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "Dockerfile ends in a continuation"
+    return out
+
+
+def final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    last = max(i for i, (word, _) in enumerate(instructions) if word == "FROM")
+    return instructions[last:]
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKER / "Dockerfile")
+
+
+def test_dockerfile_is_multi_stage_on_slim_python(dockerfile: list[tuple[str, str]]) -> None:
+    froms = [args for word, args in dockerfile if word == "FROM"]
+    assert len(froms) >= 2
+    args = {a.split("=", 1)[0].split()[0]: a.split("=", 1)[1]
+            for word, a in dockerfile if word == "ARG" and "=" in a}
+    for base in froms:
+        image = base.split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        assert re.fullmatch(r"python:3\.1[1-9]-slim(-\w+)?", image), base
+    stage = final_stage(dockerfile)
+    # The runtime stage installs what the build stage made, nothing else.
+    assert any("from=build" in a for w, a in stage if w in ("RUN", "COPY"))
+    assert any("--no-index" in a for w, a in stage if w == "RUN")
+
+
+def test_dockerfile_runs_as_numeric_non_root_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [a for w, a in final_stage(dockerfile) if w == "USER"]
+    assert users, "no USER in the runtime stage"
+    uid, _, gid = users[-1].partition(":")
+    assert uid.isdigit() and int(uid) > 0, users[-1]
+    assert not gid or (gid.isdigit() and int(gid) > 0)
+
+
+def test_dockerfile_health_port_and_read_only(dockerfile: list[tuple[str, str]]) -> None:
+    stage = final_stage(dockerfile)
+    health = [a for w, a in stage if w == "HEALTHCHECK"]
+    assert len(health) == 1 and "/-/healthy" in health[0]
+    assert "curl" not in health[0] and "wget" not in health[0]  # not in a slim image
+    # The health check's own default port is the exporter's.
+    assert f"':{DEFAULT_PORT}'" in health[0]
+    assert [a for w, a in stage if w == "EXPOSE"] == [str(DEFAULT_PORT)]
+    env = " ".join(a for w, a in stage if w == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in env
+    assert json.loads(next(a for w, a in stage if w == "ENTRYPOINT")) == ["sigma-exporter"]
+    cmd = json.loads(next(a for w, a in stage if w == "CMD"))
+    assert cmd == ["--config.file=/etc/sigma-exporter/sigma.yml"]
+
+
+def test_dockerfile_healthcheck_command_works(dockerfile: list[tuple[str, str]]) -> None:
+    """The HEALTHCHECK's Python, run here against a live exporter, then a dead one."""
+    health = next(a for w, a in final_stage(dockerfile) if w == "HEALTHCHECK")
+    command = json.loads(health[health.index("CMD") + 3:].strip())
+    assert command[:2] == ["python", "-c"]
+    port = free_port()
+    env = {**os.environ, "SIGMA_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+    exporter = Proc(sigma_exporter_cmd("--target", "http://127.0.0.1:9"), env=env)
+    try:
+        wait_until(lambda: get(f"http://127.0.0.1:{port}/-/healthy").status_code == 200,
+                   20, "exporter healthy")
+        result = _run([sys.executable, "-c", command[2]], env=env)
+        assert result.returncode == 0, result.stderr
+    finally:
+        exporter.stop()
+    result = _run([sys.executable, "-c", command[2]], env=env)
+    assert result.returncode != 0
+
+
+def test_dockerfile_copies_only_what_exists_and_is_not_ignored(
+        dockerfile: list[tuple[str, str]]) -> None:
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+    allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for word, args in dockerfile:
+        if word != "COPY" or "--from" in args:
+            continue
+        *sources, _dest = args.split()
+        for source in sources:
+            assert (ROOT / source).exists(), source
+            assert source.rstrip("/") in allowed, f"{source} is excluded by the dockerignore"
+
+
+# --- compose ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((DOCKER / "compose.yml").read_text())
+    return data
+
+
+def _mounts(service: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        yield source, target
+
+
+def test_compose_has_the_whole_stack(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) >= {"simulator", "exporter", "prometheus", "alertmanager", "grafana"}
+    assert services["simulator"]["command"][:1] == ["simulate"]
+    for name, service in services.items():
+        assert service.get("read_only") is True, name
+        if "build" in service:
+            context = (DOCKER / service["build"]["context"]).resolve()
+            assert (context / service["build"]["dockerfile"]).is_file()
+            assert context == ROOT
+
+
+def test_compose_mounts_exist_and_ports_are_unique(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes") or {})
+    published = []
+    for name, service in compose["services"].items():
+        for source, _target in _mounts(service):
+            if source.startswith((".", "/")):
+                assert (DOCKER / source).exists(), f"{name}: {source} is not in the repository"
+            else:
+                assert source in named, f"{name}: volume {source} is not declared"
+        for port in service.get("ports", []):
+            published.append(str(port).split(":")[0])
+    assert len(published) == len(set(published)), published
+
+
+def test_compose_wiring_matches_the_configs(compose: dict[str, Any], tmp_path: Path) -> None:
+    services = compose["services"]
+    # Grafana: the provisioning files where Grafana reads them, the dashboards
+    # where the provisioning file says, the datasource URL on the Prometheus service.
+    grafana = dict((t, s) for s, t in _mounts(services["grafana"]))
+    provisioning = yaml.safe_load(
+        (ROOT / "grafana/provisioning/dashboards/sigma.yml").read_text())
+    dashboards_path = provisioning["providers"][0]["options"]["path"]
+    assert (DOCKER / grafana[dashboards_path]).resolve() == ROOT / "grafana/dashboards"
+    for kind in ("dashboards", "datasources"):
+        target = f"/etc/grafana/provisioning/{kind}/sigma.yml"
+        source = ROOT / f"grafana/provisioning/{kind}/sigma.yml"
+        assert (DOCKER / grafana[target]).resolve() == source
+    datasource = yaml.safe_load((ROOT / "grafana/provisioning/datasources/sigma.yml").read_text())
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+
+    # Exporter: the config it mounts is valid and names the simulator's ports.
+    exporter = dict((t, s) for s, t in _mounts(services["exporter"]))
+    config = load_config(str(DOCKER / exporter["/etc/sigma-exporter/sigma.yml"]))
+    sim = services["simulator"]["command"]
+    first = int(sim[sim.index("--listen") + 1].rpartition(":")[2])
+    count = int(sim[sim.index("--servers") + 1])
+    assert [t.url for t in config.targets] == [
+        f"http://simulator:{first + i}" for i in range(count)]
+
+    # Alertmanager: our routing file.
+    alertmanager = dict((t, s) for s, t in _mounts(services["alertmanager"]))
+    source = (DOCKER / alertmanager["/etc/alertmanager/alertmanager.yml"]).resolve()
+    assert source == DEPLOY / "alertmanager/alertmanager.yml"
+
+    # Prometheus: its config, laid out as in the container, passes promtool.
+    prometheus = dict((t, s) for s, t in _mounts(services["prometheus"]))
+    assert (DOCKER / prometheus["/etc/prometheus/rules"]).resolve() == ROOT / "alerts"
+    config_text = (DOCKER / prometheus["/etc/prometheus/prometheus.yml"]).read_text()
+    (tmp_path / "prometheus.yml").write_text(config_text)
+    shutil.copytree(ROOT / "alerts", tmp_path / "rules")
+    promtool_check_config(tmp_path / "prometheus.yml")
+    prom = yaml.safe_load(config_text)
+    (sigma,) = [j for j in prom["scrape_configs"] if j["job_name"] == "sigma"]
+    assert sigma["static_configs"][0]["targets"] == [f"exporter:{DEFAULT_PORT}"]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"]
+    assert prom["global"]["scrape_interval"] == datasource["datasources"][0]["jsonData"][
+        "timeInterval"]
+
+
+# --- systemd ----------------------------------------------------------------------------
+
+UNITS = ("sigma-exporter.service", "sigma-exporter-agent.service")
+
+
+def unit_directives(path: Path) -> dict[str, list[str]]:
+    """Key -> values of a unit file (all sections; repeated keys kept in order)."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, val = line.partition("=")
+        out.setdefault(key.strip(), []).append(val.strip())
+    return out
+
+
+def _unit_copy(unit: str, tmp_path: Path) -> Path:
+    """The unit with ExecStart on the sigma-exporter of this environment."""
+    text = (SYSTEMD / unit).read_text()
+    assert "ExecStart=/usr/local/bin/sigma-exporter " in text
+    copy = tmp_path / unit
+    copy.write_text(text.replace("/usr/local/bin/sigma-exporter", _venv_tool("sigma-exporter")))
+    return copy
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_unit_verifies_cleanly(unit: str, tmp_path: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    result = _run([tool, "verify", "--man=no", str(_unit_copy(unit, tmp_path))])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # verify only warns about unknown or misspelt keys: any output is a finding.
+    assert not output.strip(), output
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_unit_exposure_is_low(unit: str, tmp_path: Path) -> None:
+    tool = require_tool("systemd-analyze")
+    result = _run([tool, "security", "--offline=yes", "--no-pager", "--threshold=20",
+                   str(_unit_copy(unit, tmp_path))])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_unit_hardening(unit: str) -> None:
+    d = unit_directives(SYSTEMD / unit)
+    expected = {
+        "Restart": "on-failure", "NoNewPrivileges": "yes", "ProtectSystem": "strict",
+        "ProtectHome": "yes", "PrivateTmp": "yes", "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes", "RestrictNamespaces": "yes", "LockPersonality": "yes",
+        "MemoryDenyWriteExecute": "yes", "CapabilityBoundingSet": "",
+        "SystemCallArchitectures": "native", "DynamicUser": "yes",
+        "EnvironmentFile": "-/etc/default/sigma-exporter",
+        "ExecReload": "/bin/kill -HUP $MAINPID", "DevicePolicy": "closed",
+    }
+    for key, want in expected.items():
+        assert d.get(key) == [want], f"{unit}: {key}={d.get(key)}"
+    assert d["RestrictAddressFamilies"] and "AF_PACKET" not in d["RestrictAddressFamilies"][0]
+    # Exit 2 is a configuration mistake: a restart would repeat it.
+    assert d["RestartPreventExitStatus"] == ["2"]
+
+
+def test_systemd_agent_allows_exactly_the_nvidia_devices() -> None:
+    agent = unit_directives(SYSTEMD / "sigma-exporter-agent.service")
+    allowed = agent["DeviceAllow"]
+    # What NVML 580 opened as a non-root user on a GPU host: the control node,
+    # UVM, the MIG monitor capability (read only) and one node per GPU.
+    assert allowed[:3] == ["/dev/nvidiactl rw", "/dev/nvidia-uvm rw",
+                           "/dev/nvidia-caps/nvidia-cap2 r"]
+    gpus = allowed[3:]
+    assert gpus == [f"/dev/nvidia{i} rw" for i in range(len(gpus))] and gpus
+    assert "PrivateDevices" not in agent  # would hide /dev/nvidia*
+    assert "ProcSubset" not in agent  # NVML reads /proc/driver/nvidia
+    central = unit_directives(SYSTEMD / "sigma-exporter.service")
+    assert central["PrivateDevices"] == ["yes"] and "DeviceAllow" not in central
+
+
+def test_systemd_env_file_and_example_configs() -> None:
+    env_names = {"SIGMA_EXPORTER_ARGS", "SIGMA_EXPORTER_TARGETS"}
+    for action in run_parser()._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and "." in flag:
+                env_names.add("SIGMA_EXPORTER_" + flag[2:].replace(".", "_").replace("-", "_")
+                              .upper())
+    for line in (SYSTEMD / "sigma-exporter.default").read_text().splitlines():
+        line = line.lstrip("#").strip()
+        if re.match(r"^[A-Z_]+=", line):
+            assert line.split("=", 1)[0] in env_names, line
+    for unit in UNITS:
+        env = unit_directives(SYSTEMD / unit)["Environment"]
+        assert env == ["SIGMA_EXPORTER_CONFIG_FILE=/etc/sigma-exporter/sigma.yml"]
+    central = load_config(str(SYSTEMD / "sigma.yml"))
+    assert central.nvml.enabled == "false" and len(central.targets) >= 2
+    agent = load_config(str(SYSTEMD / "sigma-agent.yml"))
+    assert agent.nvml.enabled == "true" and agent.nvml.target == agent.targets[0].name
+    assert agent.targets[0].url.startswith("http://127.0.0.1:")
+
+
+# --- Kubernetes -------------------------------------------------------------------------
+
+
+def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for path in sorted(K8S.glob("*.yaml")) + sorted((K8S / "generated").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                out.append((str(path.relative_to(K8S)), doc))
+    return out
+
+
+def k8s_objects(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in k8s_docs() if doc["kind"] == kind]
+
+
+def k8s_object(kind: str, name: str) -> dict[str, Any]:
+    (doc,) = [d for d in k8s_objects(kind) if d["metadata"]["name"] == name]
+    return doc
+
+
+def _load_generator() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sigma_k8s_generate", K8S / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_k8s_generated_files_are_in_sync() -> None:
+    result = _run([sys.executable, str(K8S / "generate.py"), "--check"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    generator = _load_generator()
+    for path, text in generator.outputs().items():
+        assert path.read_text() == text, f"{path}: run python deploy/kubernetes/generate.py"
+
+
+def test_k8s_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {str(p.relative_to(K8S)) for p in K8S.glob("*.yaml")} | {
+        str(p.relative_to(K8S)) for p in (K8S / "generated").glob("*.yaml")}
+    assert set(kustomization["resources"]) == files - {"kustomization.yaml"}
+    assert len(kustomization["resources"]) == len(set(kustomization["resources"]))
+
+
+CRD_SCHEMAS = {"ServiceMonitor": "servicemonitor.json", "PrometheusRule": "prometheusrule.json"}
+
+
+def _need(module: str) -> Any:
+    """A test dependency (pyproject's `test` extra); fail, never skip, without it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pytest.fail(f"Python package for `{module}` is missing: pip install -e '.[test]'")
+
+
+def _validate_k8s(doc: dict[str, Any]) -> None:
+    jsonschema = _need("jsonschema")
+    kubernetes_validate = _need("kubernetes_validate")
+    if doc["kind"] in CRD_SCHEMAS:
+        schema = json.loads((FIXTURES / "k8s-schemas" / CRD_SCHEMAS[doc["kind"]]).read_text())
+        jsonschema.Draft202012Validator(schema).validate(doc)
+    else:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(("source", "doc"), k8s_docs(),
+                         ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"])
+def test_k8s_manifest_matches_its_schema(source: str, doc: dict[str, Any]) -> None:
+    assert doc["metadata"]["namespace"] == "monitoring", source
+    _validate_k8s(doc)
+
+
+@pytest.mark.parametrize("kind", ["DaemonSet", "ServiceMonitor"])
+def test_k8s_schema_check_catches_a_misspelt_field(kind: str) -> None:
+    jsonschema = _need("jsonschema")
+    doc = json.loads(json.dumps(k8s_objects(kind)[0]))
+    if kind == "DaemonSet":
+        doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRot"] = True
+    else:
+        doc["spec"]["endpoints"][0]["honorLabel"] = True
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_k8s(doc)
+
+
+def _pod_templates() -> list[tuple[str, dict[str, Any]]]:
+    return [(d["metadata"]["name"], d["spec"]["template"])
+            for kind in ("Deployment", "DaemonSet") for d in k8s_objects(kind)]
+
+
+@pytest.mark.parametrize(("name", "template"), _pod_templates(),
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_k8s_pods_are_locked_down(name: str, template: dict[str, Any]) -> None:
+    spec = template["spec"]
+    pod = spec["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] > 0
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    assert not spec.get("hostNetwork") and not spec.get("hostPID")
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True, container["name"]
+        assert sc["allowPrivilegeEscalation"] is False, container["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, container["name"]
+        assert "privileged" not in sc
+        assert container["image"].endswith(":" + sigma_exporter.__version__), container["image"]
+        assert "limits" in container["resources"] and "requests" in container["resources"]
+    (exporter,) = spec["containers"]
+    assert exporter["ports"] == [{"name": "metrics", "containerPort": DEFAULT_PORT}]
+    assert exporter["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert exporter["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    labels = template["metadata"]["labels"]
+    owner = next(d for k in ("Deployment", "DaemonSet") for d in k8s_objects(k)
+                 if d["metadata"]["name"] == name)
+    assert owner["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_k8s_agent_daemonset_reaches_sigma_and_the_gpus(tmp_path: Path) -> None:
+    ds = k8s_object("DaemonSet", "sigma-exporter-agent")
+    spec = ds["spec"]["template"]["spec"]
+    assert spec["runtimeClassName"] == "nvidia"
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    (exporter,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in exporter["env"]}
+    assert env["NVIDIA_VISIBLE_DEVICES"] == "all"
+    assert "utility" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
+    # Watches GPUs, takes none from the transcoders.
+    assert "nvidia.com/gpu" not in json.dumps(exporter["resources"])
+    (init,) = spec["initContainers"]
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in init["env"]}
+    assert fields == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
+
+    # Run the init container's command here, on the ConfigMap's template, with
+    # the container paths moved into tmp_path: it must write a valid config
+    # whose target is the node, polled on the node's IP, with NVML on it.
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    template = k8s_object("ConfigMap", "sigma-exporter-agent")["data"]["sigma.yml"]
+    (tmp_path / "template").mkdir()
+    (tmp_path / "template" / "sigma.yml").write_text(template)
+    (tmp_path / "run").mkdir()
+    assert init["command"][:2] == ["sh", "-c"]
+    script = init["command"][2].replace(mounts["template"], str(tmp_path / "template")) \
+        .replace(mounts["config"], str(tmp_path / "run"))
+    env_run = {**os.environ, "NODE_NAME": "gpu-node-7.example", "HOST_IP": "10.1.2.3",
+               "PATH": f"{Path(_venv_tool('sigma-exporter')).parent}:{os.environ['PATH']}"}
+    result = _run(["sh", "-c", script], env=env_run)
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = load_config(str(tmp_path / "run" / "sigma.yml"))
+    assert [(t.name, t.url) for t in config.targets] == [
+        ("gpu-node-7.example", "http://10.1.2.3:9999")]
+    assert config.nvml.enabled == "true" and config.nvml.target == "gpu-node-7.example"
+    # The exporter reads the file the init container wrote.
+    run_mount = next(m for m in exporter["volumeMounts"] if m["name"] == "config")
+    assert f"--config.file={run_mount['mountPath']}/sigma.yml" in exporter["args"]
+
+
+def test_k8s_central_deployment_reads_a_valid_config() -> None:
+    deployment = k8s_object("Deployment", "sigma-exporter")
+    assert deployment["spec"]["replicas"] == 1
+    spec = deployment["spec"]["template"]["spec"]
+    (exporter,) = spec["containers"]
+    (mount,) = exporter["volumeMounts"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    data = k8s_object("ConfigMap", volume["configMap"]["name"])["data"]
+    (key,) = data
+    assert f"--config.file={mount['mountPath']}/{key}" in exporter["args"]
+    config = parse_config(yaml.safe_load(data[key]), "configmap")
+    assert config.nvml.enabled == "false" and config.targets
+
+
+def test_k8s_services_and_servicemonitors_line_up() -> None:
+    pods = {name: t["metadata"]["labels"] for name, t in _pod_templates()}
+    services = k8s_objects("Service")
+    for service in services:
+        selector = service["spec"]["selector"]
+        assert sum(selector.items() <= labels.items() for labels in pods.values()) == 1, \
+            service["metadata"]["name"]
+        assert service["spec"]["ports"][0] == {"name": "metrics", "port": DEFAULT_PORT,
+                                               "targetPort": "metrics"}
+    monitors = k8s_objects("ServiceMonitor")
+    assert len(monitors) == len(services)
+    for monitor in monitors:
+        spec = monitor["spec"]
+        (service,) = [s for s in services if spec["selector"]["matchLabels"].items()
+                      <= s["metadata"]["labels"].items()]
+        # The scrape job is "sigma", the name the alerts expect (up{job="sigma"}).
+        assert service["metadata"]["labels"][spec["jobLabel"]] == "sigma"
+        for endpoint in spec["endpoints"]:
+            assert endpoint["honorLabels"] is True  # our `job` label is the channel
+            assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_k8s_prometheusrule_carries_both_rule_files(tmp_path: Path) -> None:
+    rule = k8s_object("PrometheusRule", "sigma-exporter")
+    groups = []
+    for name in RULE_FILES:
+        groups += yaml.safe_load((ROOT / "alerts" / name).read_text())["groups"]
+    assert rule["spec"]["groups"] == groups
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    result = _run([require_tool("promtool"), "check", "rules", str(path)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_k8s_dashboards_configmaps_for_the_grafana_sidecar() -> None:
+    maps = [d for d in k8s_objects("ConfigMap")
+            if d["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    files = sorted((ROOT / "grafana/dashboards").glob("*.json"))
+    assert len(maps) == len(files)
+    for cm, path in zip(sorted(maps, key=lambda d: next(iter(d["data"]))), files, strict=True):
+        assert list(cm["data"]) == [path.name]
+        assert json.loads(cm["data"][path.name]) == json.loads(path.read_text())
+        # client-side `kubectl apply` keeps a copy in a 256 KiB annotation.
+        assert len(json.dumps(cm)) < 200 * 1024, path.name
+
+
+# --- Prometheus configs -----------------------------------------------------------------
+
+
+def promtool_check_config(path: Path) -> str:
+    result = _run([require_tool("promtool"), "check", "config", str(path)])
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "SUCCESS" in output and "WARNING" not in output, output
+    return output
+
+
+def _prometheus_layout(tmp_path: Path) -> Path:
+    """deploy/prometheus as it is installed: rules/ from alerts/, file_sd/ beside."""
+    home = tmp_path / "etc-prometheus"
+    shutil.copytree(PROM, home, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    (home / "rules").mkdir()
+    for name in RULE_FILES:
+        shutil.copy(ROOT / "alerts" / name, home / "rules" / name)
+    return home
+
+
+PROM_CONFIGS = sorted(p.name for p in PROM.glob("*.yml"))
+
+
+def test_prometheus_configs_are_all_there() -> None:
+    assert set(PROM_CONFIGS) >= {"agent-static.yml", "agent-file-sd.yml", "central-probe.yml",
+                                 "sharded.yml", "remote-write.yml", "federation.yml"}
+
+
+@pytest.mark.parametrize("name", PROM_CONFIGS)
+def test_prometheus_config_passes_promtool(name: str, tmp_path: Path) -> None:
+    home = _prometheus_layout(tmp_path)
+    promtool_check_config(home / name)
+    config = yaml.safe_load((home / name).read_text())
+    if config.get("rule_files"):
+        assert config["rule_files"] == [f"rules/{r}" for r in RULE_FILES]
+
+
+def _all_scrape_configs() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path in [*sorted(PROM.glob("*.yml")), DOCKER / "prometheus.yml"]:
+        for job in yaml.safe_load(path.read_text()).get("scrape_configs", []):
+            yield str(path.relative_to(ROOT)), job
+
+
+def test_every_sigma_scrape_honors_labels() -> None:
+    jobs = [(source, job) for source, job in _all_scrape_configs()
+            if job["job_name"].startswith("sigma")]
+    assert len(jobs) >= 7
+    for source, job in jobs:
+        assert job.get("honor_labels") is True, f"{source}: {job['job_name']}"
+        # The alerts look for up{job="sigma"}.
+        assert job["job_name"] == "sigma" or "federate" in job["job_name"], source
+
+
+def test_probe_configs_relabel_like_blackbox() -> None:
+    for name in ("central-probe.yml", "sharded.yml"):
+        (job,) = yaml.safe_load((PROM / name).read_text())["scrape_configs"]
+        assert job["metrics_path"] == "/probe"
+        relabel = job["relabel_configs"]
+        targets = {r.get("target_label"): r for r in relabel}
+        assert targets["__param_target"]["source_labels"] == ["__address__"]
+        assert targets["instance"]["source_labels"] == ["__address__"]
+        assert targets["__address__"]["replacement"].endswith(f":{DEFAULT_PORT}")
+        # __address__ is overwritten last: everything before reads the target name.
+        assert relabel[-1]["target_label"] == "__address__"
+    (job,) = yaml.safe_load((PROM / "sharded.yml").read_text())["scrape_configs"]
+    actions = [r.get("action", "replace") for r in job["relabel_configs"]]
+    assert actions[:2] == ["hashmod", "keep"]
+
+
+# --- packaging --------------------------------------------------------------------------
+
+
+def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
+    """`python -m build` on what the Dockerfile copies: sdist, then a wheel from it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "sigma_exporter", src / "sigma_exporter",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    _need("build")
+    dist = tmp_path / "dist"
+    result = _run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist),
+                   str(src)])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    version = sigma_exporter.__version__
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    assert wheel.name == f"sigma_exporter-{version}-py3-none-any.whl"
+    assert sdist.name == f"sigma_exporter-{version}.tar.gz"
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        info = f"sigma_exporter-{version}.dist-info"
+        metadata = zf.read(f"{info}/METADATA").decode()
+        entry_points = zf.read(f"{info}/entry_points.txt").decode()
+    assert f"\nVersion: {version}\n" in metadata
+    assert "sigma-exporter = sigma_exporter.cli:main" in entry_points
+    assert {"sigma_exporter/__init__.py", "sigma_exporter/cli.py",
+            "sigma_exporter/py.typed"} <= names
+    assert not any(n.startswith(("tests/", "deploy/")) for n in names)
+    with tarfile.open(sdist) as tf:
+        members = {m.name.split("/", 1)[1] for m in tf.getmembers() if "/" in m.name}
+    assert {"pyproject.toml", "README.md", "sigma_exporter/__init__.py"} <= members
+
+    # A fresh venv with the wheel alone; its dependencies come from this
+    # environment's site-packages through a .pth file (no network, no copies).
+    venv = tmp_path / "venv"
+    result = _run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
+    assert result.returncode == 0, result.stderr
+    python = venv / "bin" / "python"
+    result = _run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                   "--no-deps", "--no-index", "--no-cache-dir", "--quiet", str(wheel)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+                    ]).stdout.strip()
+    Path(purelib, "outer-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    result = _run([str(venv / "bin" / "sigma-exporter"), "--version"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"sigma-exporter {version}"
+    where = _run([str(python), "-c", "import sigma_exporter; print(sigma_exporter.__file__)"],
+                 cwd=tmp_path).stdout.strip()
+    assert where.startswith(purelib), f"imported {where}, not the installed wheel"
+
+
+def test_version_has_one_source() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["setuptools"]["dynamic"]["version"] == {
+        "attr": "sigma_exporter.__version__"}
+
+
+def test_deployment_doc_names_only_files_that_exist() -> None:
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    paths = set(re.findall(r"`((?:deploy|alerts|grafana|tests)/[\w./-]+?)`", text))
+    assert len(paths) > 15
+    for path in paths:
+        assert (ROOT / path).exists(), path
+    for link in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in link:
+            assert (ROOT / "docs" / link).resolve().exists(), link
+    assert "honor_labels: true" in text and "figures from docs/performance.md" in text

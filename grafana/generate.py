@@ -1884,6 +1884,9 @@ def jobs() -> Dashboard:
                     f"(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60",
                     column="Errors/min",
                     unit="cpm",
+                    # A channel that has logged no error line yet has no
+                    # sigma_job_errors_total series: its cell stays blank.
+                    empty_when_healthy=True,
                 ),
                 Q(f"max by (target, job) ({s('sigma_job_errors_listed')})", column="Errors listed"),
                 Q(

@@ -1,0 +1,466 @@
+"""Alerts end to end: simulator -> exporter -> Prometheus -> Alertmanager -> webhook.
+
+Every piece is a real process on 127.0.0.1 (free ports):
+
+* `sigma-exporter simulate` with three servers and its control API;
+* `sigma-exporter` polling them every 1 s (timeout 0.8 s);
+* Prometheus 2.42 scraping the exporter every 1 s with `honor_labels: true`
+  (job name "sigma"), evaluating every 1 s a time-compressed copy of
+  alerts/sigma-recording.yml and alerts/sigma-alerts.yml (`compress_rules`);
+* Alertmanager 0.25 with a copy of deploy/alertmanager/alertmanager.yml whose
+  receivers send to a webhook in this test (`alertmanager_config`);
+* a webhook receiver (http.server thread) recording every notification with
+  the receiver it was sent to.
+
+Scenario A takes simulated server sim-2 down (control API fault=refuse):
+SigmaServerDown must page (sigma-pager, critical) for sim-2 only, any other
+alert of sim-2 must be inhibited, and the page must resolve once sim-2 answers
+again. Scenario B slows channel VTV3 on sim-1 to half speed:
+SigmaJobBehindRealtime must page with the channel in `job` and in the
+description.
+
+Nothing sleeps to decide pass or fail: each step polls with a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from conftest import ROOT, free_port, free_ports, get, require_tool, value
+from promstack import (
+    Alertmanager,
+    LoggedProc,
+    Prometheus,
+    alertmanager_binary,
+    poll,
+    prometheus_binary,
+    sigma_exporter_proc,
+    simulator_proc,
+)
+
+pytestmark = pytest.mark.e2e
+
+ALERTS_DIR = ROOT / "alerts"
+RULE_FILES = ("sigma-recording.yml", "sigma-alerts.yml")
+AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
+
+NAMES = ("sim-1", "sim-2", "sim-3")
+DOWN_INDEX, DOWN = 1, "sim-2"  # scenario A
+SLOW_INDEX, SLOW_TARGET, SLOW_JOB = 0, "sim-1", "VTV3"  # scenario B
+
+# --------------------------------------------------------------------------
+# Time compression of the rules.
+#
+# The shipped rules wait minutes (`for: 5m`) and look back minutes to hours
+# (`avg_over_time(x[5m])`). Here one minute of the real rules becomes one
+# second, by a text transformation of the two rule files (nothing else in
+# them changes):
+#
+#   for: D        ->  for: D/60, at least 2s and at most 5s; `for: 0m` stays
+#   [D] in PromQL ->  [D/60], at least 5s (5 scrapes at 1 s, so rate(),
+#                     increase() and avg_over_time() have points to use)
+#
+# D is a single-unit Prometheus duration (30s, 5m, 1h, 6h, 1d); the rules use
+# no other form, which `compress_rules` asserts. Annotations keep the original
+# wording ("for 10 minutes"): only timing changes, not text.
+# --------------------------------------------------------------------------
+
+SCALE = 60
+FOR_MIN_S, FOR_MAX_S = 2, 5
+RANGE_MIN_S = 5
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_FOR = re.compile(r"^(?P<head>\s*for:\s*)(?P<n>\d+)(?P<unit>[smhd])\s*$", re.MULTILINE)
+_RANGE = re.compile(r"\[(?P<n>\d+)(?P<unit>[smhd])\]")
+_ANY_FOR = re.compile(r"^\s*for:", re.MULTILINE)
+_ANY_RANGE = re.compile(r"\[[^\]\[]*\d[smhdwy][^\]\[]*\]")
+
+
+def _short_for(m: re.Match[str]) -> str:
+    seconds = int(m["n"]) * _UNIT_S[m["unit"]]
+    if seconds == 0:
+        return m.group(0)
+    short = min(FOR_MAX_S, max(FOR_MIN_S, seconds // SCALE))
+    return f"{m['head']}{short}s"
+
+
+def _short_range(m: re.Match[str]) -> str:
+    seconds = int(m["n"]) * _UNIT_S[m["unit"]]
+    return f"[{max(RANGE_MIN_S, seconds // SCALE)}s]"
+
+
+def compress_rules(text: str) -> str:
+    """The rule file `text` with every `for:` and every range window shortened."""
+    fors, ranges = len(_ANY_FOR.findall(text)), len(_ANY_RANGE.findall(text))
+    text, n_for = _FOR.subn(_short_for, text)
+    text, n_range = _RANGE.subn(_short_range, text)
+    # Every `for:` and every range selector had the simple form: none escaped.
+    assert (n_for, n_range) == (fors, ranges), (n_for, fors, n_range, ranges)
+    return text
+
+
+def write_compressed_rules(directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in RULE_FILES:
+        path = directory / name
+        path.write_text(compress_rules((ALERTS_DIR / name).read_text()))
+        paths.append(path)
+    check = subprocess.run([require_tool("promtool"), "check", "rules", *map(str, paths)],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    return paths
+
+
+# --------------------------------------------------------------------------
+# Alertmanager: the shipped routing tree and inhibitions, webhook receivers.
+#
+# From deploy/alertmanager/alertmanager.yml: every receiver that has
+# integrations (`*_configs`: PagerDuty, Slack) gets instead one webhook to
+# <webhook>/<receiver name> with send_resolved; a receiver without any
+# (sigma-null) stays without. group_wait, group_interval and repeat_interval
+# are shortened wherever the routing tree sets them (and on the root).
+# Routes, matchers and inhibit rules are used unchanged.
+# --------------------------------------------------------------------------
+
+TIMINGS = {"group_wait": "1s", "group_interval": "1s", "repeat_interval": "1m"}
+
+
+def alertmanager_config(webhook: str) -> dict[str, Any]:
+    original = yaml.safe_load(AM_CONFIG.read_text())
+    doc = yaml.safe_load(AM_CONFIG.read_text())
+    for receiver in doc["receivers"]:
+        integrations = [key for key in receiver if key.endswith("_configs")]
+        for key in integrations:
+            del receiver[key]
+        if integrations:
+            receiver["webhook_configs"] = [
+                {"url": f"{webhook}/{receiver['name']}", "send_resolved": True}]
+
+    def shorten(route: dict[str, Any], root: bool) -> None:
+        for key, short in TIMINGS.items():
+            if root or key in route:
+                route[key] = short
+        for child in route.get("routes", []):
+            shorten(child, False)
+
+    shorten(doc["route"], True)
+    # Only receivers' integrations and timings differ from the shipped file.
+    def strip(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items()
+                    if k not in TIMINGS and not k.endswith("_configs")}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    assert strip(doc) == strip(original)
+    assert [r["name"] for r in doc["receivers"]] == [r["name"] for r in original["receivers"]]
+    return doc
+
+
+# --------------------------------------------------------------------------
+# The webhook receiver.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Notification:
+    receiver: str  # the receiver's name as Alertmanager sent it
+    path: str  # the URL path it was sent to (/<receiver name>)
+    body: dict[str, Any]
+
+    @property
+    def status(self) -> str:
+        return str(self.body["status"])
+
+    @property
+    def alerts(self) -> list[dict[str, Any]]:
+        alerts: list[dict[str, Any]] = self.body["alerts"]
+        return alerts
+
+
+@dataclass
+class Webhook:
+    server: ThreadingHTTPServer
+    received: list[Notification] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def notifications(self) -> list[Notification]:
+        with self.lock:
+            return list(self.received)
+
+    def find(self, receiver: str, status: str, alertname: str, **labels: str
+             ) -> tuple[Notification, dict[str, Any]] | None:
+        """The first notification to `receiver` with an alert of that status and labels."""
+        for note in self.notifications():
+            if note.receiver != receiver or note.path != "/" + receiver:
+                continue
+            for alert in note.alerts:
+                ls = alert["labels"]
+                if (alert["status"] == status and ls.get("alertname") == alertname
+                        and all(ls.get(k) == v for k, v in labels.items())):
+                    return note, alert
+        return None
+
+    def describe(self) -> str:
+        return "notifications:\n" + "\n".join(
+            f"  {n.receiver} {n.status}: "
+            + ", ".join(f"{a['labels'].get('alertname')}/{a['labels'].get('target')}"
+                        f"/{a['status']}" for a in n.alerts)
+            for n in self.notifications())
+
+
+def start_webhook() -> Webhook:
+    hook: Webhook
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            body = json.loads(self.rfile.read(length))
+            with hook.lock:
+                hook.received.append(Notification(str(body.get("receiver")), self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    hook = Webhook(ThreadingHTTPServer(("127.0.0.1", 0), Handler))
+    threading.Thread(target=hook.server.serve_forever, daemon=True).start()
+    return hook
+
+
+# --------------------------------------------------------------------------
+# The stack.
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    control: str
+    exporter_url: str
+    instance: str  # the exporter's scrape address: the `instance` label
+    prom: Prometheus
+    am: Alertmanager
+    webhook: Webhook
+    procs: list[LoggedProc]
+
+    def control_post(self, path: str, **params: str) -> None:
+        response = httpx.post(f"{self.control}{path}", params=params, timeout=5,
+                              trust_env=False)
+        response.raise_for_status()
+
+    def diagnose(self) -> str:
+        parts = [self.webhook.describe()]
+        try:
+            parts.append("prometheus alerts: " + json.dumps(
+                [(a["labels"].get("alertname"), a["labels"].get("target"), a["state"])
+                 for a in self.prom.alerts()]))
+            parts.append("alertmanager alerts: " + json.dumps(
+                [(a["labels"].get("alertname"), a["labels"].get("target"),
+                  a["status"]["state"]) for a in self.am.alerts()]))
+        except (httpx.HTTPError, AssertionError) as exc:
+            parts.append(f"(cannot list alerts: {exc!r})")
+        parts += [p.tail(15) for p in self.procs]
+        parts += [self.prom.logs(15), self.am.logs(15)]
+        return "\n".join(parts)
+
+
+def pin_job_speeds(control: str, servers: int, log: Path) -> None:
+    """Hold every simulated job at speed 1.0.
+
+    The simulator dips each job below real time in about one 2-minute window
+    in 8. With the real rules such a dip never pages (it is shorter than the
+    5-minute average plus 10 minutes of `for`); compressed 60 times it lasts
+    "two hours" and would page at random. The tests decide which job is slow.
+    """
+    def jobs(i: int) -> list[str]:
+        response = httpx.get(f"{control}/servers/{i}/emitted", timeout=5, trust_env=False)
+        response.raise_for_status()
+        return sorted(response.json())
+
+    names = poll(lambda: [jobs(i) for i in range(servers)], 30, "the simulator's control API",
+                 lambda: log.read_text())
+    for i, server_jobs in enumerate(names):
+        assert server_jobs, f"server {i} has no jobs"
+        for job in server_jobs:
+            response = httpx.post(f"{control}/servers/{i}/jobs/{job}", params={"speed": "1"},
+                                  timeout=5, trust_env=False)
+            response.raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("alerts-e2e")
+    rule_files = write_compressed_rules(tmp / "rules")
+    first, control_port, exporter_port = free_ports(3), free_port(), free_port()
+    config = tmp / "sigma.yml"
+    config.write_text("defaults:\n  interval: 1s\n  timeout: 0.8s\ntargets:\n" + "".join(
+        f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
+        for i, name in enumerate(NAMES)))
+    webhook = start_webhook()
+    procs: list[LoggedProc] = []
+    am: Alertmanager | None = None
+    prom: Prometheus | None = None
+    try:
+        procs.append(simulator_proc(first, control_port, tmp / "simulator.log"))
+        control = f"http://127.0.0.1:{control_port}"
+        pin_job_speeds(control, len(NAMES), tmp / "simulator.log")
+        procs.append(sigma_exporter_proc(config, exporter_port, tmp / "exporter.log"))
+        exporter_url = f"http://127.0.0.1:{exporter_port}"
+        am = Alertmanager(tmp / "am", alertmanager_config(webhook.url))
+        prom = Prometheus(tmp / "prom", scrape_targets=[f"127.0.0.1:{exporter_port}"],
+                          rule_files=rule_files, alertmanager=am.address)
+        stack = Stack(control, exporter_url,
+                      f"127.0.0.1:{exporter_port}", prom, am, webhook, procs)
+        poll(lambda: all(value(get(exporter_url + "/metrics").text, "sigma_up", target=n) == 1
+                         for n in NAMES), 30, "the exporter sees every server up",
+             stack.diagnose)
+        prom.wait_targets_up(1)
+        poll(lambda: prom.value("count(sigma_up == 1)") == len(NAMES), 20,
+             "Prometheus has sigma_up 1 for every server", stack.diagnose)
+        yield stack
+    finally:
+        for server in (prom, am):
+            if server is not None:
+                server.stop()
+        for proc in reversed(procs):
+            proc.stop()
+        webhook.server.shutdown()
+        webhook.server.server_close()
+
+
+# --------------------------------------------------------------------------
+# Tests.
+# --------------------------------------------------------------------------
+
+
+def test_prometheus_and_alertmanager_are_installed() -> None:
+    # Missing binaries fail the suite (never skip); this names them plainly.
+    assert prometheus_binary() and alertmanager_binary()
+
+
+def test_rule_compression_is_the_documented_one() -> None:
+    text = "        for: 15m\n        for: 0m\n        for: 1m\n  expr: rate(x[5m]) + y[1h]\n"
+    assert compress_rules(text) == (
+        "        for: 5s\n        for: 0m\n        for: 2s\n  expr: rate(x[5s]) + y[60s]\n")
+    shipped = compress_rules((ALERTS_DIR / "sigma-alerts.yml").read_text())
+    assert not re.search(r"^\s*for: (?!0m$)\d+[mhd]$", shipped, re.MULTILINE)
+
+
+def test_a_down_server_pages_once_inhibits_the_rest_and_resolves(stack: Stack) -> None:
+    stack.control_post(f"/servers/{DOWN_INDEX}/fault", mode="refuse")
+    try:
+        found = poll(lambda: stack.webhook.find("sigma-pager", "firing", "SigmaServerDown",
+                                                target=DOWN),
+                     40, f"SigmaServerDown for {DOWN} paged", stack.diagnose)
+        _, alert = found
+        assert alert["labels"]["severity"] == "critical"
+        assert alert["labels"]["instance"] == stack.instance
+        assert alert["labels"]["job"] == "sigma"
+        assert DOWN in alert["annotations"]["description"]
+        assert alert["annotations"]["runbook_url"].endswith("#sigmaserverdown")
+
+        # Inhibition: while SigmaServerDown fires, any other Sigma alert of the
+        # same instance and target is suppressed. The data alerts cannot fire
+        # for a down target (its data series are gone), so a channel alert for
+        # it is sent to Alertmanager the way Prometheus sends alerts; the real
+        # SigmaServerDown from Prometheus must inhibit it, and it must never
+        # reach a receiver.
+        now = time.time()
+        stack.am.post_alerts([{
+            "labels": {"alertname": "SigmaJobBehindRealtime", "severity": "critical",
+                       "job": "VTV1", "instance": stack.instance, "target": DOWN},
+            "annotations": {"description": "synthetic: must be inhibited"},
+            "startsAt": _rfc3339(now), "endsAt": _rfc3339(now + 300),
+        }])
+
+        def inhibited() -> list[dict[str, Any]] | None:
+            mine = [a for a in stack.am.alerts() if a["labels"].get("target") == DOWN]
+            source = [a for a in mine if a["labels"]["alertname"] == "SigmaServerDown"]
+            others = [a for a in mine if a["labels"]["alertname"] != "SigmaServerDown"]
+            if not (source and source[0]["status"]["state"] == "active"
+                    and any(a["labels"]["alertname"] == "SigmaJobBehindRealtime"
+                            for a in others)):
+                return None
+            ok = all(a["status"]["state"] == "suppressed" and a["status"]["inhibitedBy"]
+                     for a in others)
+            return others if ok else None
+
+        others = poll(inhibited, 15, f"the other alerts of {DOWN} inhibited", stack.diagnose)
+        fingerprint = next(a["fingerprint"] for a in stack.am.alerts()
+                           if a["labels"]["alertname"] == "SigmaServerDown")
+        assert all(fingerprint in a["status"]["inhibitedBy"] for a in others)
+        # Withdraw the synthetic alert before the inhibition ends.
+        stack.am.post_alerts([{
+            "labels": {"alertname": "SigmaJobBehindRealtime", "severity": "critical",
+                       "job": "VTV1", "instance": stack.instance, "target": DOWN},
+            "startsAt": _rfc3339(now), "endsAt": _rfc3339(time.time()),
+        }])
+    finally:
+        stack.control_post(f"/servers/{DOWN_INDEX}/fault", mode="none")
+
+    poll(lambda: stack.webhook.find("sigma-pager", "resolved", "SigmaServerDown", target=DOWN),
+         40, f"SigmaServerDown for {DOWN} resolved", stack.diagnose)
+
+    notes = stack.webhook.notifications()
+    # Of the down server, only SigmaServerDown was ever notified.
+    for note in notes:
+        for alert in note.alerts:
+            if alert["labels"].get("target") == DOWN:
+                assert alert["labels"]["alertname"] == "SigmaServerDown", stack.diagnose()
+                assert note.receiver == "sigma-pager", stack.diagnose()
+    # Nothing paged for the servers that stayed healthy.
+    pages = [a["labels"] for n in notes if n.receiver == "sigma-pager" for a in n.alerts]
+    assert all(ls.get("target") == DOWN for ls in pages), stack.diagnose()
+    # And Prometheus itself had no critical alert for them either.
+    critical = [a["labels"] for a in stack.prom.alerts()
+                if a["labels"].get("severity") == "critical"
+                and a["labels"].get("target") != DOWN]
+    assert critical == [], stack.diagnose()
+
+
+def test_a_job_behind_real_time_pages_with_its_name(stack: Stack) -> None:
+    stack.control_post(f"/servers/{SLOW_INDEX}/jobs/{SLOW_JOB}", speed="0.5")
+    try:
+        found = poll(lambda: stack.webhook.find("sigma-pager", "firing",
+                                                "SigmaJobBehindRealtime", target=SLOW_TARGET),
+                     40, f"SigmaJobBehindRealtime for {SLOW_JOB} paged", stack.diagnose)
+    finally:
+        stack.control_post(f"/servers/{SLOW_INDEX}/jobs/{SLOW_JOB}", speed="1")
+    note, alert = found
+    labels = alert["labels"]
+    # honor_labels: true keeps the channel in `job`; a default scrape would
+    # have it in `exported_job`. Either way the channel is named.
+    assert labels.get("exported_job", labels.get("job")) == SLOW_JOB, labels
+    assert labels["severity"] == "critical"
+    assert labels["instance"] == stack.instance
+    description = alert["annotations"]["description"]
+    assert f"Job {SLOW_JOB} on Sigma target {SLOW_TARGET}" in description, description
+    # Only the slowed channel fell behind.
+    behind = {a["labels"].get("job") for n in stack.webhook.notifications() for a in n.alerts
+              if a["labels"]["alertname"] == "SigmaJobBehindRealtime"}
+    assert behind == {SLOW_JOB}, stack.diagnose()
+    assert note.body["groupLabels"] == {"alertname": "SigmaJobBehindRealtime",
+                                        "target": SLOW_TARGET}
+
+
+def _rfc3339(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"

@@ -132,3 +132,17 @@ def _family(d: MetricDef, entries: list[tuple[tuple[str, ...], float]]) -> Metri
     for labels, value in entries:
         family.add_metric(list(labels), value)
     return family
+
+
+def read_back(rendered: Rendered) -> Samples:
+    """A target's rendered exposition parsed back into samples (tools and tests)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Samples = {}
+    body = merge([rendered], openmetrics=False).decode()
+    for family in text_string_to_metric_families(body):
+        for sample in family.samples:
+            names = BY_NAME[sample.name].labels
+            out.setdefault(sample.name, []).append(
+                (tuple(sample.labels[n] for n in names), sample.value))
+    return out

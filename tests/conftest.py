@@ -80,16 +80,9 @@ def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def structured(rendered: dict[str, bytes]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
     """A target's rendered exposition read back as {metric: [(label values, value)]}."""
-    from sigma_exporter.exposition import merge
-    from sigma_exporter.metrics import BY_NAME
+    from sigma_exporter.exposition import read_back
 
-    out: dict[str, list[tuple[tuple[str, ...], float]]] = {}
-    body = merge([rendered], openmetrics=False).decode()
-    for family in text_string_to_metric_families(body):
-        for s in family.samples:
-            names = BY_NAME[s.name].labels
-            out.setdefault(s.name, []).append((tuple(s.labels[n] for n in names), s.value))
-    return out
+    return dict(read_back(rendered))
 
 
 def value(body: str, name: str, **labels: str) -> float | None:

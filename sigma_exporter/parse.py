@@ -102,18 +102,19 @@ class _Fields:
             self._error(key)
         return None
 
+    def _list(self, key: str) -> list[Any]:
+        """The entries of a list field (capped); null or a non-list is an error."""
+        raw = self._items.get(key)
+        if isinstance(raw, list):
+            return raw[:MAX_ITEMS]
+        if key in self._items:
+            self._error(key)
+        return []
+
     def items(self, key: str) -> list[_Fields]:
         """The objects of a list field; non-objects inside are errors."""
-        raw = self._items.get(key)
-        if raw is None:
-            if key in self._items:
-                self._error(key)
-            return []
-        if not isinstance(raw, list):
-            self._error(key)
-            return []
         out = []
-        for entry in raw[:MAX_ITEMS]:
+        for entry in self._list(key):
             if isinstance(entry, dict):
                 out.append(_Fields(entry, f"{self._path}{key}[].", self._errors))
             else:
@@ -122,16 +123,8 @@ class _Fields:
 
     def strings(self, key: str) -> list[str]:
         """The strings of a list field (numbers are accepted as text)."""
-        raw = self._items.get(key)
-        if raw is None:
-            if key in self._items:
-                self._error(key)
-            return []
-        if not isinstance(raw, list):
-            self._error(key)
-            return []
         out = []
-        for entry in raw[:MAX_ITEMS]:
+        for entry in self._list(key):
             value = text(entry)
             if value is None:
                 self._error(f"{key}[]")

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -22,11 +23,13 @@ from aiohttp import web
 from . import __version__, exposition, logsetup
 from .config import Config, ConfigError, config_from_urls, load_config
 from .poller import AfterDump, Poller
-from .redact import redact_url
-from .serve import Exporter, build_app
+from .redact import RedactFilter, install_log_filter, redact_url
+from .serve import DEFAULT_MAX_REQUESTS, Exporter, ExporterSite, build_app
+from .webconfig import WebConfigWatcher
 
 log = logging.getLogger("sigma_exporter")
 
+DEFAULT_READ_TIMEOUT = "10s"
 DEFAULT_LISTEN = ":19911"  # outside the 9100-9999 range of well-known exporter ports
 ENV_PREFIX = "SIGMA_EXPORTER_"
 EXIT_CONFIG = 2
@@ -56,6 +59,13 @@ def run_parser() -> argparse.ArgumentParser:
                              f"(env {ENV_PREFIX}TARGETS, comma-separated)")
     _add(parser, "--web.listen-address", DEFAULT_LISTEN, "address to serve metrics on")
     _add(parser, "--web.telemetry-path", "/metrics", "path of the metrics endpoint")
+    _add(parser, "--web.config.file", None,
+         "exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes")
+    _add(parser, "--web.max-requests", str(DEFAULT_MAX_REQUESTS),
+         "most requests handled at once; more get 503 (0: no limit)")
+    _add(parser, "--web.read-timeout", DEFAULT_READ_TIMEOUT,
+         "time a client has to send a complete request (and to finish a TLS handshake); "
+         "idle keep-alive connections close after it too")
     _add(parser, "--log.level", "info", "debug, info, warn or error")
     _add(parser, "--log.format", "logfmt", "logfmt or json")
     parser.add_argument("--version", action="version", version=f"sigma-exporter {__version__}")
@@ -69,6 +79,24 @@ def _split_listen(address: str) -> tuple[str | None, int]:
                           "write e.g. `:19911` or `127.0.0.1:19911`")
     host = host.strip("[]")
     return (host or None), int(port)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
+
+
+def _duration_flag(flag: str, text: str) -> float:
+    match = _DURATION.match(text)
+    seconds = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"] \
+        if match else 0.0
+    if seconds <= 0:
+        raise ConfigError(flag, text, "not a duration above zero", "write e.g. `10s` or `500ms`")
+    return seconds
+
+
+def _count_flag(flag: str, text: str) -> int:
+    if not text.strip().isdigit():
+        raise ConfigError(flag, text, "not a whole number >= 0", "write e.g. `40` (0: no limit)")
+    return int(text)
 
 
 def resolve_config(config_file: str | None, targets: list[str] | None,
@@ -103,23 +131,68 @@ def _validate_choices(args: argparse.Namespace) -> None:
 
 async def serve(config: Config, listen: str, telemetry_path: str,
                 config_file: str | None, after_dump: AfterDump | None = None,
-                ready: asyncio.Event | None = None) -> None:
+                ready: asyncio.Event | None = None, *,
+                web_config: WebConfigWatcher | None = None,
+                max_requests: int = DEFAULT_MAX_REQUESTS,
+                read_timeout: float = 10.0) -> None:
     """Run the poll loop and the HTTP server until SIGINT/SIGTERM."""
     host, port = _split_listen(listen)
     poller = Poller(config, after_dump)
     exporter = Exporter(poller, telemetry_path)
-    runner = web.AppRunner(build_app(exporter), access_log=None, handle_signals=False)
+    # keepalive_timeout bounds the wait for a complete request line and headers,
+    # from the connection's start or the end of the previous answer: a client
+    # trickling its headers (slowloris) is cut off after read_timeout.
+    runner = web.AppRunner(build_app(exporter, web_config, max_requests), access_log=None,
+                           handle_signals=False, keepalive_timeout=read_timeout,
+                           shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("listening address=%s targets=%d version=%s", listen, len(config.targets),
-             __version__)
+    sites: list[ExporterSite] = []
+
+    async def open_site() -> None:
+        context = web_config.ssl_context() if web_config is not None else None
+        site = ExporterSite(runner, host, port, ssl_context=context,
+                            read_timeout=read_timeout)
+        await site.start()
+        old = list(sites)
+        sites[:] = [site]
+        for stale in old:  # after the new one listens: no connection is refused
+            await stale.stop()
+
+    await open_site()
+    tls = web_config is not None and web_config.tls_enabled
+    log.info("listening address=%s tls=%s auth=%s targets=%d version=%s", listen, tls,
+             bool(web_config and web_config.config.users), len(config.targets), __version__)
+    background: set[asyncio.Task[None]] = set()
+    loop = asyncio.get_running_loop()
+    if web_config is not None:
+        async def reopen() -> None:
+            try:
+                await open_site()
+                log.info("listener reopened with the new TLS settings address=%s", listen)
+            except (OSError, RuntimeError) as exc:
+                log.error("cannot reopen the listener with the new TLS settings, keeping the "
+                          "old one: %s", exc)
+
+        def tls_changed() -> None:
+            task = loop.create_task(reopen())
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        web_config.on_tls_change = tls_changed
+
+        async def watch_web_config() -> None:
+            while True:
+                await asyncio.sleep(web_config.CHECK_EVERY_S)
+                web_config.refresh()
+
+        watcher_task = loop.create_task(watch_web_config())
+        background.add(watcher_task)
+        watcher_task.add_done_callback(background.discard)
     for target in config.targets:
         log.info("watching target=%s url=%s interval=%gs", target.name,
                  redact_url(target.url), target.interval)
     poller.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     async def reload() -> None:
         if not config_file:
@@ -133,6 +206,10 @@ async def serve(config: Config, listen: str, telemetry_path: str,
             log.error("reload failed, keeping the running config: %s", exc)
             return
         await poller.reload(new)
+        for handler in logging.getLogger().handlers:  # new secrets to blank in logs
+            for flt in handler.filters:
+                if isinstance(flt, RedactFilter):
+                    flt.secrets = new.secrets()
         exporter.reload.successful = True
         exporter.reload.last_success = time.time()
         log.info("config reloaded targets=%d", len(new.targets))
@@ -148,6 +225,8 @@ async def serve(config: Config, listen: str, telemetry_path: str,
         log.info("shutting down")
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        for task in list(background):
+            task.cancel()
         await poller.stop()
         await runner.cleanup()
 
@@ -159,6 +238,11 @@ def main_run(argv: Sequence[str]) -> int:
         logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
         config = resolve_config(getattr(args, "config.file"), args.target)
         _split_listen(getattr(args, "web.listen_address"))
+        max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
+        read_timeout = _duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
+        web_config_file = getattr(args, "web.config.file")
+        install_log_filter(config.secrets())
+        web_config = WebConfigWatcher(web_config_file) if web_config_file else None
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -172,7 +256,8 @@ def main_run(argv: Sequence[str]) -> int:
     try:
         asyncio.run(serve(config, getattr(args, "web.listen_address"),
                           getattr(args, "web.telemetry_path"), getattr(args, "config.file"),
-                          hook))
+                          hook, web_config=web_config, max_requests=max_requests,
+                          read_timeout=read_timeout))
     except OSError as exc:
         print(f"sigma-exporter: cannot serve: {exc}", file=sys.stderr)
         return 1
@@ -183,12 +268,19 @@ def main_check_config(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="sigma-exporter check-config",
                                      description="Validate a config file and exit.")
     parser.add_argument("file")
+    parser.add_argument("--web.config.file", default=None, metavar="FILE",
+                        help="also validate this web config (TLS, basic auth, headers)")
     args = parser.parse_args(argv)
+    web_file = getattr(args, "web.config.file")
     try:
         config = load_config(args.file)
+        web_cfg = WebConfigWatcher(web_file).config if web_file else None
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    if web_cfg is not None:
+        print(f"{web_file}: OK, tls {'on' if web_cfg.tls else 'off'}, "
+              f"{len(web_cfg.users)} basic auth user(s), {len(web_cfg.headers)} header(s)")
     print(f"{args.file}: OK, {len(config.targets)} target(s)")
     for target in config.targets:
         auth = "bearer token" if target.auth.bearer_token else (

@@ -78,7 +78,9 @@ class _Fields:
         self._errors = errors
 
     def _error(self, key: str) -> None:
-        self._errors.append(f"{self._path}{key}")
+        # Keys come from the server: clean them like a label value (no lone
+        # surrogates, bounded) before they become the `field` label.
+        self._errors.append(text(f"{self._path}{key}") or "?")
 
     def get(
         self, key: str, convert: Callable[[object], V | None], required: bool = False
@@ -162,7 +164,8 @@ def _gpu(fields: _Fields, position: int) -> Gpu:
         value = units.number(raw)
         if value is None:
             if raw is not None and not isinstance(raw, str):
-                fields.get(key, units.number)  # records the error
+                # Undocumented keys are the server's: one bounded path for all.
+                fields._error("other")
             continue
         reported.append((key, value))
     reported.sort()
@@ -198,11 +201,18 @@ def _tasks(dump: _Fields) -> tuple[tuple[str, float], ...]:
     if task is None:
         return ()
     out = []
-    for state, _raw in task.raw_items():
-        count = task.get(state, units.number)
+    seen: set[str] = set()
+    for state, raw in task.raw_items():
+        count = units.number(raw)
         label = text(state)
-        if count is not None and label:
-            out.append((label.lower(), count))
+        if count is None or not label:
+            # The key is the server's: one bounded path for every bad state.
+            dump._errors.append("task")
+            continue
+        label = label.lower()
+        if label not in seen:  # "\ud800" and "\ud801" both clean to "?"
+            seen.add(label)
+            out.append((label, count))
     return tuple(sorted(out))
 
 
@@ -378,11 +388,13 @@ def parse_progress(obj: object) -> Parsed[Progress] | None:
         return None
     errors: list[str] = []
     jobs = []
+    seen: set[str] = set()
     for raw_name, raw_job in list(result.items())[: MAX_ITEMS * 16]:
         name = text(raw_name)
-        if not name:
+        if not name or name in seen:  # cleaning can make two names one series
             errors.append("result")
             continue
+        seen.add(name)
         if not isinstance(raw_job, dict):
             errors.append("job")
             continue

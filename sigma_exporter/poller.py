@@ -270,7 +270,7 @@ class Poller:
         # A little jitter spreads a large fleet's polls; the first poll is now,
         # with a small random delay so a thousand targets do not fire at once.
         jitter = min(1.0, target.interval * 0.05)
-        first = datetime.now() + timedelta(seconds=random.uniform(0, jitter))  # noqa: S311
+        first = datetime.now() + timedelta(seconds=random.uniform(0, jitter))  # noqa: S311 - scheduling jitter, not security
         self.scheduler.add_job(
             self.poll_target, IntervalTrigger(seconds=target.interval, jitter=jitter),
             args=[target.name], id=target.name, name=f"poll {target.name}",

@@ -1,11 +1,15 @@
 """The one place that strips secrets from URLs.
 
 Every URL that reaches a log line, a label, the landing page, an error body
-or `check-config` output goes through `redact_url` first.
+or `check-config` output goes through `redact_url` first. `redact_text`
+does the same to every URL inside free text (error messages of libraries)
+and blanks known secret values; `RedactFilter` applies it to every log line
+as a last line of defence.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -13,6 +17,10 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 _SECRET_PARAM = re.compile(
     r"(pass|pwd|secret|token|key|auth|sig|signature|credential|session)", re.IGNORECASE
 )
+
+
+# A URL inside free text: scheme://... up to whitespace or a quote.
+_URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s'\"<>`]+")
 
 
 def _strip_userinfo(parts: SplitResult) -> str:
@@ -39,12 +47,42 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
         query = urlencode(
             [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="/:"
         )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    # A fragment never reaches the server and often carries a token (OAuth).
+    fragment = "REDACTED" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
 
 
-def redact_text(text: str, secrets: list[str] | tuple[str, ...]) -> str:
-    """Blank out known secret values wherever they appear in free text."""
+def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Redact every URL in `text` and blank out known secret values."""
+    if "://" in text:
+        text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, "REDACTED")
     return text
+
+
+class RedactFilter(logging.Filter):
+    """Rewrites each log record's message (and traceback) through `redact_text`."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = redact_text(message, self.secrets)
+        record.args = ()
+        return True
+
+
+def install_log_filter(secrets: tuple[str, ...] = ()) -> RedactFilter:
+    """Put a `RedactFilter` on every handler of the root logger."""
+    redactor = RedactFilter(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(redactor)
+    return redactor

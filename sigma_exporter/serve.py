@@ -7,13 +7,17 @@ rendered, so a scrape concatenates bytes, compresses them cheaply (gzip level
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import platform
+import ssl
 import sys
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,8 +28,11 @@ from prometheus_client.process_collector import ProcessCollector
 from . import __version__, collect, exposition
 from .poller import Poller
 from .redact import redact_url
+from .webconfig import Authenticator, WebConfigWatcher, parse_basic
 
 log = logging.getLogger("sigma_exporter.serve")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def wants_openmetrics(accept: str) -> bool:
@@ -164,8 +171,66 @@ def _content_type(openmetrics: bool) -> str:
     return exposition.OPENMETRICS_CONTENT_TYPE if openmetrics else exposition.TEXT_CONTENT_TYPE
 
 
-def build_app(exporter: Exporter) -> web.Application:
-    app = web.Application()
+DEFAULT_MAX_REQUESTS = 40
+
+
+@dataclass
+class InFlight:
+    """Requests being handled right now (auth included), against `--web.max-requests`."""
+
+    limit: int = DEFAULT_MAX_REQUESTS  # 0: no limit
+    current: int = 0
+    refused: int = 0
+
+
+IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
+
+
+def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
+    """Middlewares: the in-flight cap first (cheap), then basic auth."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if in_flight.limit and in_flight.current >= in_flight.limit:
+            in_flight.refused += 1
+            return web.Response(status=503, text="too many concurrent requests; "
+                                "retry later (--web.max-requests)\n",
+                                headers={"Retry-After": "1"})
+        in_flight.current += 1
+        try:
+            return await handler(request)
+        finally:
+            in_flight.current -= 1
+
+    if watcher is None:
+        return [limit]
+    authenticator = Authenticator()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        users = watcher.refresh().user_hashes()
+        if users:
+            given = parse_basic(request.headers.get("Authorization", ""))
+            if given is None or not await authenticator.check(users, *given):
+                return web.Response(status=401, text="Unauthorized\n",
+                                    headers={"WWW-Authenticate": "Basic"})
+        return await handler(request)
+
+    return [limit, auth]
+
+
+def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
+              max_requests: int = DEFAULT_MAX_REQUESTS) -> web.Application:
+    """The HTTP app; `watcher` brings basic auth and headers from --web.config.file."""
+    in_flight = InFlight(limit=max_requests)
+    app = web.Application(middlewares=_guards(watcher, in_flight))
+    app[IN_FLIGHT] = in_flight
+    if watcher is not None:
+        async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+            for name, value in watcher.config.headers:
+                response.headers[name] = value
+
+        app.on_response_prepare.append(add_headers)
 
     async def metrics(request: web.Request) -> web.Response:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
@@ -207,10 +272,101 @@ def build_app(exporter: Exporter) -> web.Application:
     return app
 
 
+class HeaderDeadline(asyncio.Protocol):
+    """Closes a connection whose first request line and headers take too long.
+
+    aiohttp's keep-alive timer bounds the wait between requests, but (before
+    aiohttp 3.14) not the first request of a connection: a client trickling
+    its headers a byte at a time (slowloris) could hold the connection for
+    ever. This wrapper sits between the transport and aiohttp's protocol and
+    aborts the connection unless a blank line ends the headers in time.
+    """
+
+    MAX_HEAD = 64 * 1024  # aiohttp refuses longer heads itself
+
+    def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
+        self._inner = inner
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._head = b""
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        self._inner.connection_made(transport)
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._transport is not None and not self._transport.is_closing():
+            log.debug("closing a connection that sent no complete request in %gs",
+                      self._timeout)
+            abort = getattr(self._transport, "abort", self._transport.close)
+            abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._head = (self._head + data)[-self.MAX_HEAD:]
+            if b"\r\n\r\n" in self._head or b"\n\n" in self._head:
+                self._timer.cancel()
+                self._timer = None
+                self._head = b""
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._transport = None
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class ExporterSite(web.TCPSite):
+    """A TCPSite with a deadline on the TLS handshake and on the first request.
+
+    `reuse_port` (TLS only) lets a replacement listener with new TLS settings
+    bind before the old one closes, so a certificate change refuses no
+    connection.
+    """
+
+    def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
+                 ssl_context: ssl.SSLContext | None, read_timeout: float) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True,
+                         reuse_port=ssl_context is not None)
+        self._read_timeout = read_timeout
+
+    async def start(self) -> None:
+        self._runner._reg_site(self)
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        if server is None:
+            raise RuntimeError("runner not set up")
+        timeout = self._read_timeout
+
+        def factory() -> asyncio.Protocol:
+            return HeaderDeadline(server(), timeout)
+
+        self._server = await loop.create_server(
+            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            ssl_handshake_timeout=timeout if self._ssl_context is not None else None)
+        if self._server.sockets:
+            self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
 def describe_listen(address: str) -> str:
     host, _, port = address.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - display only
-    shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
+    shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
     return f"http://{shown}:{port}/"
 
 

@@ -1,0 +1,38 @@
+"""The benchmark command at a tiny size, so it cannot rot (figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+
+def test_bench_runs_tiny_and_reports_every_figure(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--tiny",
+                             "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "tiny.json").read_text())
+    for key in ("serving", "polling", "node_exporter", "prometheus", "memory", "isolation",
+                "agent", "freshness"):
+        assert key in figures, key
+    assert figures["serving"]["series"] > 0
+    assert "scrape_duration_s" in figures["prometheus"], figures["prometheus"]
+    assert "ratio_node_exporter_over_ours" in figures["node_exporter"], figures["node_exporter"]
+    assert "cpu_core_percent" in figures["agent"], figures["agent"]
+    assert "ratio stock / ours" in result.stdout  # the table was printed
+
+
+def test_bench_plot_is_drawn(tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    rows = [{"targets": n, "series": n * 150, "scrape_s": n * 1e-5, "stock_scrape_s": n * 2e-4,
+             "poll_cpu_per_round_s": n * 1.5e-3, "rss_bytes": 5e7} for n in (10, 30)]
+    run.plot(rows, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,278 @@
+"""Limits: slow clients, too many requests at once, concurrent polls.
+
+Also home of `Stub`, a tiny threaded HTTP server on loopback that the SSRF
+and secrets tests reuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import pytest
+from conftest import FIXTURES, Proc, free_port, get, value, wait_until
+
+pytestmark = pytest.mark.e2e
+
+DUMP = (FIXTURES / "dump-sample.json").read_bytes()
+PROGRESS = (FIXTURES / "progress-sample.json").read_bytes()
+
+
+class Stub:
+    """An HTTP server on 127.0.0.1 whose answers come from `respond`.
+
+    `respond(handler, body)` returns (status, headers, body). Every request is
+    recorded in `requests` (method, path, headers, body); `active`/`peak`
+    count simultaneous requests.
+    """
+
+    def __init__(self, respond: Callable[[BaseHTTPRequestHandler, bytes],
+                                         tuple[int, dict[str, str], bytes]]) -> None:
+        stub = self
+        self.requests: list[tuple[str, str, dict[str, str], bytes]] = []
+        self.active = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with stub._lock:
+                    stub.requests.append((self.command, self.path, dict(self.headers), body))
+                    stub.active += 1
+                    stub.peak = max(stub.peak, stub.active)
+                try:
+                    status, headers, answer = respond(self, body)
+                finally:
+                    with stub._lock:
+                        stub.active -= 1
+                self.send_response(status)
+                for name, text in headers.items():
+                    self.send_header(name, text)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def sigma_answer(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str],
+                                                                        bytes]:
+    """Answer like a healthy Sigma server: dump or progress by request type."""
+    kind = json.loads(body or b"{}").get("type", "dump")
+    return 200, {"Content-Type": "application/json"}, PROGRESS if kind == "progress" else DUMP
+
+
+@pytest.fixture
+def stubs() -> Iterator[Callable[..., Stub]]:
+    started: list[Stub] = []
+
+    def start(respond: Callable[[BaseHTTPRequestHandler, bytes],
+                                tuple[int, dict[str, str], bytes]] = sigma_answer) -> Stub:
+        stub = Stub(respond)
+        started.append(stub)
+        return stub
+
+    yield start
+    for stub in started:
+        stub.stop()
+
+
+@pytest.fixture
+def exporter(procs: Callable[..., Proc]) -> Callable[..., str]:
+    """Start an exporter with the given flags; returns its base URL once healthy."""
+
+    def start(*args: str) -> str:
+        port = free_port()
+        procs(*args, "--web.listen-address", f"127.0.0.1:{port}")
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: get(base + "/-/healthy").status_code in (200, 401), 30, "started")
+        return base
+
+    return start
+
+
+# --- slow clients ---------------------------------------------------------------
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096) == b""
+    except (BlockingIOError, TimeoutError):
+        return False
+    except ConnectionError:
+        return True
+
+
+def test_slowloris_is_cut_off_and_does_not_block_scrapes(exporter: Callable[..., str]) -> None:
+    base = exporter("--target", "http://127.0.0.1:9", "--web.read-timeout", "1s")
+    port = int(base.rsplit(":", 1)[1])
+    trickling = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+    silent = socket.create_connection(("127.0.0.1", port))
+    head = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: " + b"a" * 200
+    try:
+        for sock in (*trickling, silent):
+            sock.settimeout(0.05)
+        started = time.monotonic()
+        position = 0
+
+        def all_cut() -> bool:
+            nonlocal position
+            for sock in trickling:  # one more byte each, never the blank line
+                with contextlib.suppress(OSError):
+                    sock.send(head[position % len(head):][:1])
+            position += 1
+            # Scrapes are answered while the slow clients hang on.
+            assert get(base + "/metrics").status_code == 200
+            return all(_closed_by_peer(s) for s in (*trickling, silent))
+
+        wait_until(all_cut, 15, "slow connections closed")
+        assert time.monotonic() - started < 10
+        assert position > 5  # they really were trickling when cut
+    finally:
+        for sock in (*trickling, silent):
+            sock.close()
+    assert get(base + "/-/healthy").status_code == 200
+
+
+def test_keep_alive_scrapes_still_work_with_a_short_read_timeout(
+        exporter: Callable[..., str]) -> None:
+    base = exporter("--target", "http://127.0.0.1:9", "--web.read-timeout", "1s")
+    with httpx.Client(trust_env=False, timeout=5) as client:
+        for _ in range(20):
+            assert client.get(base + "/metrics").status_code == 200
+
+
+def test_bad_limit_flags_exit_2(procs: Callable[..., Proc]) -> None:
+    for flag, bad in (("--web.read-timeout", "0s"), ("--web.read-timeout", "soon"),
+                      ("--web.max-requests", "-1"), ("--web.max-requests", "many")):
+        proc = procs("--target", "http://127.0.0.1:9", flag, bad)
+        proc.proc.wait(timeout=30)
+        code, _, err = proc.stop()
+        assert code == 2, (flag, bad, err)
+        assert flag in err
+
+
+# --- too many requests ----------------------------------------------------------------
+
+
+def test_requests_beyond_max_requests_get_503(exporter: Callable[..., str],
+                                              tmp_path: Path) -> None:
+    # A cost-12 hash keeps each request busy (in bcrypt, off the event loop) long
+    # enough that eight requests sent together overlap.
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(12)).decode()
+    web.write_text(f"basic_auth_users:\n  u: '{hashed}'\n")
+    base = exporter("--target", "http://127.0.0.1:9", "--web.config.file", str(web),
+                    "--web.max-requests", "2")
+
+    def attempt(i: int) -> int:
+        return httpx.get(base + "/metrics", auth=("u", f"wrong-{i}"), trust_env=False,
+                         timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(attempt, range(8)))
+    assert codes.count(503) >= 1, codes
+    assert set(codes) <= {401, 503}, codes
+    # Once the burst is over the exporter answers again.
+    assert httpx.get(base + "/metrics", auth=("u", "right"), trust_env=False,
+                     timeout=30).status_code == 200
+
+
+# --- concurrent polls ----------------------------------------------------------------
+
+
+def test_poll_max_concurrent_bounds_simultaneous_polls(
+        exporter: Callable[..., str], stubs: Callable[..., Stub], tmp_path: Path) -> None:
+    release = threading.Event()
+
+    def slow(handler: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, str],
+                                                                    bytes]:
+        release.wait(0.3)  # hold each request a while so that polls overlap
+        return sigma_answer(handler, body)
+
+    stub = stubs(slow)
+    config = tmp_path / "sigma.yml"
+    config.write_text(
+        "poll:\n  max_concurrent: 2\ndefaults:\n  interval: 2s\n  timeout: 1.5s\n"
+        "  jobs:\n    enabled: false\ntargets:\n"
+        + "".join(f"  - name: t{i}\n    url: {stub.url}\n" for i in range(10)))
+    base = exporter("--config.file", str(config))
+    wait_until(lambda: all(value(get(base + "/metrics").text, "sigma_up", target=f"t{i}") == 1
+                           for i in range(10)), 30, "every target polled")
+    release.set()
+    assert len(stub.requests) >= 10
+    assert stub.peak == 2, stub.peak  # reached the cap, never more
+
+
+def test_header_deadline_works_without_aiohttps_own_timer() -> None:
+    """Our deadline alone (aiohttp's keep-alive timer set to an hour) cuts a slowloris."""
+    import asyncio
+
+    from aiohttp import web
+
+    from sigma_exporter.serve import ExporterSite
+
+    async def main() -> tuple[bytes, bytes]:
+        app = web.Application()
+
+        async def ok(request: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        app.router.add_get("/", ok)
+        runner = web.AppRunner(app, keepalive_timeout=3600)
+        await runner.setup()
+        site = ExporterSite(runner, "127.0.0.1", 0, ssl_context=None, read_timeout=0.5)
+        await site.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+            got = b""
+            async with asyncio.timeout(10):
+                for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 1000:
+                    writer.write(bytes([byte]))
+                    try:
+                        got = await asyncio.wait_for(reader.read(1), 0.05)
+                    except TimeoutError:
+                        continue
+                    if got == b"":
+                        break
+            writer.close()
+            # A complete request on a fresh connection is answered.
+            reader, writer = await asyncio.open_connection("127.0.0.1", site.port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return got, answer
+        finally:
+            await runner.cleanup()
+
+    got, answer = asyncio.run(main())
+    assert got == b""
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"ok")

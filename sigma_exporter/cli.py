@@ -228,6 +228,9 @@ async def serve(config: Config, listen: str, telemetry_path: str,
         for task in list(background):
             task.cancel()
         await poller.stop()
+        close = getattr(after_dump, "close", None)
+        if callable(close):  # agent mode: let go of NVML
+            close()
         await runner.cleanup()
 
 

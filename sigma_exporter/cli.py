@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
@@ -129,69 +131,122 @@ def _validate_choices(args: argparse.Namespace) -> None:
                           "write e.g. `/metrics`")
 
 
+class WebThread:
+    """The HTTP side on a thread and event loop of its own.
+
+    Polls and scrapes share nothing but immutable published bytes, so the
+    web server does not have to share the poll loop either: when a thousand
+    answers arrive at once, the poll loop is busy parsing for a second or two,
+    and a scrape queued behind that work would wait for all of it. On its own
+    thread a scrape waits at most one GIL switch interval (5 ms) at a time,
+    and gzip releases the GIL while it compresses.
+    """
+
+    def __init__(self, exporter: Exporter, listen: str, web_config: WebConfigWatcher | None,
+                 max_requests: int, read_timeout: float) -> None:
+        self.exporter, self.listen = exporter, listen
+        self.host, self.port = _split_listen(listen)
+        self.web_config, self.max_requests, self.read_timeout = (
+            web_config, max_requests, read_timeout)
+        self._thread = threading.Thread(target=self._run, name="sigma-web", daemon=True)
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def start(self) -> None:
+        """Start serving; raises what binding the listener raised (e.g. OSError)."""
+        self._thread.start()
+        self._started.result()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaces in start() when it happens at start-up
+            if not self._started.done():
+                self._started.set_exception(exc)
+            else:
+                log.exception("web server failed")
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        web_config, read_timeout = self.web_config, self.read_timeout
+        # keepalive_timeout bounds the wait for a complete request line and
+        # headers, from the connection's start or the end of the previous
+        # answer: a client trickling its headers (slowloris) is cut off.
+        runner = web.AppRunner(build_app(self.exporter, web_config, self.max_requests),
+                               access_log=None, handle_signals=False,
+                               keepalive_timeout=read_timeout, shutdown_timeout=5.0)
+        await runner.setup()
+        sites: list[ExporterSite] = []
+
+        async def open_site() -> None:
+            context = web_config.ssl_context() if web_config is not None else None
+            site = ExporterSite(runner, self.host, self.port, ssl_context=context,
+                                read_timeout=read_timeout)
+            await site.start()
+            old = list(sites)
+            sites[:] = [site]
+            for stale in old:  # after the new one listens: no connection is refused
+                await stale.stop()
+
+        try:
+            await open_site()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        background: set[asyncio.Task[None]] = set()
+        loop = self._loop
+        if web_config is not None:
+            async def reopen() -> None:
+                try:
+                    await open_site()
+                    log.info("listener reopened with the new TLS settings address=%s",
+                             self.listen)
+                except (OSError, RuntimeError) as exc:
+                    log.error("cannot reopen the listener with the new TLS settings, keeping "
+                              "the old one: %s", exc)
+
+            def tls_changed() -> None:
+                task = loop.create_task(reopen())
+                background.add(task)
+                task.add_done_callback(background.discard)
+
+            web_config.on_tls_change = tls_changed
+
+            async def watch_web_config() -> None:
+                while True:
+                    await asyncio.sleep(web_config.CHECK_EVERY_S)
+                    web_config.refresh()
+
+            watcher_task = loop.create_task(watch_web_config())
+            background.add(watcher_task)
+            watcher_task.add_done_callback(background.discard)
+        self._started.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            for task in list(background):
+                task.cancel()
+            await runner.cleanup()
+
+
 async def serve(config: Config, listen: str, telemetry_path: str,
                 config_file: str | None, after_dump: AfterDump | None = None,
                 ready: asyncio.Event | None = None, *,
                 web_config: WebConfigWatcher | None = None,
                 max_requests: int = DEFAULT_MAX_REQUESTS,
                 read_timeout: float = 10.0) -> None:
-    """Run the poll loop and the HTTP server until SIGINT/SIGTERM."""
-    host, port = _split_listen(listen)
+    """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation)."""
     poller = Poller(config, after_dump)
     exporter = Exporter(poller, telemetry_path)
-    # keepalive_timeout bounds the wait for a complete request line and headers,
-    # from the connection's start or the end of the previous answer: a client
-    # trickling its headers (slowloris) is cut off after read_timeout.
-    runner = web.AppRunner(build_app(exporter, web_config, max_requests), access_log=None,
-                           handle_signals=False, keepalive_timeout=read_timeout,
-                           shutdown_timeout=5.0)
-    await runner.setup()
-    sites: list[ExporterSite] = []
-
-    async def open_site() -> None:
-        context = web_config.ssl_context() if web_config is not None else None
-        site = ExporterSite(runner, host, port, ssl_context=context,
-                            read_timeout=read_timeout)
-        await site.start()
-        old = list(sites)
-        sites[:] = [site]
-        for stale in old:  # after the new one listens: no connection is refused
-            await stale.stop()
-
-    await open_site()
-    tls = web_config is not None and web_config.tls_enabled
-    log.info("listening address=%s tls=%s auth=%s targets=%d version=%s", listen, tls,
-             bool(web_config and web_config.config.users), len(config.targets), __version__)
-    background: set[asyncio.Task[None]] = set()
+    web_thread = WebThread(exporter, listen, web_config, max_requests, read_timeout)
     loop = asyncio.get_running_loop()
-    if web_config is not None:
-        async def reopen() -> None:
-            try:
-                await open_site()
-                log.info("listener reopened with the new TLS settings address=%s", listen)
-            except (OSError, RuntimeError) as exc:
-                log.error("cannot reopen the listener with the new TLS settings, keeping the "
-                          "old one: %s", exc)
-
-        def tls_changed() -> None:
-            task = loop.create_task(reopen())
-            background.add(task)
-            task.add_done_callback(background.discard)
-
-        web_config.on_tls_change = tls_changed
-
-        async def watch_web_config() -> None:
-            while True:
-                await asyncio.sleep(web_config.CHECK_EVERY_S)
-                web_config.refresh()
-
-        watcher_task = loop.create_task(watch_web_config())
-        background.add(watcher_task)
-        watcher_task.add_done_callback(background.discard)
-    for target in config.targets:
-        log.info("watching target=%s url=%s interval=%gs", target.name,
-                 redact_url(target.url), target.interval)
-    poller.start()
     stop = asyncio.Event()
 
     async def reload() -> None:
@@ -214,9 +269,23 @@ async def serve(config: Config, listen: str, telemetry_path: str,
         exporter.reload.last_success = time.time()
         log.info("config reloaded targets=%d", len(new.targets))
 
+    # Handlers first: a signal must never find the process without them.
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    try:
+        web_thread.start()
+    except BaseException:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        raise
+    tls = web_config is not None and web_config.tls_enabled
+    log.info("listening address=%s tls=%s auth=%s targets=%d version=%s", listen, tls,
+             bool(web_config and web_config.config.users), len(config.targets), __version__)
+    for target in config.targets:
+        log.info("watching target=%s url=%s interval=%gs", target.name,
+                 redact_url(target.url), target.interval)
+    poller.start()
     if ready is not None:
         ready.set()
     try:
@@ -225,13 +294,11 @@ async def serve(config: Config, listen: str, telemetry_path: str,
         log.info("shutting down")
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
-        for task in list(background):
-            task.cancel()
         await poller.stop()
         close = getattr(after_dump, "close", None)
         if callable(close):  # agent mode: let go of NVML
             close()
-        await runner.cleanup()
+        await asyncio.to_thread(web_thread.stop)
 
 
 def main_run(argv: Sequence[str]) -> int:

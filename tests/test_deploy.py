@@ -719,4 +719,5 @@ def test_deployment_doc_names_only_files_that_exist() -> None:
     for link in re.findall(r"\]\(([^)#]+)\)", text):
         if "://" not in link:
             assert (ROOT / "docs" / link).resolve().exists(), link
-    assert "honor_labels: true" in text and "figures from docs/performance.md" in text
+    assert "honor_labels: true" in text and "(performance.md)" in text
+    assert "_TBD_" not in text, "the scaling figures come from docs/performance.md"

@@ -86,7 +86,7 @@ def main_demo(argv: Sequence[str]) -> int:
     parser.add_argument("--web.listen-address", default=DEFAULT_LISTEN.replace(":", "127.0.0.1:", 1)
                         if DEFAULT_LISTEN.startswith(":") else DEFAULT_LISTEN)
     parser.add_argument("--interval", type=float, default=5.0, help="poll interval, seconds")
-    parser.add_argument("--log.level", default="info")
+    parser.add_argument("--log.level", default="warn", help="info shows every poll round")
     args = parser.parse_args(argv)
     logsetup.setup(getattr(args, "log.level"))
     try:

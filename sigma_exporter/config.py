@@ -420,19 +420,26 @@ def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
     return NvmlConfig(**values)
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a YAML config file; raises ConfigError."""
+def read_yaml(path: str, flag: str) -> Any:
+    """A YAML file's content; every way it can fail is a ConfigError naming `flag`."""
     try:
         with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
+            return yaml.safe_load(handle)
     except OSError as exc:
         raise ConfigError(path, "(file)", f"cannot read the file: {exc.strerror}",
-                          "check the path given to --config.file") from None
+                          f"check the path given to {flag}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, "(file)", "not UTF-8 text", "save the file as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "(file)"
         raise ConfigError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
                           "fix the YAML syntax (indentation, colons, quotes)") from None
+
+
+def load_config(path: str) -> Config:
+    """Read and validate a YAML config file; raises ConfigError."""
+    data = read_yaml(path, "--config.file")
     if data is None:
         raise ConfigError(path, "targets", "the file is empty",
                           "add `targets:` with at least one `- url: http://HOST:9999`")

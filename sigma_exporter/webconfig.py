@@ -47,9 +47,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import bcrypt
-import yaml
 
-from .config import ConfigError
+from .config import ConfigError, read_yaml
 
 log = logging.getLogger("sigma_exporter.webconfig")
 
@@ -258,19 +257,7 @@ def parse_web_config(data: object, source: str, base: str = ".") -> WebConfig:
 
 def load_web_config(path: str) -> WebConfig:
     """Read and validate a web config file; raises ConfigError."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise ConfigError(path, "(file)", f"cannot read the file: {exc.strerror}",
-                          "check the path given to --web.config.file") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "(file)", "not UTF-8 text", "save the file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise ConfigError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax (indentation, colons, quotes)") from None
+    data = read_yaml(path, "--web.config.file")
     config = parse_web_config(data, path, os.path.dirname(os.path.abspath(path)))
     if config.tls is not None:
         build_ssl_context(config.tls, path)  # refuse unusable certificates now

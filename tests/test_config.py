@@ -45,6 +45,7 @@ MISTAKES = {
     "bad-nvml-enabled.yml": ("nvml.enabled", "not auto, true or false", "enabled: auto"),
     "bad-nvml-target.yml": ("nvml.target", "no target is named", "sigma-01"),
     "bad-target-not-mapping.yml": ("targets[0]", "must be a mapping", "name: value"),
+    "bad-not-utf8.yml": ("(file)", "not UTF-8", "save the file as UTF-8"),
 }
 
 

@@ -365,6 +365,12 @@ class Col:
     links: tuple[Json, ...] = ()
 
 
+def ratio_gauge(name: str, warn: float = 0.8, crit: float = 0.95) -> Col:
+    """A 0-1 table column drawn as a gauge, orange from `warn`, red from `crit`."""
+    return Col(name, cell="gauge", min_=0, max_=1,
+               thresholds=((None, "green"), (warn, "orange"), (crit, "red")))
+
+
 def table(
     title: str,
     description: str,
@@ -873,20 +879,8 @@ def fleet() -> Dashboard:
             h=10,
             columns=(
                 Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
-                Col(
-                    "Host CPU",
-                    cell="gauge",
-                    min_=0,
-                    max_=1,
-                    thresholds=((None, "green"), (0.8, "orange"), (0.95, "red")),
-                ),
-                Col(
-                    "Memory used",
-                    cell="gauge",
-                    min_=0,
-                    max_=1,
-                    thresholds=((None, "green"), (0.8, "orange"), (0.95, "red")),
-                ),
+                ratio_gauge("Host CPU"),
+                ratio_gauge("Memory used"),
             ),
             label_links={"target": [SERVER_LINK]},
             sort_by=("Up", False),
@@ -895,34 +889,10 @@ def fleet() -> Dashboard:
 
     b.row("GPUs")
     gpu_cols = (
-        Col(
-            "Core",
-            cell="gauge",
-            min_=0,
-            max_=1,
-            thresholds=((None, "green"), (0.8, "orange"), (0.95, "red")),
-        ),
-        Col(
-            "Encoder",
-            cell="gauge",
-            min_=0,
-            max_=1,
-            thresholds=((None, "green"), (0.8, "orange"), (0.95, "red")),
-        ),
-        Col(
-            "Decoder",
-            cell="gauge",
-            min_=0,
-            max_=1,
-            thresholds=((None, "green"), (0.8, "orange"), (0.95, "red")),
-        ),
-        Col(
-            "Memory used",
-            cell="gauge",
-            min_=0,
-            max_=1,
-            thresholds=((None, "green"), (0.9, "orange"), (0.97, "red")),
-        ),
+        ratio_gauge("Core"),
+        ratio_gauge("Encoder"),
+        ratio_gauge("Decoder"),
+        ratio_gauge("Memory used", 0.9, 0.97),
         Col(
             "Temperature",
             cell="color-text",

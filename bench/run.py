@@ -341,9 +341,11 @@ def prometheus_scrape(base: str, tmp: Path, scrapes: int, interval: float) -> di
 
         def durations() -> list[float] | None:
             window = f"{int(interval * (scrapes + 2))}s"
-            r = httpx.get(api, params={"query": f"scrape_duration_seconds[{window}]"},
-                          timeout=10, trust_env=False).json()
-            result = r["data"]["result"]
+            response = httpx.get(api, params={"query": f"scrape_duration_seconds[{window}]"},
+                                 timeout=10, trust_env=False)
+            if response.status_code != 200:  # 503 in plain text until Prometheus is ready
+                return None
+            result = response.json()["data"]["result"]
             if not result:
                 return None
             values = [float(v) for _, v in result[0]["values"]]

@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import orjson
 
+from . import __version__
 from .config import TargetConfig, TLSConfig
 from .redact import redact_url
+from .transport import BodyTooLarge, SigmaTransport
 
 REASONS = (
     "timeout",
@@ -89,41 +91,45 @@ class SSLContexts:
 class SigmaClient:
     """The HTTP side of one target: its own small connection pool.
 
-    One pool per target keeps httpx's connection selection O(1) (a shared
-    pool with thousands of connections scans them all on every request).
-    The two requests a poll sends never change, so they are built once and
-    handed straight to the transport: no redirect, cookie or auth machinery
-    runs per poll (redirects are refused anyway, auth is a fixed header).
+    One pool per target keeps connection selection O(1) (httpx's shared
+    pool scans every connection on each request, upstream issue 3215).
+    The two requests a poll sends never change, so they are built once with
+    httpx and handed straight to the transport: no redirect, cookie or auth
+    machinery runs per poll (redirects are refused anyway, auth is a fixed
+    header). The transport is our lean `SigmaTransport` (see transport.py).
     """
 
     def __init__(self, target: TargetConfig, contexts: SSLContexts) -> None:
         self.target = target
-        headers = dict(target.headers)
-        headers.setdefault("Accept", "application/json")
+        headers = httpx.Headers({
+            "User-Agent": f"sigma-exporter/{__version__}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+        })
+        headers.update(target.headers)  # configured headers win, whatever their case
         if target.auth.bearer_token is not None:
             headers["Authorization"] = f"Bearer {target.auth.bearer_token}"
         elif target.auth.username is not None:
             pair = f"{target.auth.username}:{target.auth.password or ''}".encode()
             headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
-        # Always a shared context: even for http URLs httpx would otherwise
-        # build (and keep) a fresh SSL context per client.
-        self._transport = httpx.AsyncHTTPTransport(
-            verify=contexts.get(target.tls),
-            # Keep the connection across polls: the default 5 s expiry would
-            # reconnect every round at a 15 s interval.
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2,
-                                keepalive_expiry=target.interval * 2 + 5),
-            trust_env=False,  # never send Sigma traffic through an env proxy
-        )
-        builder = httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(target.timeout),
-                                    trust_env=False)
-        self._requests: dict[tuple[str, str], httpx.Request] = {}
-        for payload in (DUMP_REQUEST, PROGRESS_REQUEST):
-            kind = payload["type"]
-            self._requests[(kind, "POST")] = builder.build_request(
-                "POST", target.url, content=orjson.dumps(payload),
-                headers={"Content-Type": "application/json"})
-        self._requests[("dump", "GET")] = builder.build_request("GET", target.url)
+        # The SSL context is shared by every target with the same TLS settings.
+        # Connections are kept across polls (the server may still close them).
+        self._transport = SigmaTransport(
+            contexts.get(target.tls), max_body_bytes=target.max_body_bytes,
+            max_connections=2, keepalive_expiry=target.interval * 2 + 5)
+        # Plain httpx.Request objects, not an AsyncClient: a client would build
+        # (and keep) an SSL context of its own for every target.
+        extensions = {"timeout": httpx.Timeout(target.timeout).as_dict()}
+        json_headers = httpx.Headers(headers)
+        json_headers["Content-Type"] = "application/json"
+        self._requests: dict[tuple[str, str], httpx.Request] = {
+            (payload["type"], "POST"): httpx.Request(
+                "POST", target.url, headers=json_headers, content=orjson.dumps(payload),
+                extensions=extensions)
+            for payload in (DUMP_REQUEST, PROGRESS_REQUEST)
+        }
+        self._requests[("dump", "GET")] = httpx.Request("GET", target.url, headers=headers,
+                                                        extensions=extensions)
         self._safe_url = redact_url(target.url)
 
     async def aclose(self) -> None:
@@ -176,6 +182,8 @@ class SigmaClient:
                 return b"".join(chunks)
             finally:
                 await response.aclose()
+        except BodyTooLarge as exc:
+            raise PollError("too_large", str(exc)) from None
         except httpx.TimeoutException:
             raise PollError("timeout", f"timed out talking to {self._safe_url}") from None
         except httpx.ConnectError as exc:

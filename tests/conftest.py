@@ -51,6 +51,31 @@ def free_ports(count: int) -> int:
     return free_consecutive_ports(count)
 
 
+# --- certificates (made with the openssl CLI; no key material is committed) ---
+
+def _openssl(*args: str, cwd: Path) -> None:
+    openssl = require_tool("openssl")
+    subprocess.run([openssl, *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_ca(directory: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.crt", "-days", "2",
+             "-subj", f"/CN={name}", cwd=directory)
+
+
+def make_cert(directory: Path, name: str, ca: str, server: bool) -> None:
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
+             cwd=directory)
+    ext = directory / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server
+                   else "extendedKeyUsage=clientAuth\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+             "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", ext.name,
+             cwd=directory)
+
+
 def require_tool(name: str) -> str:
     """Path of a tool the suite needs; fail (never skip) when it is missing."""
     path = shutil.which(name)

@@ -46,6 +46,8 @@ _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 def text(value: object) -> str | None:
     """A label-safe string: valid UTF-8, bounded length; numbers become text."""
+    if type(value) is str and len(value) <= MAX_LABEL_LENGTH and value.isascii():
+        return value  # the common case: ASCII has no lone surrogates to clean
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, int):
@@ -86,12 +88,12 @@ class _Fields:
         self, key: str, convert: Callable[[object], V | None], required: bool = False
     ) -> V | None:
         """The converted value of `key`; None (and an error) when unreadable."""
-        if key not in self._items:
-            if required:
+        raw = self._items.get(key)
+        if raw is None:  # absent (an error only when required) or null
+            if required or key in self._items:
                 self._error(key)
             return None
-        raw = self._items[key]
-        value = convert(raw) if raw is not None else None
+        value = convert(raw)
         if value is None:
             self._error(key)
         return value
@@ -116,9 +118,10 @@ class _Fields:
     def items(self, key: str) -> list[_Fields]:
         """The objects of a list field; non-objects inside are errors."""
         out = []
+        path = f"{self._path}{key}[]."
         for entry in self._list(key):
             if isinstance(entry, dict):
-                out.append(_Fields(entry, f"{self._path}{key}[].", self._errors))
+                out.append(_Fields(entry, path, self._errors))
             else:
                 self._error(f"{key}[]")
         return out
@@ -133,6 +136,9 @@ class _Fields:
             else:
                 out.append(value)
         return out
+
+    def has(self, key: str) -> bool:
+        return key in self._items
 
     def raw_items(self) -> list[tuple[str, Any]]:
         return list(self._items.items())
@@ -352,7 +358,7 @@ def _job(name: str, fields: _Fields) -> Job:
             )
         )
     errors: tuple[str, ...] | None = None
-    if "error" in dict(fields.raw_items()):
+    if fields.has("error"):
         errors = tuple(fields.strings("error"))
     startup: datetime | None = fields.get("startup", units.local_datetime)
     return Job(

@@ -42,6 +42,7 @@ _DURATION = re.compile(
     r"\s*(?:(\d+(?:\.\d+)?)\s*s)?\s*$",
     re.IGNORECASE,
 )
+_LOCAL_TIME = re.compile(r"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)", re.ASCII)
 _CLOCK = re.compile(r"^\s*(\d+):([0-5]?\d):([0-5]?\d(?:\.\d+)?)\s*$")
 
 
@@ -51,6 +52,24 @@ def _finite(value: float) -> float | None:
 
 def _split(value: object) -> tuple[float, str] | None:
     """A JSON number or a numeric string with an optional unit suffix."""
+    # Exact types first (no isinstance chain): this runs for most fields of
+    # every answer. bool, a subclass of int, takes the slow path and is refused.
+    if type(value) is float:
+        return (value, "") if math.isfinite(value) else None
+    if type(value) is int:
+        try:
+            return float(value), ""  # finite, or it overflows
+        except OverflowError:
+            return None
+    if isinstance(value, str):
+        if len(value) <= 64:
+            match = _NUMBER_WITH_SUFFIX.match(value)
+            if match:
+                digits, suffix = match.groups()
+                number = float(digits)
+                if math.isfinite(number):
+                    return number, suffix.lower()
+        return None
     if isinstance(value, bool):
         return None  # JSON true/false is not a number
     if isinstance(value, int | float):
@@ -59,12 +78,6 @@ def _split(value: object) -> tuple[float, str] | None:
         except OverflowError:
             return None
         return (number, "") if math.isfinite(number) else None
-    if isinstance(value, str) and len(value) <= 64:
-        match = _NUMBER_WITH_SUFFIX.match(value)
-        if match:
-            number = float(match.group(1))
-            if math.isfinite(number):
-                return number, match.group(2).lower()
     return None
 
 
@@ -98,16 +111,18 @@ def size_bytes(value: object, default_unit: str = "mb") -> float | None:
 
 def duration_seconds(value: object) -> float | None:
     """`"1D09h31m20s"`, `"7h00m50s"`, `"2m05s"`, `"45s"`, `"01:41:18"` or seconds."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return number(value)
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str):
+        return None if isinstance(value, bool) else number(value)
+    if len(value) > 64:
         return None
     match = _DURATION.match(value)
-    if match and any(match.groups()):
-        days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-        return days * 86400 + hours * 3600 + minutes * 60 + seconds
+    if match:
+        days, hours, minutes, seconds = match.groups()
+        if days or hours or minutes or seconds:
+            return ((float(days) if days else 0.0) * 86400
+                    + (float(hours) if hours else 0.0) * 3600
+                    + (float(minutes) if minutes else 0.0) * 60
+                    + (float(seconds) if seconds else 0.0))
     match = _CLOCK.match(value)
     if match:
         return int(match.group(1)) * 3600 + int(match.group(2)) * 60 + float(match.group(3))
@@ -134,8 +149,18 @@ def local_datetime(value: object) -> datetime | None:
     """Server-local `YYYY-MM-DD hh:mm:ss` as a naive datetime."""
     if not isinstance(value, str) or len(value) > 64:
         return None
+    value = value.strip()
+    # strptime is slow (~3 us, every job of every poll): read Sigma's own
+    # zero-padded form directly and leave every other spelling to strptime.
+    match = _LOCAL_TIME.fullmatch(value)
+    if match:
+        try:
+            year, month, day, hour, minute, second = map(int, match.groups())
+            return datetime(year, month, day, hour, minute, second)
+        except ValueError:
+            pass  # out of range: strptime says the same, below
     try:
-        parsed = datetime.strptime(value.strip(), "%Y-%m-%d %H:%M:%S")
+        parsed = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
     except ValueError:
         return None
     return parsed

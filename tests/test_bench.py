@@ -21,6 +21,8 @@ def test_bench_runs_tiny_and_reports_every_figure(tmp_path: Path) -> None:
         assert key in figures, key
     assert figures["serving"]["series"] > 0
     assert "scrape_duration_s" in figures["prometheus"], figures["prometheus"]
+    # The floor serves our own answer, byte for byte: Prometheus stores the same samples.
+    assert figures["prometheus_floor"]["samples"] == figures["prometheus"]["samples"] > 0
     assert "ratio_node_exporter_over_ours" in figures["node_exporter"], figures["node_exporter"]
     assert "cpu_core_percent" in figures["agent"], figures["agent"]
     assert "ratio stock / ours" in result.stdout  # the table was printed

@@ -422,20 +422,29 @@ asyncio.run(main())
     return {"cpu_per_round_s": stats(json.loads(result.stdout))}
 
 
-def isolation(started: list[Proc], tmp: Path, healthy: list[str], hanging: list[str],
+def isolation(started: list[Proc], tmp: Path, urls: list[str], hanging: list[str],
               interval: float, scrapes: int) -> dict[str, Any]:
-    """Scrape latency with and without hanging targets; staleness of the healthy ones."""
+    """Scrape latency with and without hanging targets; staleness of the healthy ones.
+
+    As the goal reads: all targets healthy, then the same number of targets
+    with `len(hanging)` of them hanging until their timeout. Scrapes are paced
+    evenly over two intervals, so they sample the poll rounds (and the burst of
+    timeouts) instead of the quiet time between them.
+    """
     out: dict[str, Any] = {}
-    for label, urls in (("without_hangs", healthy), ("with_hangs", healthy + hanging)):
-        exp, base = exporter(started, tmp, urls, interval)
+    healthy = urls[: len(urls) - len(hanging)]
+    for label, targets in (("without_hangs", urls), ("with_hangs", healthy + hanging)):
+        exp, base = exporter(started, tmp, targets, interval)
         time.sleep(interval)
         latencies, worst_age = [], 0.0
         names = {f"s{i:04d}" for i in range(len(healthy))}
+        period = interval * 2 / scrapes
         with httpx.Client(trust_env=False, timeout=30) as client:
-            deadline = time.monotonic() + interval * 2
-            while time.monotonic() < deadline and len(latencies) < scrapes:
+            start = time.monotonic()
+            for n in range(scrapes):
+                time.sleep(max(0.0, start + n * period - time.monotonic()))
                 latencies.append(timed_get(base + "/metrics", OM_GZIP, client)[0])
-                if len(latencies) % 10 != 1:  # the age check reads 9 MB of text: not every time
+                if n % 10:  # the age check reads 9 MB of text: not every time
                     continue
                 body = client.get(base + "/metrics").text
                 now = time.time()
@@ -444,8 +453,8 @@ def isolation(started: list[Proc], tmp: Path, healthy: list[str], hanging: list[
                         name = line.split('"')[1]
                         if name in names:
                             worst_age = max(worst_age, now - float(line.rsplit(" ", 1)[1]))
-        out[label] = {"scrape_s": stats(latencies), "scrape_p99_s": p99(latencies),
-                      "healthy_worst_age_s": worst_age}
+        out[label] = {"targets": len(targets), "scrape_s": stats(latencies),
+                      "scrape_p99_s": p99(latencies), "healthy_worst_age_s": worst_age}
         exp.stop()
         started.remove(exp)
     out["p99_ratio"] = out["with_hangs"]["scrape_p99_s"] / out["without_hangs"]["scrape_p99_s"]
@@ -569,7 +578,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         hang_first = port_block(hang_count)
         simulator(started, hang_count, hang_first, "--fault", "slow")
         hanging = [f"http://127.0.0.1:{hang_first + i}" for i in range(hang_count)]
-        results["isolation"] = isolation(started, tmp, urls[: size - hang_count], hanging,
+        results["isolation"] = isolation(started, tmp, urls, hanging,
                                          interval, 10 if tiny else 300)
     log("agent mode ...")
     results["agent"] = agent_mode(10 if tiny else 120, interval)

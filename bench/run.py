@@ -436,13 +436,14 @@ def isolation(started: list[Proc], tmp: Path, urls: list[str], hanging: list[str
     for label, targets in (("without_hangs", urls), ("with_hangs", healthy + hanging)):
         exp, base = exporter(started, tmp, targets, interval)
         time.sleep(interval)
-        latencies, worst_age = [], 0.0
+        latencies, offsets, worst_age = [], [], 0.0
         names = {f"s{i:04d}" for i in range(len(healthy))}
         period = interval * 2 / scrapes
         with httpx.Client(trust_env=False, timeout=30) as client:
             start = time.monotonic()
             for n in range(scrapes):
                 time.sleep(max(0.0, start + n * period - time.monotonic()))
+                offsets.append(time.monotonic() - start)
                 latencies.append(timed_get(base + "/metrics", OM_GZIP, client)[0])
                 if n % 10:  # the age check reads 9 MB of text: not every time
                     continue
@@ -453,8 +454,10 @@ def isolation(started: list[Proc], tmp: Path, urls: list[str], hanging: list[str
                         name = line.split('"')[1]
                         if name in names:
                             worst_age = max(worst_age, now - float(line.rsplit(" ", 1)[1]))
+        slowest = sorted(zip(latencies, offsets, strict=True), reverse=True)[:5]
         out[label] = {"targets": len(targets), "scrape_s": stats(latencies),
-                      "scrape_p99_s": p99(latencies), "healthy_worst_age_s": worst_age}
+                      "scrape_p99_s": p99(latencies), "healthy_worst_age_s": worst_age,
+                      "slowest_ms_at_s": [(round(v * 1000, 1), round(t, 2)) for v, t in slowest]}
         exp.stop()
         started.remove(exp)
     out["p99_ratio"] = out["with_hangs"]["scrape_p99_s"] / out["without_hangs"]["scrape_p99_s"]

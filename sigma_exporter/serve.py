@@ -1,8 +1,9 @@
 """HTTP: /metrics, /probe, the landing page and the health endpoints.
 
 Scrapes read what the poller published: each target's exposition is already
-rendered, so a scrape concatenates bytes, compresses them cheaply (gzip level
-1) and caches the result until the next poll publishes.
+rendered, and the merged, gzip-1 body is built once per burst of publishes
+(ahead of the scrape, for the variants Prometheus asks for), so a scrape
+only appends the process metrics.
 """
 
 from __future__ import annotations
@@ -64,6 +65,17 @@ class GzipPrefix:
         return self.head + compressor.compress(tail) + compressor.flush()
 
 
+# Bodies are prebuilt after a poll burst for variants scraped within this many seconds.
+PREBUILD_WINDOW = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    generation: int
+    plain: bytes
+    gzip: GzipPrefix | None
+
+
 @dataclass
 class ReloadStatus:
     successful: bool = True
@@ -79,9 +91,11 @@ class Exporter:
         self.reload = ReloadStatus()
         self._process_registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self._process_registry)
-        self._cache: dict[bool, bytes] = {}  # openmetrics? -> body without tail
-        self._gzip_cache: dict[bool, GzipPrefix] = {}
-        self._cache_generation = -1
+        # Last built body per (openmetrics, gzip), tagged with the generation
+        # it was built from; swapped whole, so either thread may replace it.
+        self._bodies: dict[tuple[bool, bool], _Body] = {}
+        self._asked: dict[tuple[bool, bool], float] = {}  # variant -> last scrape (monotonic)
+        poller.on_flush = self.prebuild
 
     def _self_samples(self) -> collect.Samples:
         out = collect.new_samples()
@@ -100,29 +114,37 @@ class Exporter:
             return body.removesuffix(b"# EOF\n")
         return text_generate(self._process_registry)
 
-    def _families(self, openmetrics: bool) -> tuple[bytes, GzipPrefix | None]:
-        generation = self.poller.generation
-        if generation != self._cache_generation:
-            self._cache.clear()
-            self._gzip_cache.clear()
-            self._cache_generation = generation
-        plain = self._cache.get(openmetrics)
-        if plain is None:
-            blocks = [exposition.render(self._self_samples())]
-            blocks.extend(s.published.rendered for s in self.poller.targets.values())
-            plain = exposition.merge(blocks, openmetrics, end=False)
-            self._cache[openmetrics] = plain
-        return plain, self._gzip_cache.get(openmetrics)
+    def _build(self, openmetrics: bool, gzip: bool, generation: int) -> _Body:
+        blocks = [exposition.render(self._self_samples())]
+        blocks.extend(s.published.rendered for s in self.poller.targets.values())
+        plain = exposition.merge(blocks, openmetrics, end=False)
+        return _Body(generation, plain, GzipPrefix(plain) if gzip else None)
+
+    def prebuild(self, generation: int) -> None:
+        """Build the bodies scrapers asked for lately, before `generation` is published.
+
+        Called on the poll loop as a burst of publishes is flushed: scrapes
+        then find their body ready instead of merging and compressing the
+        whole fleet themselves while a poll round competes for the CPU.
+        """
+        now = time.monotonic()
+        for variant, asked in list(self._asked.items()):
+            if now - asked < PREBUILD_WINDOW:
+                self._bodies[variant] = self._build(*variant, generation)
 
     def metrics_body(self, openmetrics: bool, gzip: bool) -> bytes:
-        """The full /metrics body; the targets' part is cached per poll generation."""
-        plain, compressed = self._families(openmetrics)
+        """The full /metrics body; the targets' part is built once per poll generation."""
+        variant = (openmetrics, gzip)
+        self._asked[variant] = time.monotonic()
+        generation = self.poller.generation
+        body = self._bodies.get(variant)
+        # A body of the next generation (prebuilt, not yet announced) is fine too.
+        if body is None or body.generation < generation:
+            body = self._bodies[variant] = self._build(openmetrics, gzip, generation)
         tail = self._process_metrics(openmetrics) + (b"# EOF\n" if openmetrics else b"")
-        if not gzip:
-            return plain + tail
-        if compressed is None:
-            compressed = self._gzip_cache[openmetrics] = GzipPrefix(plain)
-        return compressed.finish(tail)
+        if body.gzip is None:
+            return body.plain + tail
+        return body.gzip.finish(tail)
 
     def probe_body(self, name: str, openmetrics: bool) -> bytes | None:
         state = self.poller.targets.get(name)

@@ -41,7 +41,11 @@ class _Exchange(asyncio.Protocol):
         self.closed = False
         self.idle_since = time.monotonic()
         self.received = 0  # bytes of the current response so far
-        self._parser = httptools.HttpResponseParser(self)
+        # The parser holds this protocol's callbacks: a reference cycle. It
+        # lives only while the connection does (connection_made to _lost), so
+        # a dropped connection and what it buffered are freed at once, not
+        # at the next full garbage collection.
+        self._parser: httptools.HttpResponseParser | None = None
         self._waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
         self._reset()
 
@@ -57,9 +61,10 @@ class _Exchange(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # a stream transport
+        self._parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        if self._waiter is None or self._waiter.done() or self._parser is None:
             # Bytes nobody asked for: the connection is out of step; drop it.
             self.abort()
             return
@@ -77,7 +82,10 @@ class _Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._parser = None  # break the cycle (see __init__)
+        self.transport = None
         if self._waiter is None or self._waiter.done():
+            self._reset()
             return
         if self._headers_done and not self._framed:
             self._complete()  # a body delimited by the end of the connection
@@ -108,7 +116,8 @@ class _Exchange(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
-        self._status = self._parser.get_status_code()
+        if self._parser is not None:
+            self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -121,7 +130,7 @@ class _Exchange(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self._status < 200:
             return  # an interim answer; the real one follows on this connection
-        if not self._parser.should_keep_alive():
+        if self._parser is None or not self._parser.should_keep_alive():
             self.closed = True  # the server said Connection: close
         self._complete()
 
@@ -130,12 +139,14 @@ class _Exchange(asyncio.Protocol):
     def _complete(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result((self._status, self._headers, b"".join(self._body)))
+        self._reset()  # an idle connection keeps nothing of its last answer
 
     def _fail(self, error: Exception, cause: BaseException | None = None) -> None:
         if cause is not None:
             error.__cause__ = cause
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_exception(error)
+        self._reset()
         self.abort()
 
     def abort(self) -> None:

@@ -388,3 +388,37 @@ def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
         assert server.connections <= 2  # reused (a failed handshake may count too)
         assert isinstance(caught.value.__cause__, ssl.SSLError)
     run(main())
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def test_dropped_connections_are_freed_without_the_cycle_collector() -> None:
+    """The parser references its protocol; that cycle must not outlive the connection,
+    or every dropped connection (and the answer it buffered) waits for a full GC."""
+    import gc
+    import weakref
+
+    huge = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"3e8\r\n" + b"x" * 1000
+
+    async def main() -> None:
+        async with Scripted(answering(ok(b'{"a":1}'), huge)) as server:
+            transport = SigmaTransport(None, max_body_bytes=500)
+            await post(transport, server.url("/"), body=b"{}")
+            kept = next(iter(transport._open))
+            assert kept._body == [] and kept._headers == []  # idle: holds no old answer
+            ref = weakref.ref(kept)
+            del kept
+            with pytest.raises(BodyTooLarge):  # the kept connection is reused and dropped
+                await post(transport, server.url("/"), body=b"{}")
+            for _ in range(5):  # let connection_lost run
+                await asyncio.sleep(0)
+            assert ref() is None
+            await transport.aclose()
+
+    gc.collect()
+    gc.disable()
+    try:
+        run(main())
+    finally:
+        gc.enable()

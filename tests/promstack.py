@@ -217,8 +217,7 @@ class Prometheus(_Server):
 
     # -- HTTP API ---------------------------------------------------------------
 
-    def api(self, path: str, params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None
-            ) -> Any:
+    def api(self, path: str, params: Mapping[str, str | int | float] | None = None) -> Any:
         """GET /api/v1/<path>; returns `data`, fails on a non-success answer."""
         response = self.client.get(f"{self.url}/api/v1/{path}", params=params)
         doc = response.json()

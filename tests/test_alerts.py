@@ -333,7 +333,8 @@ def _matches(matcher: str, labels: dict[str, str]) -> bool:
 def _inhibit_rule(source: str) -> dict[str, Any]:
     for rule in _load(AM_CONFIG)["inhibit_rules"]:
         if any(_matches(m, {"alertname": source}) for m in rule["source_matchers"]):
-            return rule
+            found: dict[str, Any] = rule
+            return found
     pytest.fail(f"no inhibit rule with source {source}")
 
 

@@ -167,7 +167,8 @@ def alertmanager_config(webhook: str) -> dict[str, Any]:
 
     assert strip(doc) == strip(original)
     assert [r["name"] for r in doc["receivers"]] == [r["name"] for r in original["receivers"]]
-    return doc
+    checked: dict[str, Any] = doc
+    return checked
 
 
 # --------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Webhook:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def notifications(self) -> list[Notification]:
         with self.lock:

@@ -31,7 +31,7 @@ def test_bench_runs_tiny_and_reports_every_figure(tmp_path: Path) -> None:
 def test_bench_plot_is_drawn(tmp_path: Path) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     try:
-        import run  # type: ignore[import-not-found]
+        import run
     finally:
         sys.path.pop(0)
     rows = [{"targets": n, "series": n * 150, "scrape_s": n * 1e-5, "stock_scrape_s": n * 2e-4,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -74,7 +75,7 @@ def test_healthy_get_and_post_dump_and_progress() -> None:
 
 
 async def _serve_once(handler: web.StreamResponse | web.Response, check: object = None,
-                      **overrides: object) -> tuple[object, list[web.Request]]:
+                      **overrides: Any) -> tuple[object, list[web.Request]]:
     seen: list[web.Request] = []
 
     async def handle(request: web.Request) -> web.StreamResponse:

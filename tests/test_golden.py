@@ -17,9 +17,9 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from sigma_exporter import exposition
-from sigma_exporter.client import Answer, PollError
+from sigma_exporter.client import Answer, PollError, SSLContexts
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poller import SSLContexts, TargetState
+from sigma_exporter.poller import TargetState
 from sigma_exporter.simulator import make_servers, render_dump, render_progress
 
 RECEIVED_AT = 1709398433.0  # fixed exporter clock for the documented answers
@@ -92,7 +92,7 @@ def test_both_formats_parse_with_the_same_samples(name: str) -> None:
     assert text_samples
     if om is not None:
         om_samples = {(s.name, tuple(sorted(s.labels.items())), s.value)
-                      for f in om_families(om) for s in f.samples}
+                      for f in om_families(om) for s in f.samples}  # type: ignore[no-untyped-call]
         assert om_samples == text_samples
 
 

@@ -149,14 +149,19 @@ def test_every_target_is_scraped_by_exactly_one_prometheus(tmp_path: Path) -> No
 
         for k, base in enumerate(proms):
             # The shard's targets, found through file_sd and hashmod + keep.
-            wait_until(lambda base=base, k=k: {t["labels"]["instance"]
-                                               for t in active_targets(base)} == expected[k],
-                       30, f"prometheus {k} to keep exactly its shard")
+            def keeps_its_shard(base: str = base, k: int = k) -> bool:
+                return {t["labels"]["instance"] for t in active_targets(base)} == expected[k]
+
+            wait_until(keeps_its_shard, 30, f"prometheus {k} to keep exactly its shard")
+
             # Every one scraped, up, with the exporter's own sigma_up = 1.
-            wait_until(lambda base=base, k=k: {
-                r["metric"]["target"] for r in query(base, 'sigma_up == 1')} == expected[k]
-                and {r["metric"]["instance"] for r in query(base, 'up{job="sigma"} == 1')}
-                == expected[k], 30, f"prometheus {k} to scrape its shard")
+            def scrapes_its_shard(base: str = base, k: int = k) -> bool:
+                return ({r["metric"]["target"] for r in query(base, "sigma_up == 1")}
+                        == expected[k]
+                        and {r["metric"]["instance"]
+                             for r in query(base, 'up{job="sigma"} == 1')} == expected[k])
+
+            wait_until(scrapes_its_shard, 30, f"prometheus {k} to scrape its shard")
 
         seen: dict[str, list[int]] = {}
         for k, base in enumerate(proms):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Callable, Iterator
@@ -370,7 +371,7 @@ def test_certificate_is_reloaded_without_restart(
     host, port = served.base.split(":")
 
     def serial() -> str:
-        with ssl.create_connection((host, int(port)), timeout=5) as raw, \
+        with socket.create_connection((host, int(port)), timeout=5) as raw, \
                 tls_client(certs).wrap_socket(raw, server_hostname=host) as tls:
             cert = tls.getpeercert()
         assert cert is not None

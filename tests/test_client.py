@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from dataclasses import replace
 from typing import Any
 
@@ -107,6 +108,20 @@ def test_declared_length_over_cap_is_refused_before_reading() -> None:
     response = web.Response(body=b"{" + b" " * 5000 + b"}")
     result, _ = asyncio.run(_serve_once(response, max_body_bytes=1000))
     assert isinstance(result, PollError) and result.reason == "too_large"
+
+
+def test_compressed_answer_is_capped_after_inflating() -> None:
+    # 5 kB of JSON gzipped to a few dozen bytes: under the cap on the wire.
+    packed = gzip.compress(b'{"pad":"' + b"x" * 5000 + b'"}')
+    response = web.Response(body=packed, headers={"Content-Encoding": "gzip",
+                                                  "Content-Type": "application/json"})
+    result, _ = asyncio.run(_serve_once(response, max_body_bytes=1000))
+    assert isinstance(result, PollError) and result.reason == "too_large", result
+    assert "stopped reading" in result.message
+    small, _ = asyncio.run(_serve_once(
+        web.Response(body=gzip.compress(b'{"a":1}'), headers={"Content-Encoding": "gzip"}),
+        max_body_bytes=1000))
+    assert not isinstance(small, PollError) and small.body == {"a": 1}  # type: ignore[attr-defined]
 
 
 def test_other_http_status_is_http_status() -> None:

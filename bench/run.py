@@ -348,7 +348,7 @@ def prometheus_scrape(base: str, tmp: Path, scrapes: int, interval: float) -> di
     config.write_text(
         f"global:\n  scrape_interval: {int(interval)}s\n"
         f"  scrape_timeout: {max(1, int(interval) - 1)}s\n"
-        "scrape_configs:\n  - job_name: sigma\n    honor_labels: true\n"
+        "scrape_configs:\n  - job_name: sigma\n"
         f"    static_configs:\n      - targets: ['{host}']\n")
     with processes() as started:
         prom = Proc([*OTHER_CORES, binary, f"--config.file={config}",
@@ -472,7 +472,7 @@ def freshness(base: str, control: str, interval: float, tries: int) -> dict[str,
             speed = f"0.{51 + i}"
             client.post(f"{control}/servers/0/jobs/VTV3", params={"speed": speed})
             started = time.monotonic()
-            needle = f'sigma_job_speed{{target="s0000",job="VTV3"}} {speed}'
+            needle = f'sigma_job_speed{{target="s0000",job_name="VTV3"}} {speed}'
             def visible(needle: str = needle) -> bool:
                 return needle in client.get(base + "/metrics").text
 

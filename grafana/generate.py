@@ -698,7 +698,7 @@ SERVER_LINK = _link(
 JOBS_LINK_FOR_ROW = _link(
     "Show only this channel",
     f"/d/{JOBS_UID}/sigma-channels?${{__url_time_range}}&${{datasource:queryparam}}"
-    "&var-target=${__data.fields.target}&var-job=${__data.fields.job}",
+    "&var-target=${__data.fields.target}&var-job=${__data.fields.job_name}",
 )
 JOBS_LINK = _link(
     "Sigma channels",
@@ -728,7 +728,7 @@ def fleet() -> Dashboard:
             ),
         ],
     )
-    running = f"({s('sigma_job_speed')} < 1) and on (target, job) ({s('sigma_job_up')} == 1)"
+    running = f"({s('sigma_job_speed')} < 1) and on (target, job_name) ({s('sigma_job_up')} == 1)"
     b.row("Overview")
     b.add(
         stat(
@@ -823,8 +823,8 @@ def fleet() -> Dashboard:
         table(
             "Slow channels",
             "Running jobs with speed below 1 right now. Empty when every channel keeps up.",
-            [Q(f"max by (target, job) ({running})", column="Speed")],
-            labels=("target", "job"),
+            [Q(f"max by (target, job_name) ({running})", column="Speed")],
+            labels=("target", "job_name"),
             h=6,
             columns=(
                 Col(
@@ -834,7 +834,7 @@ def fleet() -> Dashboard:
                     thresholds=((None, "red"), (0.95, "orange")),
                 ),
             ),
-            label_links={"job": [JOBS_LINK_FOR_ROW]},
+            label_links={"job_name": [JOBS_LINK_FOR_ROW]},
             sort_by=("Speed", False),
             empty_when_healthy=True,
         )
@@ -1754,7 +1754,7 @@ def server() -> Dashboard:
 
 def jobs() -> Dashboard:
     def s(metric: str, *matchers: str) -> str:
-        return metric + "{" + ",".join(('target=~"$target"', 'job=~"$job"', *matchers)) + "}"
+        return metric + "{" + ",".join(('target=~"$target"', 'job_name=~"$job"', *matchers)) + "}"
 
     b = Board(
         uid=JOBS_UID,
@@ -1768,7 +1768,7 @@ def jobs() -> Dashboard:
             ),
             query_variable(
                 "job",
-                "job",
+                "job_name",
                 'sigma_job_up{target=~"$target"}',
                 title="Channel",
                 multi=True,
@@ -1776,7 +1776,7 @@ def jobs() -> Dashboard:
             ),
         ],
     )
-    tj = "{{target}} / {{job}}"
+    tj = "{{target}} / {{job_name}}"
     b.row("Overview")
     b.add(
         stat(
@@ -1792,7 +1792,7 @@ def jobs() -> Dashboard:
             "none",
             [
                 Q(
-                    f"count(({s('sigma_job_speed')} < 1) and on (target, job) "
+                    f"count(({s('sigma_job_speed')} < 1) and on (target, job_name) "
                     f"({s('sigma_job_up')} == 1)) or vector(0)"
                 )
             ],
@@ -1826,31 +1826,31 @@ def jobs() -> Dashboard:
             "input and output bitrate, new errors per minute, error lines listed now and "
             "restarts during the shown range. Click a job to show only it.",
             [
-                Q(f"max by (target, job) ({s('sigma_job_up')})", column="Up"),
-                Q(f"max by (target, job, state) ({s('sigma_job_state')})"),
-                Q(f"max by (target, job) ({s('sigma_job_speed')})", column="Speed"),
+                Q(f"max by (target, job_name) ({s('sigma_job_up')})", column="Up"),
+                Q(f"max by (target, job_name, state) ({s('sigma_job_state')})"),
+                Q(f"max by (target, job_name) ({s('sigma_job_speed')})", column="Speed"),
                 Q(
-                    f"max by (target, job) ({s('sigma_job_uptime_seconds')})",
+                    f"max by (target, job_name) ({s('sigma_job_uptime_seconds')})",
                     column="Uptime",
                     unit="s",
                 ),
                 Q(
-                    f"max by (target, job) ({s('sigma_job_start_timestamp_seconds')}) * 1000",
+                    f"max by (target, job_name) ({s('sigma_job_start_timestamp_seconds')}) * 1000",
                     column="Started",
                     unit="dateTimeAsIso",
                 ),
                 Q(
-                    f"sum by (target, job) ({s('sigma_job_input_bytes_per_second')}) * 8",
+                    f"sum by (target, job_name) ({s('sigma_job_input_bytes_per_second')}) * 8",
                     column="Input",
                     unit="bps",
                 ),
                 Q(
-                    f"sum by (target, job) ({s('sigma_job_output_bytes_per_second')}) * 8",
+                    f"sum by (target, job_name) ({s('sigma_job_output_bytes_per_second')}) * 8",
                     column="Output",
                     unit="bps",
                 ),
                 Q(
-                    "sum by (target, job) "
+                    "sum by (target, job_name) "
                     f"(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60",
                     column="Errors/min",
                     unit="cpm",
@@ -1858,15 +1858,15 @@ def jobs() -> Dashboard:
                     # sigma_job_errors_total series: its cell stays blank.
                     empty_when_healthy=True,
                 ),
-                Q(f"max by (target, job) ({s('sigma_job_errors_listed')})", column="Errors listed"),
+                Q(f"max by (target, job_name) ({s('sigma_job_errors_listed')})", column="Errors listed"),
                 Q(
-                    "max by (target, job) "
+                    "max by (target, job_name) "
                     f"(round(increase({s('sigma_job_restarts_total')}[$__range])))",
                     column="Restarts in range",
                     range_reason="count of channel restarts over the shown period, not a rate",
                 ),
             ],
-            labels=("target", "job", "state"),
+            labels=("target", "job_name", "state"),
             h=12,
             columns=(
                 Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
@@ -1884,7 +1884,7 @@ def jobs() -> Dashboard:
                     thresholds=((None, "green"), (1, "orange")),
                 ),
             ),
-            label_links={"job": [JOBS_LINK_FOR_ROW], "target": [SERVER_LINK]},
+            label_links={"job_name": [JOBS_LINK_FOR_ROW], "target": [SERVER_LINK]},
             sort_by=("Speed", False),
         )
     )
@@ -1955,8 +1955,8 @@ def jobs() -> Dashboard:
         table(
             "Inputs",
             "Input URLs per job, with credentials and query removed (sigma_job_input_info).",
-            [Q(f"max by (target, job, input, url) ({s('sigma_job_input_info')})")],
-            labels=("target", "job", "input", "url"),
+            [Q(f"max by (target, job_name, input, url) ({s('sigma_job_input_info')})")],
+            labels=("target", "job_name", "input", "url"),
             h=6,
         )
     )
@@ -1970,7 +1970,7 @@ def jobs() -> Dashboard:
             "cpm",
             [
                 Q(
-                    "sum by (target, job, code) "
+                    "sum by (target, job_name, code) "
                     f"(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60",
                     tj + " {{code}}",
                 )

@@ -51,7 +51,7 @@ def _d(
 T = ("target",)
 G = ("target", "gpu")
 A = ("target", "app")
-J = ("target", "job")
+J = ("target", "job_name")
 
 DEFINITIONS: tuple[MetricDef, ...] = (
     # --- self ---------------------------------------------------------------
@@ -178,7 +178,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_job_up", "gauge", "1 if the job's state is started or running, else 0.",
        J, "progress"),
     _d("sigma_job_state", "gauge", "State of a job (lower case); value is 1.",
-       ("target", "job", "state"), "progress"),
+       ("target", "job_name", "state"), "progress"),
     _d("sigma_job_speed", "gauge",
        "Processing speed relative to real time (1 = real time; below 1 the channel falls "
        "behind).", J, "progress"),
@@ -189,19 +189,19 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "When the job started (startup, server-local time converted with the dump's timezone).",
        J, "progress"),
     _d("sigma_job_input_bytes_per_second", "gauge", "Bitrate of a job input (bit/s / 8).",
-       ("target", "job", "input"), "progress"),
+       ("target", "job_name", "input"), "progress"),
     _d("sigma_job_input_info", "gauge",
        "URL of a job input, with credentials and query removed; value is 1.",
-       ("target", "job", "input", "url"), "progress"),
+       ("target", "job_name", "input", "url"), "progress"),
     _d("sigma_job_profile_bytes_per_second", "gauge", "Bitrate of an output profile (bit/s / 8).",
-       ("target", "job", "profile"), "progress"),
+       ("target", "job_name", "profile"), "progress"),
     _d("sigma_job_output_bytes_per_second", "gauge", "Bitrate of a job output (bit/s / 8).",
-       ("target", "job", "output", "format"), "progress"),
+       ("target", "job_name", "output", "format"), "progress"),
     _d("sigma_job_errors_listed", "gauge", "Error lines the server currently lists for the job.",
        J, "progress"),
     _d("sigma_job_errors_total", "counter",
        "Distinct error lines seen for the job, by code (unknown when the line has none). "
-       "Each line counts once, when first seen.", ("target", "job", "code"), "progress"),
+       "Each line counts once, when first seen.", ("target", "job_name", "code"), "progress"),
     _d("sigma_job_weight", "gauge", "Weight of the job as reported.", J, "progress"),
     _d("sigma_job_restarts_total", "counter",
        "Times a job's uptime (Life) went down since the exporter first saw it.", J, "progress"),

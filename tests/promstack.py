@@ -172,8 +172,8 @@ class Prometheus(_Server):
     """A Prometheus with a generated prometheus.yml; started by the constructor.
 
     `scrape_targets` become one static job (`job_name`, default "sigma", the
-    name the alert rules assume) with `honor_labels` (default true: the
-    exporter's per-channel `job` label survives). `rule_files` are copied
+    name the alert rules assume) and Prometheus' default label handling (no
+    honor_labels: the channel is `job_name`). `rule_files` are copied
     paths, `alertmanager` is HOST:PORT. Scrape and evaluation every
     `interval` (a Prometheus duration such as "1s").
     """
@@ -182,7 +182,7 @@ class Prometheus(_Server):
 
     def __init__(self, workdir: Path, *, scrape_targets: Sequence[str],
                  rule_files: Sequence[Path] = (), alertmanager: str | None = None,
-                 interval: str = "1s", job_name: str = "sigma", honor_labels: bool = True,
+                 interval: str = "1s", job_name: str = "sigma",
                  lifecycle: bool = False, port: int | None = None,
                  extra_args: Sequence[str] = ()) -> None:
         super().__init__(workdir, port)
@@ -192,7 +192,6 @@ class Prometheus(_Server):
             "rule_files": [str(p) for p in rule_files],
             "scrape_configs": [{
                 "job_name": job_name,
-                "honor_labels": honor_labels,
                 "static_configs": [{"targets": list(scrape_targets)}],
             }],
         }

@@ -4,7 +4,7 @@ Every piece is a real process on 127.0.0.1 (free ports):
 
 * `sigma-exporter simulate` with three servers and its control API;
 * `sigma-exporter` polling them every 1 s (timeout 0.8 s);
-* Prometheus 2.42 scraping the exporter every 1 s with `honor_labels: true`
+* Prometheus 2.42 scraping the exporter every 1 s with Prometheus' default labels
   (job name "sigma"), evaluating every 1 s a time-compressed copy of
   alerts/sigma-recording.yml and alerts/sigma-alerts.yml (`compress_rules`);
 * Alertmanager 0.25 with a copy of deploy/alertmanager/alertmanager.yml whose
@@ -388,7 +388,8 @@ def test_a_down_server_pages_once_inhibits_the_rest_and_resolves(stack: Stack) -
         now = time.time()
         stack.am.post_alerts([{
             "labels": {"alertname": "SigmaJobBehindRealtime", "severity": "critical",
-                       "job": "VTV1", "instance": stack.instance, "target": DOWN},
+                       "job": "sigma", "job_name": "VTV1", "instance": stack.instance,
+                       "target": DOWN},
             "annotations": {"description": "synthetic: must be inhibited"},
             "startsAt": _rfc3339(now), "endsAt": _rfc3339(now + 300),
         }])
@@ -412,7 +413,8 @@ def test_a_down_server_pages_once_inhibits_the_rest_and_resolves(stack: Stack) -
         # Withdraw the synthetic alert before the inhibition ends.
         stack.am.post_alerts([{
             "labels": {"alertname": "SigmaJobBehindRealtime", "severity": "critical",
-                       "job": "VTV1", "instance": stack.instance, "target": DOWN},
+                       "job": "sigma", "job_name": "VTV1", "instance": stack.instance,
+                       "target": DOWN},
             "startsAt": _rfc3339(now), "endsAt": _rfc3339(time.time()),
         }])
     finally:
@@ -448,15 +450,15 @@ def test_a_job_behind_real_time_pages_with_its_name(stack: Stack) -> None:
         stack.control_post(f"/servers/{SLOW_INDEX}/jobs/{SLOW_JOB}", speed="1")
     note, alert = found
     labels = alert["labels"]
-    # honor_labels: true keeps the channel in `job`; a default scrape would
-    # have it in `exported_job`. Either way the channel is named.
-    assert labels.get("exported_job", labels.get("job")) == SLOW_JOB, labels
+    # The channel is named in `job_name`; `job` stays the scrape job.
+    assert labels["job_name"] == SLOW_JOB, labels
+    assert labels["job"] == "sigma", labels
     assert labels["severity"] == "critical"
     assert labels["instance"] == stack.instance
     description = alert["annotations"]["description"]
     assert f"Job {SLOW_JOB} on Sigma target {SLOW_TARGET}" in description, description
     # Only the slowed channel fell behind.
-    behind = {a["labels"].get("job") for n in stack.webhook.notifications() for a in n.alerts
+    behind = {a["labels"].get("job_name") for n in stack.webhook.notifications() for a in n.alerts
               if a["labels"]["alertname"] == "SigmaJobBehindRealtime"}
     assert behind == {SLOW_JOB}, stack.diagnose()
     assert note.body["groupLabels"] == {"alertname": "SigmaJobBehindRealtime",

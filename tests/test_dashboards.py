@@ -308,7 +308,7 @@ def test_template_variables(d: Any) -> None:
         assert target["multi"] and target["includeAll"]
     if d.uid == "sigma-jobs":
         job = variables["job"]
-        assert job["query"] == 'label_values(sigma_job_up{target=~"$target"}, job)'
+        assert job["query"] == 'label_values(sigma_job_up{target=~"$target"}, job_name)'
         assert job["multi"] and job["includeAll"]
     # Variable queries exposed for the end-to-end test match the JSON.
     exposed = {v.name: v for v in d.variables}
@@ -388,8 +388,8 @@ def test_queries_filter_by_the_dashboard_variables(d: Any) -> None:
             labels = DEFS[name].labels if name in DEFS else ()
             if "target" in labels:
                 assert target_matcher in matchers, f"{q.panel_title}: {name} unfiltered"
-            if d.uid == "sigma-jobs" and "job" in labels:
-                assert 'job=~"$job"' in matchers, f"{q.panel_title}: {name} without $job"
+            if d.uid == "sigma-jobs" and "job_name" in labels:
+                assert 'job_name=~"$job"' in matchers, f"{q.panel_title}: {name} without $job"
         for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", q.expr):
             used = a or b
             assert used in variables or used in BUILTIN_VARS, f"{q.panel_title}: ${used}"

@@ -2,8 +2,8 @@
 
 Real processes on 127.0.0.1: the simulator (three servers; the third has no
 GPU), the exporter polling them every 1 s, and Prometheus 2.42 scraping it
-every 1 s with `honor_labels: true` (so the per-channel label is `job`, as
-the dashboards expect). Once every target has 10 samples, each variable query
+every 1 s with Prometheus' default labels (the per-channel label is
+`job_name`, `job` the scrape job). Once every target has 10 samples, each variable query
 (`label_values`, as Grafana asks it: /api/v1/label/<label>/values?match[]=)
 must list real values, and each panel query of grafana/generate.py, with the
 variables substituted by `expand()`, must return series, except the queries
@@ -194,7 +194,7 @@ def test_variable_lists_real_values(chosen: Stack, var: Any) -> None:
         if var.name == "target":
             assert set(found) == set(NAMES)
         if var.name == "job":
-            # Sigma channel names, not the scrape job: honor_labels kept them.
+            # Sigma channel names (job_name), not the scrape job.
             assert "sigma" not in found and chosen.job in found, found
 
 

@@ -549,7 +549,7 @@ def test_k8s_services_and_servicemonitors_line_up() -> None:
         # The scrape job is "sigma", the name the alerts expect (up{job="sigma"}).
         assert service["metadata"]["labels"][spec["jobLabel"]] == "sigma"
         for endpoint in spec["endpoints"]:
-            assert endpoint["honorLabels"] is True  # our `job` label is the channel
+            assert "honorLabels" not in endpoint  # the channel is `job_name`, never `job`
             assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
 
 
@@ -621,12 +621,16 @@ def _all_scrape_configs() -> Iterator[tuple[str, dict[str, Any]]]:
             yield str(path.relative_to(ROOT)), job
 
 
-def test_every_sigma_scrape_honors_labels() -> None:
+def test_no_sigma_scrape_honors_labels_but_federation() -> None:
+    # The exporter never emits `job` or `instance`; honor_labels would only let
+    # it override them (and service discovery's labels). Federation, where
+    # keeping the shards' own labels is the rule, is the one exception.
     jobs = [(source, job) for source, job in _all_scrape_configs()
             if job["job_name"].startswith("sigma")]
     assert len(jobs) >= 7
     for source, job in jobs:
-        assert job.get("honor_labels") is True, f"{source}: {job['job_name']}"
+        federate = job.get("metrics_path") == "/federate"
+        assert job.get("honor_labels", False) is federate, f"{source}: {job['job_name']}"
         # The alerts look for up{job="sigma"}.
         assert job["job_name"] == "sigma" or "federate" in job["job_name"], source
 
@@ -719,5 +723,5 @@ def test_deployment_doc_names_only_files_that_exist() -> None:
     for link in re.findall(r"\]\(([^)#]+)\)", text):
         if "://" not in link:
             assert (ROOT / "docs" / link).resolve().exists(), link
-    assert "honor_labels: true" in text and "(performance.md)" in text
+    assert "job_name" in text and "(performance.md)" in text
     assert "_TBD_" not in text, "the scaling figures come from docs/performance.md"

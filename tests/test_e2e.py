@@ -264,12 +264,12 @@ def test_sighup_reload_good_and_bad(tmp_path: Path) -> None:
 
 def test_job_series_and_a_dipped_job(stack: Stack) -> None:
     body = stack.metrics()
-    assert value(body, "sigma_job_up", target="sim-1", job="VTV3") == 1
+    assert value(body, "sigma_job_up", target="sim-1", job_name="VTV3") == 1
     httpx.post(f"{stack.control}/servers/0/jobs/VTV3", params={"speed": "0.5"}, timeout=5,
                trust_env=False).raise_for_status()
     try:
         wait_until(lambda: value(stack.metrics(), "sigma_job_speed", target="sim-1",
-                                 job="VTV3") == 0.5, 20, "dipped job below real time")
+                                 job_name="VTV3") == 0.5, 20, "dipped job below real time")
     finally:
         httpx.post(f"{stack.control}/servers/0/jobs/VTV3", params={"speed": "clear"},
                    timeout=5, trust_env=False).raise_for_status()

@@ -48,14 +48,14 @@ def test_error_counters_match_what_the_simulator_emitted() -> None:
                     total = 0.0
                     for job in job_names(server):
                         for code, count in emitted_errors(server, job, until=now[0]).items():
-                            got = value(body, "sigma_job_errors_total", target=f"s{i}", job=job,
+                            got = value(body, "sigma_job_errors_total", target=f"s{i}", job_name=job,
                                         code=_code(code)) or 0
                             assert got == count, (server.name, job, code, got, count)
                             total += got
                     assert total > 20, "the simulated hour must have produced errors"
                     # VTV1 restarts every 600 simulated seconds: 5 or 6 times an hour.
                     restarts_seen = value(body, "sigma_job_restarts_total", target=f"s{i}",
-                                          job="VTV1") or 0
+                                          job_name="VTV1") or 0
                     assert restarts_seen >= 5
                     # nginx restarts every 900 simulated seconds.
                     assert (value(body, "sigma_app_restarts_total", target=f"s{i}",
@@ -79,13 +79,13 @@ def test_dipped_job_shows_speed_below_real_time() -> None:
                 await poller.poll_all_once()
                 body = exposition.merge([poller.targets["s"].published.rendered],
                                         False).decode()
-                assert value(body, "sigma_job_speed", target="s", job="VTV3") == 0.62
-                assert value(body, "sigma_job_up", target="s", job="VTV3") == 1
+                assert value(body, "sigma_job_speed", target="s", job_name="VTV3") == 0.62
+                assert value(body, "sigma_job_up", target="s", job_name="VTV3") == 1
                 for job in job_names(servers[0]):
                     assert value(body, "sigma_job_input_bytes_per_second", target="s",
-                                 job=job, input="0") is not None
+                                 job_name=job, input="0") is not None
                     assert value(body, "sigma_job_output_bytes_per_second", target="s",
-                                 job=job) is not None
+                                 job_name=job) is not None
                 # Credentials in the simulator's input URLs never reach a label.
                 assert "secret" not in body and "p4ss" not in body and "token" not in body
             finally:

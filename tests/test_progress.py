@@ -56,22 +56,22 @@ def v(out: Exposed, metric: str, /, **labels: str) -> float | None:
 def test_documented_progress_sample_conversions() -> None:
     out = Target().round(load_fixture("progress-sample.json"))
     assert v(out, "sigma_progress_up") == 1
-    assert v(out, "sigma_job_up", job=JOB) == 1
-    assert v(out, "sigma_job_state", job=JOB, state="started") == 1
-    assert v(out, "sigma_job_speed", job=JOB) == 1.0
-    assert v(out, "sigma_job_uptime_seconds", job=JOB) == 3600 + 41 * 60 + 18
-    assert v(out, "sigma_job_media_time_seconds", job=JOB) == 3600 + 41 * 60 + 19
+    assert v(out, "sigma_job_up", job_name=JOB) == 1
+    assert v(out, "sigma_job_state", job_name=JOB, state="started") == 1
+    assert v(out, "sigma_job_speed", job_name=JOB) == 1.0
+    assert v(out, "sigma_job_uptime_seconds", job_name=JOB) == 3600 + 41 * 60 + 18
+    assert v(out, "sigma_job_media_time_seconds", job_name=JOB) == 3600 + 41 * 60 + 19
     # startup 2020-08-13 11:50:05 in Asia/Ho_Chi_Minh (UTC+7) = 04:50:05 UTC.
-    assert v(out, "sigma_job_start_timestamp_seconds", job=JOB) == 1597294205
-    assert v(out, "sigma_job_input_bytes_per_second", job=JOB, input="0") == 2390646 / 8
-    assert v(out, "sigma_job_input_info", job=JOB, input="0", url="udp://234.5.6.7:8888") == 1
-    assert v(out, "sigma_job_profile_bytes_per_second", job=JOB, profile="128K") == 128760 / 8
-    assert v(out, "sigma_job_profile_bytes_per_second", job=JOB, profile="480") == 962192 / 8
-    assert v(out, "sigma_job_output_bytes_per_second", job=JOB, output="0",
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) == 1597294205
+    assert v(out, "sigma_job_input_bytes_per_second", job_name=JOB, input="0") == 2390646 / 8
+    assert v(out, "sigma_job_input_info", job_name=JOB, input="0", url="udp://234.5.6.7:8888") == 1
+    assert v(out, "sigma_job_profile_bytes_per_second", job_name=JOB, profile="128K") == 128760 / 8
+    assert v(out, "sigma_job_profile_bytes_per_second", job_name=JOB, profile="480") == 962192 / 8
+    assert v(out, "sigma_job_output_bytes_per_second", job_name=JOB, output="0",
              format="hls") == 5211223 / 8
-    assert v(out, "sigma_job_errors_listed", job=JOB) == 1
-    assert v(out, "sigma_job_errors_total", job=JOB, code="INPUT_TIMEOUT") == 1
-    assert v(out, "sigma_job_weight", job=JOB) == 1
+    assert v(out, "sigma_job_errors_listed", job_name=JOB) == 1
+    assert v(out, "sigma_job_errors_total", job_name=JOB, code="INPUT_TIMEOUT") == 1
+    assert v(out, "sigma_job_weight", job_name=JOB) == 1
     assert v(out, "sigma_jobs_dropped") == 0
 
 
@@ -92,7 +92,7 @@ def test_failed_dump_keeps_progress_metrics() -> None:
     target.state.publish(parts)
     out = samples(exposition.merge([target.state.published.rendered], False).decode())
     assert v(out, "sigma_up") == 0 and v(out, "sigma_progress_up") == 1
-    assert v(out, "sigma_job_speed", job=JOB) == 1.0
+    assert v(out, "sigma_job_speed", job_name=JOB) == 1.0
     assert v(out, "sigma_host_memory_total_bytes") is None
 
 
@@ -110,11 +110,11 @@ def test_mixed_case_keys_id_and_url() -> None:
     del job["speed"]
     job["SPEED"] = "0.95"
     out = Target().round(progress_with({"VTV3": job}))
-    assert v(out, "sigma_job_input_info", job="VTV3", input="0",
+    assert v(out, "sigma_job_input_info", job_name="VTV3", input="0",
              url="rtmp://cdn.example/live") == 1
-    assert v(out, "sigma_job_input_bytes_per_second", job="VTV3", input="0") == 100000
-    assert v(out, "sigma_job_profile_bytes_per_second", job="VTV3", profile="720") == 250000
-    assert v(out, "sigma_job_speed", job="VTV3") == 0.95
+    assert v(out, "sigma_job_input_bytes_per_second", job_name="VTV3", input="0") == 100000
+    assert v(out, "sigma_job_profile_bytes_per_second", job_name="VTV3", profile="720") == 250000
+    assert v(out, "sigma_job_speed", job_name="VTV3") == 0.95
 
 
 def test_state_any_case_and_not_running() -> None:
@@ -123,9 +123,9 @@ def test_state_any_case_and_not_running() -> None:
     stopped = base_job()
     stopped["state"] = "STOPPED"
     out = Target().round(progress_with({"a": job, "b": stopped}))
-    assert v(out, "sigma_job_up", job="a") == 1
-    assert v(out, "sigma_job_up", job="b") == 0
-    assert v(out, "sigma_job_state", job="b", state="stopped") == 1
+    assert v(out, "sigma_job_up", job_name="a") == 1
+    assert v(out, "sigma_job_up", job_name="b") == 0
+    assert v(out, "sigma_job_state", job_name="b", state="stopped") == 1
 
 
 def test_timezone_conversion_follows_the_dump() -> None:
@@ -134,15 +134,15 @@ def test_timezone_conversion_follows_the_dump() -> None:
     job = base_job()
     job["startup"] = "2024-07-01 12:00:00"
     out = target.round(progress_with({"a": job}))
-    assert v(out, "sigma_job_start_timestamp_seconds", job="a") == 1719828000  # UTC+2
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name="a") == 1719828000  # UTC+2
 
 
 def test_no_timezone_no_start_timestamp() -> None:
     target = Target()
     target.dump = {k: val for k, val in target.dump.items() if k != "timezone"}
     out = target.round(load_fixture("progress-sample.json"))
-    assert v(out, "sigma_job_start_timestamp_seconds", job=JOB) is None
-    assert v(out, "sigma_job_speed", job=JOB) == 1.0
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) is None
+    assert v(out, "sigma_job_speed", job_name=JOB) == 1.0
 
 
 def test_error_line_with_and_without_code() -> None:
@@ -170,7 +170,7 @@ def test_include_exclude_and_max() -> None:
     target = Target(jobs=JobsConfig(include=__import__("re").compile("^VTV"),
                                     exclude=__import__("re").compile("-test$"), max=2))
     out = target.round(progress_with(jobs))
-    kept = sorted(dict(k[1])["job"] for k in out if k[0] == "sigma_job_up")
+    kept = sorted(dict(k[1])["job_name"] for k in out if k[0] == "sigma_job_up")
     assert kept == ["VTV1", "VTV2"]
     assert v(out, "sigma_jobs_dropped") == 3
 
@@ -188,7 +188,7 @@ def test_vanished_job_takes_its_series_and_memory() -> None:
     target = Target()
     target.round(progress_with({"a": base_job(), "b": base_job()}))
     out = target.round(progress_with({"a": base_job()}))
-    assert v(out, "sigma_job_up", job="b") is None
+    assert v(out, "sigma_job_up", job_name="b") is None
     assert "b" not in target.state.job_errors and "b" not in target.state.job_uptimes
 
 
@@ -208,7 +208,7 @@ def job_with(errors: list[str], life: str = "1h41m18s") -> dict[str, Any]:
 
 
 def errors(out: Exposed, code: str) -> float | None:
-    return v(out, "sigma_job_errors_total", job="a", code=code)
+    return v(out, "sigma_job_errors_total", job_name="a", code=code)
 
 
 def test_steady_list_does_not_increase() -> None:
@@ -227,13 +227,13 @@ def test_sliding_window_counts_exactly_the_new_lines() -> None:
     assert errors(out, "unknown") == 1 and errors(out, "INPUT_TIMEOUT") == 2
     out = target.round(progress_with({"a": job_with([])}))  # list emptied: no change
     assert errors(out, "INPUT_TIMEOUT") == 2
-    assert v(out, "sigma_job_errors_listed", job="a") == 0
+    assert v(out, "sigma_job_errors_listed", job_name="a") == 0
 
 
 def test_duplicate_lines_count_once() -> None:
     out = Target().round(progress_with({"a": job_with([L1, L1, L1])}))
     assert errors(out, "INPUT_TIMEOUT") == 1
-    assert v(out, "sigma_job_errors_listed", job="a") == 3
+    assert v(out, "sigma_job_errors_listed", job_name="a") == 3
 
 
 def test_exporter_restart_counts_lines_already_listed() -> None:
@@ -255,9 +255,9 @@ def test_job_restart_counts_when_life_goes_down() -> None:
     target = Target()
     target.round(progress_with({"a": job_with([], life="1h00m00s")}))
     out = target.round(progress_with({"a": job_with([], life="1h00m15s")}))
-    assert v(out, "sigma_job_restarts_total", job="a") == 0  # first sight, growing
+    assert v(out, "sigma_job_restarts_total", job_name="a") == 0  # first sight, growing
     out = target.round(progress_with({"a": job_with([], life="12s")}))
-    assert v(out, "sigma_job_restarts_total", job="a") == 1
+    assert v(out, "sigma_job_restarts_total", job_name="a") == 1
 
 
 def test_app_restart_counts_when_uptime_goes_down() -> None:

@@ -166,7 +166,7 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
                 assert len(builds) == 2
                 body = gzip_module.decompress(exporter.metrics_body(True, True))
                 assert len(builds) == 2  # the scrape found it ready
-                assert value(body.decode(), "sigma_job_speed", target="s1", job="VTV3") == 0.5
+                assert value(body.decode(), "sigma_job_speed", target="s1", job_name="VTV3") == 0.5
                 assert body.endswith(b"# EOF\n")
 
                 # A variant nobody scraped for PREBUILD_WINDOW is no longer prebuilt.

@@ -74,7 +74,7 @@ def shard_prometheus_config(shard: int, exporter: str) -> dict[str, Any]:
     config["global"]["external_labels"]["shard"] = str(shard)
     del config["rule_files"], config["alerting"]  # not what this test is about
     (job,) = config["scrape_configs"]
-    assert job["job_name"] == "sigma" and job["honor_labels"] is True
+    assert job["job_name"] == "sigma" and "honor_labels" not in job
     job["scrape_timeout"] = "1s"
     hashmod, keep = job["relabel_configs"][0], job["relabel_configs"][1]
     assert hashmod["action"] == "hashmod" and hashmod["source_labels"] == ["__address__"]

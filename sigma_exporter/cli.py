@@ -13,7 +13,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -23,7 +22,15 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from . import __version__, exposition, logsetup
-from .config import Config, ConfigError, config_from_urls, load_config
+from .config import (
+    DURATION_FIX,
+    Config,
+    ConfigError,
+    config_from_urls,
+    format_duration,
+    load_config,
+    parse_duration,
+)
 from .poller import AfterDump, Poller
 from .redact import RedactFilter, install_log_filter, redact_url
 from .serve import DEFAULT_MAX_REQUESTS, Exporter, ExporterSite, build_app
@@ -83,15 +90,14 @@ def _split_listen(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m)?\s*$")
-
-
 def _duration_flag(flag: str, text: str) -> float:
-    match = _DURATION.match(text)
-    seconds = float(match.group(1)) * {"ms": 0.001, "s": 1.0, "m": 60.0}[match.group(2) or "s"] \
-        if match else 0.0
+    """A flag's Prometheus duration (the grammar of the config file), above zero."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
     if seconds <= 0:
-        raise ConfigError(flag, text, "not a duration above zero", "write e.g. `10s` or `500ms`")
+        raise ConfigError(flag, text, "not a duration above zero", DURATION_FIX)
     return seconds
 
 
@@ -291,8 +297,9 @@ async def serve(config: Config, listen: str, telemetry_path: str,
     log.info("listening address=%s tls=%s auth=%s targets=%d version=%s", listen, tls,
              bool(web_config and web_config.config.users), len(config.targets), __version__)
     for target in config.targets:
-        log.info("watching target=%s url=%s interval=%gs", target.name,
-                 redact_url(target.url), target.interval)
+        log.info("watching target=%s url=%s interval=%s timeout=%s", target.name,
+                 redact_url(target.url), format_duration(target.interval),
+                 format_duration(target.timeout))
     poller.start()
     if ready is not None:
         ready.set()
@@ -363,8 +370,9 @@ def main_check_config(argv: Sequence[str]) -> int:
     for target in config.targets:
         auth = "bearer token" if target.auth.bearer_token else (
             "basic auth" if target.auth.username else "no auth")
-        print(f"  {target.name}: {redact_url(target.url)} every {target.interval:g}s, "
-              f"timeout {target.timeout:g}s, {target.method}, {auth}")
+        print(f"  {target.name}: {redact_url(target.url)} every "
+              f"{format_duration(target.interval)}, timeout {format_duration(target.timeout)}, "
+              f"{target.method}, {auth}")
     return 0
 
 
@@ -373,12 +381,15 @@ def main_once(argv: Sequence[str]) -> int:
         prog="sigma-exporter once",
         description="Poll one server once, print its exposition; exit 0 when up, 1 when not.")
     parser.add_argument("--target", required=True, metavar="URL")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    parser.add_argument("--timeout", default=None, metavar="DURATION",
+                        help="how long to wait for the answer, e.g. 5s or 1m30s (default 5s)")
     args = parser.parse_args(argv)
     logsetup.setup("error")
     try:
-        config = config_from_urls([args.target], timeout=args.timeout,
-                                  interval=max(15.0, args.timeout or 0))
+        timeout = (None if args.timeout is None
+                   else _duration_flag("--timeout", args.timeout))
+        config = config_from_urls([args.target], timeout=timeout,
+                                  interval=max(15.0, timeout or 0))
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -115,9 +115,51 @@ class Config:
         return tuple(s for t in self.targets for s in t.auth.secrets())
 
 
+# --- durations: Prometheus' grammar, everywhere ------------------------------
+
+# `1y2w3d4h5m6s7ms`: each unit at most once, largest first, whole numbers
+# (Prometheus' model.ParseDuration). Tokenised in one linear pass: no
+# backtracking regular expression over text a user (or a file) supplies.
+_DURATION_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0,
+                   "m": 60.0, "s": 1.0, "ms": 0.001}
+_DURATION_ORDER = tuple(_DURATION_UNITS)
+_DURATION_TOKEN = re.compile(r"([0-9]+)(ms|[ywdhms])")
+DURATION_FIX = "write a Prometheus duration such as `15s`, `1m30s` or `500ms`"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Prometheus duration; ValueError (with the reason) if it is not one."""
+    if text == "0":
+        return 0.0
+    if not text or len(text) > 64:
+        raise ValueError("not a duration")
+    seconds, position, last = 0.0, 0, -1
+    for match in _DURATION_TOKEN.finditer(text):
+        unit = _DURATION_ORDER.index(match.group(2))
+        if match.start() != position or unit <= last:
+            raise ValueError("units must each appear once, largest first")
+        seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        position, last = match.end(), unit
+    if position != len(text):
+        raise ValueError("not a duration")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as Prometheus writes it: `1m30s`, `500ms`, `0s`."""
+    millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    out = []
+    for unit, size in _DURATION_UNITS.items():
+        count, millis = divmod(millis, round(size * 1000))
+        if count:
+            out.append(f"{count}{unit}")
+    return "".join(out)
+
+
 # --- value readers -----------------------------------------------------------
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
 _SIZE_FACTOR = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
                 "kb": 1024, "mb": 1024**2, "gb": 1024**3}
@@ -143,17 +185,13 @@ class _Reader:
         return value
 
     def duration(self, value: object, key: str) -> float:
-        if isinstance(value, bool):
-            raise self.error(key, "must be a duration", "write e.g. `15s`, `1m` or `500ms`")
-        if isinstance(value, int | float):
-            seconds = float(value)
-        else:
-            match = _DURATION.match(str(value))
-            if not match:
-                raise self.error(key, f"{value!r} is not a duration",
-                                 "write e.g. `15s`, `1m` or `500ms`")
-            factor = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
-            seconds = float(match.group(1)) * factor
+        if not isinstance(value, str):  # a bare YAML number has no unit
+            raise self.error(key, f"{value!r} is not a duration", DURATION_FIX)
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.error(key, f"{value!r} is not a duration ({exc})", DURATION_FIX) \
+                from None
         if seconds <= 0:
             raise self.error(key, "must be greater than zero", "write e.g. `15s`")
         return seconds
@@ -351,6 +389,8 @@ def parse_config(data: object, source: str) -> Config:
     if "defaults" in top:
         defaults = r.mapping(top["defaults"], "defaults", _DEFAULT_KEYS)
         base = replace(base, **_target_fields(r, defaults, "defaults", base))
+        if "timeout" in defaults:
+            _check_timeout(r, base, "defaults")
     raw_targets = top.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
         raise r.error("targets", "at least one target is required",
@@ -375,10 +415,10 @@ def parse_config(data: object, source: str) -> Config:
                           "give every target a unique name")
         names.add(name)
         target = replace(base, name=name, url=url, **_target_fields(r, block, key, base))
-        if target.timeout > target.interval:
-            raise r.error(f"{key}.timeout", f"timeout {target.timeout:g}s is longer than the "
-                          f"interval {target.interval:g}s",
-                          "make the timeout shorter than the interval")
+        if "timeout" in block:
+            _check_timeout(r, target, key)
+        else:  # as Prometheus does with scrape_timeout: never longer than the interval
+            target = replace(target, timeout=min(target.timeout, target.interval))
         targets.append(target)
     nvml = _nvml(r, top.get("nvml"), names)
     max_concurrent = DEFAULT_MAX_CONCURRENT_POLLS
@@ -387,6 +427,15 @@ def parse_config(data: object, source: str) -> Config:
         if "max_concurrent" in poll:
             max_concurrent = r.integer(poll["max_concurrent"], "poll.max_concurrent")
     return Config(tuple(targets), nvml, max_concurrent, source)
+
+
+def _check_timeout(r: _Reader, target: TargetConfig, key: str) -> None:
+    """An explicit timeout longer than the interval is a mistake (Prometheus agrees)."""
+    if target.timeout > target.interval:
+        raise r.error(f"{key}.timeout", f"timeout {format_duration(target.timeout)} is longer "
+                      f"than the interval {format_duration(target.interval)}",
+                      "make the timeout at most the interval, or leave it out "
+                      "(it then defaults to the smaller of 5s and the interval)")
 
 
 def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
@@ -462,6 +511,12 @@ def config_from_urls(urls: list[str], timeout: float | None = None,
         if interval is not None:
             target = replace(target, interval=interval)
         if timeout is not None:
+            if timeout > target.interval:
+                raise r.error("--timeout", f"{format_duration(timeout)} is longer than the "
+                              f"interval {format_duration(target.interval)}",
+                              "give a shorter --timeout")
             target = replace(target, timeout=timeout)
+        else:
+            target = replace(target, timeout=min(target.timeout, target.interval))
         targets.append(target)
     return Config(tuple(targets), source="--target")

@@ -313,7 +313,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     rule_files = write_compressed_rules(tmp / "rules")
     first, control_port, exporter_port = free_ports(3), free_port(), free_port()
     config = tmp / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 0.8s\ntargets:\n" + "".join(
+    config.write_text("defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n" + "".join(
         f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
         for i, name in enumerate(NAMES)))
     webhook = start_webhook()

@@ -114,7 +114,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     scenario.write_text(SCENARIO)
     config = tmp / "sigma.yml"
     config.write_text(
-        "defaults:\n  interval: 1s\n  timeout: 0.8s\n"
+        "defaults:\n  interval: 1s\n  timeout: 800ms\n"
         f"nvml:\n  enabled: true\n  target: {NVML_TARGET}\n"
         "targets:\n" + "".join(f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
                                for i, name in enumerate(NAMES)))

@@ -65,7 +65,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
                                   "--servers", "3", "--control", f"127.0.0.1:{control_port}"))
     config = tmp_path_factory.mktemp("e2e") / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 0.8s\ntargets:\n" + "".join(
+    config.write_text("defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n" + "".join(
         f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
         for i, name in enumerate(NAMES)))
     port = free_port()
@@ -215,7 +215,7 @@ def test_once_prints_exposition_and_exit_code(stack: Stack) -> None:
     assert value(ok.stdout, "sigma_job_speed") is not None  # job metrics too
     promtool_check_metrics(ok.stdout)
     down = subprocess.run(sigma_exporter_cmd("once", "--target", f"http://127.0.0.1:{free_port()}",
-                                             "--timeout", "1"),
+                                             "--timeout", "1s"),
                           capture_output=True, text=True, timeout=60, check=False)
     assert down.returncode == 1
     assert value(down.stdout, "sigma_up") == 0

@@ -53,7 +53,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     config = tmp_path_factory.mktemp("matrix") / "sigma.yml"
     names = (*HEALTHY, FAULTY)
     # A small body cap on the faulty target: `huge` is refused fast even on a busy CI box.
-    config.write_text("defaults:\n  interval: 0.5s\n  timeout: 0.4s\ntargets:\n" + "".join(
+    config.write_text("defaults:\n  interval: 500ms\n  timeout: 400ms\ntargets:\n" + "".join(
         f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
         + ("    max_body_bytes: 1MiB\n" if name == FAULTY else "")
         for i, name in enumerate(names)))

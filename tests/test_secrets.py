@@ -77,7 +77,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     config = directory / "sigma.yml"
     closed = free_port()
     config.write_text(
-        "defaults:\n  interval: 1s\n  timeout: 0.8s\ntargets:\n"
+        "defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n"
         f"  - name: basic\n    url: {stub.url}/\n"
         f"    auth:\n      username: sigma\n      password_file: {directory / 'password'}\n"
         f"  - name: bearer\n    url: {stub.url}/\n"
@@ -180,7 +180,7 @@ def test_once_output_holds_no_secret(run: Run) -> None:
     for url, code in ((f"{run.stub.url}/?token={QUERY_TOKEN}", 0),
                       (f"{run.stub.url}/denied?token={QUERY_TOKEN}", 1),
                       (f"http://127.0.0.1:{free_port()}/?secret={QUERY_TOKEN}", 1)):
-        result = subprocess.run(sigma_exporter_cmd("once", "--target", url, "--timeout", "2"),
+        result = subprocess.run(sigma_exporter_cmd("once", "--target", url, "--timeout", "2s"),
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == code, result.stderr
         assert_clean(result.stdout + result.stderr, f"once {url}")

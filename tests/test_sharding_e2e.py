@@ -112,7 +112,7 @@ def test_every_target_is_scraped_by_exactly_one_prometheus(tmp_path: Path) -> No
         procs.append(Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
                                              "--servers", str(SERVERS))))
         fleet = {
-            "defaults": {"interval": "1s", "timeout": "0.8s"},
+            "defaults": {"interval": "1s", "timeout": "800ms"},
             "targets": [{"name": name, "url": f"http://127.0.0.1:{first + i}"}
                         for i, name in enumerate(NAMES)],
         }

@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     redirectors.append(redirector(302, "/relative-elsewhere"))
     config = tmp_path_factory.mktemp("ssrf") / "sigma.yml"
     config.write_text(
-        "defaults:\n  interval: 1s\n  timeout: 0.8s\ntargets:\n"
+        "defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n"
         f"  - name: healthy\n    url: {healthy.url}\n"
         + "".join(f"  - name: redirect-{i}\n    url: {stub.url}\n"
                   for i, stub in enumerate(redirectors)))

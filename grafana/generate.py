@@ -686,6 +686,19 @@ def _variable_query(uid: str, var: Json) -> VariableQuery:
     )
 
 
+def new_events(counter: str, window: str) -> str:
+    """Events a counter with open label values gained over `window`, per series.
+
+    Such a counter (errors by field or code) is born at its first increment,
+    so rate() and increase() never see its first events: the second arm
+    counts a series that is new within the window. A reset (the exporter
+    restarted and counted the lines Sigma still lists once more) counts
+    nothing rather than all of them again.
+    """
+    return (f"(({counter} - {counter} offset {window}) >= 0 "
+            f"or ({counter} unless {counter} offset {window}))")
+
+
 def _link(title: str, url: str) -> Json:
     return {"targetBlank": False, "title": title, "url": url}
 
@@ -1727,14 +1740,14 @@ def server() -> Dashboard:
         ),
         timeseries(
             "Parse errors by field",
-            "Fields present but unparsable per minute, by field path "
-            "(sigma_parse_errors_total). Non-zero after a Sigma upgrade usually means the "
-            "API changed a field.",
-            "cpm",
+            "Answers with a field present but unparsable, per rate window and field path "
+            "(new in sigma_parse_errors_total, first error included). Non-zero after a "
+            "Sigma upgrade usually means the API changed a field.",
+            "short",
             [
                 Q(
                     "sum by (field) "
-                    f"(rate({s('sigma_parse_errors_total')}[$__rate_interval])) * 60",
+                    f"{new_events(s('sigma_parse_errors_total'), '$__rate_interval')}",
                     "{{field}}",
                 )
             ],
@@ -1810,11 +1823,11 @@ def jobs() -> Dashboard:
             color_mode="background",
         ),
         stat(
-            "New errors per minute",
-            "New error lines per minute over all selected jobs (sigma_job_errors_total; "
-            "each line counts once, when first seen).",
-            "cpm",
-            [Q(f"sum(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60 or vector(0)")],
+            "New errors",
+            "New error lines in the shown range over all selected jobs "
+            "(sigma_job_errors_total; each line counts once, when first seen).",
+            "short",
+            [Q(f"sum({new_events(s('sigma_job_errors_total'), '$__range')}) or vector(0)")],
             w=6,
             thresholds=((None, "green"), (1, "orange")),
         ),
@@ -1851,14 +1864,17 @@ def jobs() -> Dashboard:
                 ),
                 Q(
                     "sum by (target, job_name) "
-                    f"(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60",
-                    column="Errors/min",
-                    unit="cpm",
+                    f"{new_events(s('sigma_job_errors_total'), '$__range')}",
+                    column="New errors",
+                    unit="short",
                     # A channel that has logged no error line yet has no
                     # sigma_job_errors_total series: its cell stays blank.
                     empty_when_healthy=True,
                 ),
-                Q(f"max by (target, job_name) ({s('sigma_job_errors_listed')})", column="Errors listed"),
+                Q(
+                    f"max by (target, job_name) ({s('sigma_job_errors_listed')})",
+                    column="Errors listed",
+                ),
                 Q(
                     "max by (target, job_name) "
                     f"(round(increase({s('sigma_job_restarts_total')}[$__range])))",
@@ -1876,7 +1892,7 @@ def jobs() -> Dashboard:
                     cell="color-background",
                     thresholds=((None, "red"), (0.95, "orange"), (1, "green")),
                 ),
-                Col("Errors/min", cell="color-text", thresholds=((None, "green"), (0.5, "orange"))),
+                Col("New errors", cell="color-text", thresholds=((None, "green"), (1, "orange"))),
                 Col(
                     "Restarts in range",
                     decimals=0,
@@ -1965,13 +1981,14 @@ def jobs() -> Dashboard:
     b.add(
         timeseries(
             "Errors by code",
-            "New error lines per minute per job and error code (sigma_job_errors_total; "
-            "`unknown` when the line carries no code). Empty while no job logs errors.",
-            "cpm",
+            "New error lines per rate window, per job and error code (sigma_job_errors_total, "
+            "first lines of a code included; `unknown` when the line carries no code). Empty "
+            "while no job logs errors.",
+            "short",
             [
                 Q(
                     "sum by (target, job_name, code) "
-                    f"(rate({s('sigma_job_errors_total')}[$__rate_interval])) * 60",
+                    f"{new_events(s('sigma_job_errors_total'), '$__rate_interval')}",
                     tj + " {{code}}",
                 )
             ],

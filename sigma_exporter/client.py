@@ -1,7 +1,8 @@
 """Fetching one answer from a Sigma server (httpx, async).
 
 Every failure becomes a `PollError` with exactly one `reason`:
-timeout, connect, tls, http_status, too_large, invalid_json, invalid_schema.
+timeout, connect, tls, http_status, too_large, invalid_json, invalid_schema
+(and `internal`, which the poller records for a bug of its own).
 Redirects are never followed (a redirect is `http_status`): the exporter only
 talks to URLs it was configured with. The body is capped while it streams in.
 """
@@ -31,6 +32,9 @@ REASONS = (
     "too_large",
     "invalid_json",
     "invalid_schema",
+    # Not a fetch failure: the exporter's own bug while ingesting or rendering
+    # a good answer (poller.TargetState records it; the target then reads up 0).
+    "internal",
 )
 
 DUMP_REQUEST = {"type": "dump"}

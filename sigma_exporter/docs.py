@@ -31,6 +31,19 @@ def render() -> str:
         "did not send, or sent unreadable, has no series (see `sigma_parse_errors_total`).",
         "The standard `process_*` metrics of the exporter's own process are served too.",
         "",
+        "Per-channel series name the channel in `job_name`; no series carries `job` or",
+        "`instance`, which stay Prometheus' own (no `honor_labels` needed).",
+        "",
+        "Counters whose label values are a closed set exist at 0 from a target's first",
+        "poll, so `increase()` sees the first event: `sigma_poll_errors_total` has every",
+        "source (`dump`, `progress` when jobs are polled, `nvml` in agent mode) times",
+        "every reason at 0, and the restart counters start at 0 when their server, app",
+        "or job is first seen. Counters with open label values (`sigma_parse_errors_total`",
+        "by field, `sigma_job_errors_total` by code) are born at their first increment:",
+        "read them as the shipped rules and dashboards do, `(x - x offset W) >= 0 or",
+        "(x unless x offset W)`, so the first events count and an exporter restart does",
+        "not look like a burst.",
+        "",
     ]
     for source, title in _SECTIONS:
         defs = [d for d in DEFINITIONS if d.source == source]

@@ -75,7 +75,8 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        ("target", "source"), "health"),
     _d("sigma_poll_errors_total", "counter",
        "Failed polls by source and reason (timeout, connect, tls, http_status, "
-       "too_large, invalid_json, invalid_schema; nvml_error for the driver).",
+       "too_large, invalid_json, invalid_schema; internal for a bug of the exporter's own; "
+       "nvml_error for the driver). Every source and reason exists at 0 from the first poll.",
        ("target", "source", "reason"), "health"),
     _d("sigma_last_poll_success_timestamp_seconds", "gauge",
        "Unix time of the last successful dump poll.", T, "health"),

@@ -4,6 +4,10 @@ Each poll asks for `dump` and `progress` at once, parses both, updates the
 target's counters and renders its exposition. The result replaces the
 target's previous one in a single assignment, so a scrape always reads a
 complete picture and never waits on a poll.
+
+A bug of ours while handling one target's answer (like node_exporter's
+`execute()`) is that target's `sigma_up 0` with reason `internal`, never its
+old data and never another target's problem.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from . import collect, exposition
-from .client import DUMP_REQUEST, PROGRESS_REQUEST, Answer, PollError, SigmaClient, SSLContexts
+from .client import (
+    DUMP_REQUEST,
+    PROGRESS_REQUEST,
+    REASONS,
+    Answer,
+    PollError,
+    SigmaClient,
+    SSLContexts,
+)
 from .config import Config, TargetConfig
 from .counters import ErrorLineCounter, RestartDetector
 from .parse import parse_dump, parse_progress
@@ -57,6 +69,14 @@ class TargetState:
         self.polls_done = 0
         self.published = Published({})
         self._lock = asyncio.Lock()
+        self._internal_errors_logged: set[str] = set()
+        # Failure counters whose label values are a closed set exist at 0 from
+        # the first poll: a counter born at 1 hides its first event from
+        # increase() and rate().
+        sources = ("dump", "progress") if config.jobs.enabled else ("dump",)
+        for source in sources:
+            for reason in REASONS:
+                self.health.poll_errors[(source, reason)] = 0
 
     @property
     def name(self) -> str:
@@ -64,9 +84,12 @@ class TargetState:
 
     # --- bookkeeping --------------------------------------------------------
 
-    def _fail(self, source: str, error: PollError, secrets: tuple[str, ...]) -> None:
-        key = (source, error.reason)
+    def count_error(self, source: str, reason: str) -> None:
+        key = (source, reason)
         self.health.poll_errors[key] = self.health.poll_errors.get(key, 0) + 1
+
+    def _fail(self, source: str, error: PollError, secrets: tuple[str, ...]) -> None:
+        self.count_error(source, error.reason)
         message = redact_text(error.message, secrets)
         self.health.last_error = f"{source}: {error.reason}: {message}"
         log.warning("poll failed target=%s source=%s reason=%s error=%r",
@@ -127,9 +150,37 @@ class TargetState:
     # --- one poll -------------------------------------------------------------
 
     async def poll(self, secrets: tuple[str, ...], after_dump: AfterDump | None = None) -> None:
-        """Poll dump and progress once; never raises for anything the server sends."""
+        """Poll dump and progress once; never raises, whatever happens inside."""
         async with self._lock:  # never two polls of one target at once
-            await self._poll(secrets, after_dump)
+            try:
+                await self._poll(secrets, after_dump)
+            except Exception as exc:  # a bug of ours is this target's up 0
+                self._internal("dump", exc)
+                self.publish([])
+
+    def _internal(self, source: str, exc: BaseException) -> None:
+        """Record a bug of ours as this source's failure: down, counted, logged once."""
+        if source == "progress":
+            self.health.progress_up = False
+        else:
+            self.health.up = False
+        self.count_error(source, "internal")
+        self.health.last_error = f"{source}: internal: {type(exc).__name__}: {exc}"[:300]
+        # The traceback once per distinct error, so a bug that repeats every
+        # poll does not flood the log; the counter shows that it repeats.
+        frame = exc.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
+        signature = f"{source}|{type(exc).__name__}|{where}"
+        if signature in self._internal_errors_logged:
+            log.debug("internal error again target=%s source=%s error=%r",
+                      self.name, source, str(exc))
+            return
+        if len(self._internal_errors_logged) < 64:
+            self._internal_errors_logged.add(signature)
+        log.error("internal error, target marked down target=%s source=%s", self.name,
+                  source, exc_info=exc)
 
     async def _fetch(self, source: str, payload: dict[str, str],
                      method: str) -> Answer | PollError:
@@ -167,27 +218,47 @@ class TargetState:
             self._fail("dump", dump_result, secrets)
         else:
             self.health.durations["dump"] = dump_result.duration
-            parsed = parse_dump(dump_result.body)
-            self._parse_errors("dump", parsed.errors)
-            dump = parsed.value
-            app_restarts = self.observe_dump(dump)
-            self.health.up = True
-            self.health.last_success_timestamp = dump_result.received_at
-            parts.append(collect.dump_samples(self.name, dump, dump_result.received_at,
-                                              app_restarts))
+            try:
+                parsed = parse_dump(dump_result.body)
+                self._parse_errors("dump", parsed.errors)
+                app_restarts = self.observe_dump(parsed.value)
+                parts.append(collect.dump_samples(self.name, parsed.value,
+                                                  dump_result.received_at, app_restarts))
+            except Exception as exc:  # up 0, never a half-read dump
+                self._internal("dump", exc)
+            else:
+                dump = parsed.value
+                self.health.up = True
+                self.health.last_success_timestamp = dump_result.received_at
         if progress_result is None:
             self.health.progress_up = None
             self.health.durations.pop("progress", None)
         else:
-            parts.append(self._progress(progress_result, secrets, elapsed))
+            try:
+                parts.append(self._progress(progress_result, secrets, elapsed))
+            except Exception as exc:  # the dump side stays good
+                self._internal("progress", exc)
         return parts, dump
 
     def publish(self, parts: list[collect.Samples]) -> None:
-        """Swap in this round's exposition (health included) in one assignment."""
+        """Swap in this round's exposition (health included) in one assignment.
+
+        If rendering the data fails, the target is published with its health
+        series alone (`sigma_up 0`, reason `internal`): never its old data.
+        """
         self.polls_done += 1
-        parts.append(collect.health_samples(self.name, self.health))
-        samples = collect.merge(parts)
-        self.published = Published(exposition.render(samples))
+        try:
+            samples = collect.merge([*parts, collect.health_samples(self.name, self.health)])
+            self.published = Published(exposition.render(samples))
+            return
+        except Exception as exc:  # see the docstring
+            self._internal("dump", exc)
+        try:
+            health = collect.health_samples(self.name, self.health)
+            self.published = Published(exposition.render(health))
+        except Exception:  # not even health renders: publish nothing
+            log.exception("cannot render health series target=%s", self.name)
+            self.published = Published({})
 
     def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
                   elapsed: float) -> collect.Samples:

@@ -48,8 +48,8 @@ def test_error_counters_match_what_the_simulator_emitted() -> None:
                     total = 0.0
                     for job in job_names(server):
                         for code, count in emitted_errors(server, job, until=now[0]).items():
-                            got = value(body, "sigma_job_errors_total", target=f"s{i}", job_name=job,
-                                        code=_code(code)) or 0
+                            got = value(body, "sigma_job_errors_total", target=f"s{i}",
+                                        job_name=job, code=_code(code)) or 0
                             assert got == count, (server.name, job, code, got, count)
                             total += got
                     assert total > 20, "the simulated hour must have produced errors"

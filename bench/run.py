@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from sigma_exporter import collect, exposition  # noqa: E402
 from sigma_exporter.client import DUMP_REQUEST, PROGRESS_REQUEST  # noqa: E402
+from sigma_exporter.config import format_duration  # noqa: E402
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -155,7 +156,8 @@ def exporter(started: list[Proc], tmp: Path, urls: list[str], interval: float,
              extra_yaml: str = "") -> tuple[Proc, str]:
     timeout = min(5.0, interval / 2)
     config = tmp / f"sigma-{len(started)}.yml"
-    lines = [f"defaults:\n  interval: {interval}s\n  timeout: {timeout}s\n{extra_yaml}targets:"]
+    lines = [f"defaults:\n  interval: {format_duration(interval)}\n"
+             f"  timeout: {format_duration(timeout)}\n{extra_yaml}targets:"]
     lines += [f"  - name: s{i:04d}\n    url: {url}" for i, url in enumerate(urls)]
     config.write_text("\n".join(lines) + "\n")
     port = free_port()

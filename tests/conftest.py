@@ -118,6 +118,12 @@ def value(body: str, name: str, **labels: str) -> float | None:
     return None
 
 
+def total(body: str, name: str, **labels: str) -> float:
+    """The sum of every series of `name` that has `labels` (0 when none)."""
+    want = frozenset(labels.items())
+    return sum(v for (n, ls), v in samples(body).items() if n == name and want <= ls)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 20.0,
                what: str = "condition") -> Any:
     """Poll `predicate` until truthy; the deadline only bounds a hung test."""

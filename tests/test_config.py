@@ -25,7 +25,7 @@ MISTAKES = {
     "bad-name-chars.yml": ("targets[0].name", "not a valid target name", "letters, digits"),
     "bad-interval.yml": ("targets[0].interval", "not a duration", "15s"),
     "bad-timeout-longer-than-interval.yml": ("targets[0].timeout", "longer than the interval",
-                                             "shorter"),
+                                             "at most the interval"),
     "bad-method.yml": ("targets[0].method", "not GET or POST", "method: POST"),
     "bad-literal-password.yml": ("targets[0].auth.password", "may not be written",
                                  "password_file"),

@@ -105,7 +105,7 @@ def test_the_label_scanner_sees_what_it_must() -> None:
 
 def _rule_references() -> list[tuple[str, set[str]]]:
     out = []
-    for path in sorted((ROOT / "alerts").glob("*.yml")):
+    for path in (ROOT / "alerts" / "sigma-recording.yml", ROOT / "alerts" / "sigma-alerts.yml"):
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
                 name = rule.get("alert") or rule["record"]

@@ -221,7 +221,7 @@ def test_poll_max_concurrent_bounds_simultaneous_polls(
     stub = stubs(slow)
     config = tmp_path / "sigma.yml"
     config.write_text(
-        "poll:\n  max_concurrent: 2\ndefaults:\n  interval: 2s\n  timeout: 1.5s\n"
+        "poll:\n  max_concurrent: 2\ndefaults:\n  interval: 2s\n  timeout: 1500ms\n"
         "  jobs:\n    enabled: false\ntargets:\n"
         + "".join(f"  - name: t{i}\n    url: {stub.url}\n" for i in range(10)))
     base = exporter("--config.file", str(config))

@@ -24,6 +24,7 @@ from conftest import (
     get,
     promtool_check_metrics,
     sigma_exporter_cmd,
+    total,
     value,
     wait_until,
 )
@@ -94,7 +95,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     try:
         def polled_twice() -> bool:
             body = get(base + "/metrics").text
-            return all((value(body, "sigma_poll_errors_total", target=t) or 0) >= 2
+            return all(total(body, "sigma_poll_errors_total", target=t) >= 2
                        for t in ("denied", "down")) and \
                 all(value(body, "sigma_progress_up", target=t) == 1
                     for t in ("basic", "bearer", "query"))

@@ -29,12 +29,15 @@ if str(HERE) not in sys.path:
 
 from sigma_dashboards import (  # noqa: E402
     NOT_CHARTED,
+    THRESHOLDS_FILE,
     Dashboard,
     PanelQuery,
+    Thresholds,
     VariableQuery,
     build,
     check,
     expand,
+    load_thresholds,
     panel_queries,
     render,
     variable_queries,
@@ -43,12 +46,15 @@ from sigma_dashboards import (  # noqa: E402
 
 __all__ = [
     "NOT_CHARTED",
+    "THRESHOLDS_FILE",
     "Dashboard",
     "PanelQuery",
+    "Thresholds",
     "VariableQuery",
     "build",
     "check",
     "expand",
+    "load_thresholds",
     "main",
     "panel_queries",
     "render",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib
 import importlib.util
+import itertools
 import json
 import re
 import shutil
@@ -305,6 +306,75 @@ def test_panel_ids_unique_and_grid_not_overlapping(d: Any) -> None:
             for y in range(g["y"], g["y"] + g["h"]):
                 other = cells.setdefault((x, y), p["title"])
                 assert other == p["title"], f"{p['title']!r} overlaps {other!r}"
+
+
+# --------------------------------------------------------------------------
+# 3b. colours turn red where the alerts fire (alerts/thresholds.yml)
+# --------------------------------------------------------------------------
+
+THRESHOLDS_FILE = ROOT / "alerts" / "thresholds.yml"
+# (dashboard, panel title, table column or None for the panel itself,
+#  key of alerts/thresholds.yml). Clock skew is red on both sides: at +-value.
+COLOURED_BY_AN_ALERT = [
+    ("sigma-server", "Clock skew", None, "clock_skew_seconds"),
+    ("sigma-server", "GPU temperature", None, "gpu_temperature_celsius"),
+    ("sigma-fleet", "Servers", "Memory used", "host_memory_utilization_ratio"),
+    ("sigma-fleet", "GPU load, every GPU", "Encoder", "gpu_encoder_utilization_ratio"),
+    ("sigma-fleet", "GPU load, every GPU", "Decoder", "gpu_decoder_utilization_ratio"),
+    ("sigma-fleet", "GPU load, every GPU", "Memory used", "gpu_memory_utilization_ratio"),
+    ("sigma-fleet", "GPU load, every GPU", "Temperature", "gpu_temperature_celsius"),
+    ("sigma-fleet", "Hottest GPUs", None, "gpu_temperature_celsius"),
+    ("sigma-fleet", "Slow channels", "Speed", "job_speed_ratio"),
+    ("sigma-jobs", "Channels", "Speed", "job_speed_ratio"),
+]
+
+
+def _red_edges(panel: dict[str, Any], column: str | None) -> set[float]:
+    """The values where the panel's (or column's) colour turns red or stops being red."""
+    if column is None:
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    else:
+        [steps] = [prop["value"]["steps"] for o in panel["fieldConfig"]["overrides"]
+                   if o["matcher"]["options"] == column
+                   for prop in o["properties"] if prop["id"] == "thresholds"]
+    edges = set()
+    for before, step in itertools.pairwise(steps):
+        if (before["color"] == "red") != (step["color"] == "red"):
+            edges.add(step["value"])
+    return edges
+
+
+def _check_colours(dashboards: Any, numbers: dict[str, float]) -> list[str]:
+    by_uid = {d.uid: d for d in dashboards}
+    wrong = []
+    for uid, title, column, key in COLOURED_BY_AN_ALERT:
+        [panel] = [p for p in data_panels(by_uid[uid].json) if p["title"] == title]
+        value = numbers[key]
+        expected = {-value, value} if key == "clock_skew_seconds" else {value}
+        got = _red_edges(panel, column)
+        if got != expected:
+            wrong.append(f"{uid} {title!r} {column or ''}: red at {sorted(got)}, "
+                         f"{key} is {value}")
+    return wrong
+
+
+def test_panels_turn_red_where_the_alerts_fire() -> None:
+    numbers = yaml.safe_load(THRESHOLDS_FILE.read_text())
+    assert not _check_colours(DASHBOARDS, numbers)
+
+
+def test_the_colours_come_from_the_thresholds_file(tmp_path: Path) -> None:
+    """Not merely equal today: change the file and every coloured panel follows."""
+    numbers = yaml.safe_load(THRESHOLDS_FILE.read_text())
+    changed = {key: value * 0.5 + 1 for key, value in numbers.items()}
+    path = tmp_path / "thresholds.yml"
+    path.write_text(yaml.safe_dump(changed))
+    dashboards = gen.build(gen.load_thresholds(path))
+    assert not _check_colours(dashboards, changed)
+    del changed["clock_skew_seconds"]
+    path.write_text(yaml.safe_dump(changed))
+    with pytest.raises(ValueError, match="clock_skew_seconds"):
+        gen.load_thresholds(path)
 
 
 # --------------------------------------------------------------------------

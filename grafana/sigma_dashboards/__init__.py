@@ -30,15 +30,20 @@ from pathlib import Path
 
 from . import channels, fleet, server
 from .lib import Dashboard, PanelQuery, VariableQuery
+from .thresholds import THRESHOLDS_FILE, Thresholds
+from .thresholds import load as load_thresholds
 
 __all__ = [
     "NOT_CHARTED",
+    "THRESHOLDS_FILE",
     "Dashboard",
     "PanelQuery",
+    "Thresholds",
     "VariableQuery",
     "build",
     "check",
     "expand",
+    "load_thresholds",
     "panel_queries",
     "render",
     "variable_queries",
@@ -62,9 +67,13 @@ NOT_CHARTED: dict[str, str] = {
 }
 
 
-def build() -> tuple[Dashboard, ...]:
-    """Every dashboard, in a fixed order: fleet, server, channels."""
-    return (fleet.dashboard(), server.dashboard(), channels.dashboard())
+def build(thresholds: Thresholds | None = None) -> tuple[Dashboard, ...]:
+    """Every dashboard, in a fixed order: fleet, server, channels.
+
+    Colours follow `thresholds`, by default those of alerts/thresholds.yml.
+    """
+    t = thresholds or load_thresholds()
+    return (fleet.dashboard(t), server.dashboard(t), channels.dashboard(t))
 
 
 def render(dashboard: Dashboard) -> str:

@@ -19,6 +19,7 @@ from .lib import (
     table,
     timeseries,
 )
+from .thresholds import Thresholds
 
 
 def s(metric: str, *matchers: str) -> str:
@@ -29,7 +30,7 @@ def s(metric: str, *matchers: str) -> str:
 CHANNEL = "{{target}} / {{job_name}}"  # legend of per-channel series
 
 
-def dashboard() -> Dashboard:
+def dashboard(t: Thresholds) -> Dashboard:
     b = Board(
         uid=JOBS_UID,
         title="Sigma channels",
@@ -50,14 +51,14 @@ def dashboard() -> Dashboard:
             ),
         ],
     )
-    _overview(b)
+    _overview(b, t)
     _speed(b)
     _bitrates(b)
     _errors(b)
     return b.render()
 
 
-def _overview(b: Board) -> None:
+def _overview(b: Board, t: Thresholds) -> None:
     """Counts, the channels table and up/down over time."""
     b.row("Overview")
     b.add(
@@ -159,7 +160,7 @@ def _overview(b: Board) -> None:
                     "Speed",
                     decimals=2,
                     cell="color-background",
-                    thresholds=((None, "red"), (0.95, "orange"), (1, "green")),
+                    thresholds=((None, "red"), (t.job_speed_ratio, "orange"), (1, "green")),
                 ),
                 Col("New errors", cell="color-text", thresholds=((None, "green"), (1, "orange"))),
                 Col(

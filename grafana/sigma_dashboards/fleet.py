@@ -16,10 +16,12 @@ from .lib import (
     datasource_variable,
     query_variable,
     ratio_gauge,
+    red_from,
     stat,
     table,
     timeseries,
 )
+from .thresholds import Thresholds
 
 
 def s(metric: str, *matchers: str) -> str:
@@ -31,7 +33,7 @@ def s(metric: str, *matchers: str) -> str:
 RUNNING_SLOW = f"({s('sigma_job_speed')} < 1) and on (target, job_name) ({s('sigma_job_up')} == 1)"
 
 
-def dashboard() -> Dashboard:
+def dashboard(t: Thresholds) -> Dashboard:
     b = Board(
         uid=FLEET_UID,
         title="Sigma fleet",
@@ -44,14 +46,14 @@ def dashboard() -> Dashboard:
             ),
         ],
     )
-    _overview(b)
-    _servers(b)
-    _gpus(b)
+    _overview(b, t)
+    _servers(b, t)
+    _gpus(b, t)
     _exporters(b)
     return b.render()
 
 
-def _overview(b: Board) -> None:
+def _overview(b: Board, t: Thresholds) -> None:
     """Counts over the fleet, and the channels that fall behind."""
     b.row("Overview")
     b.add(
@@ -155,7 +157,7 @@ def _overview(b: Board) -> None:
                     "Speed",
                     decimals=2,
                     cell="color-text",
-                    thresholds=((None, "red"), (0.95, "orange")),
+                    thresholds=((None, "red"), (t.job_speed_ratio, "orange"), (1, "green")),
                 ),
             ),
             label_links={"job_name": [JOBS_LINK_FOR_ROW]},
@@ -165,7 +167,7 @@ def _overview(b: Board) -> None:
     )
 
 
-def _servers(b: Board) -> None:
+def _servers(b: Board, t: Thresholds) -> None:
     """One row per server, linked to its server dashboard."""
     b.row("Servers")
     b.add(
@@ -206,8 +208,9 @@ def _servers(b: Board) -> None:
             h=10,
             columns=(
                 Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
-                ratio_gauge("Host CPU"),
-                ratio_gauge("Memory used"),
+                # No alert on host CPU: busy transcoders are the point of the host.
+                ratio_gauge("Host CPU", 0.95, 0.15),
+                ratio_gauge("Memory used", t.host_memory_utilization_ratio),
             ),
             label_links={"target": [SERVER_LINK]},
             sort_by=("Up", False),
@@ -215,18 +218,18 @@ def _servers(b: Board) -> None:
     )
 
 
-def _gpus(b: Board) -> None:
+def _gpus(b: Board, t: Thresholds) -> None:
     """Every GPU of the fleet: load table, hottest, load by server."""
     b.row("GPUs")
     gpu_cols = (
-        ratio_gauge("Core"),
-        ratio_gauge("Encoder"),
-        ratio_gauge("Decoder"),
-        ratio_gauge("Memory used", 0.9, 0.97),
+        ratio_gauge("Core", 0.95, 0.15),  # no alert: a full core is not a fault by itself
+        ratio_gauge("Encoder", t.gpu_encoder_utilization_ratio),
+        ratio_gauge("Decoder", t.gpu_decoder_utilization_ratio),
+        ratio_gauge("Memory used", t.gpu_memory_utilization_ratio),
         Col(
             "Temperature",
             cell="color-text",
-            thresholds=((None, "green"), (75, "orange"), (85, "red")),
+            thresholds=red_from(t.gpu_temperature_celsius, 10),
         ),
     )
     b.add(
@@ -286,7 +289,7 @@ def _gpus(b: Board) -> None:
             h=9,
             min_=20,
             max_=100,
-            thresholds=((None, "green"), (75, "orange"), (85, "red")),
+            thresholds=red_from(t.gpu_temperature_celsius, 10),
         ),
         timeseries(
             "Encoder load by server",

@@ -322,10 +322,21 @@ class Col:
     links: tuple[Json, ...] = ()
 
 
-def ratio_gauge(name: str, warn: float = 0.8, crit: float = 0.95) -> Col:
-    """A 0-1 table column drawn as a gauge, orange from `warn`, red from `crit`."""
-    return Col(name, cell="gauge", min_=0, max_=1,
-               thresholds=((None, "green"), (warn, "orange"), (crit, "red")))
+Steps = tuple[tuple[float | None, str], ...]
+
+
+def red_from(red: float, orange_margin: float) -> Steps:
+    """Green, orange from `orange_margin` below `red`, red from `red` on.
+
+    `red` is usually an alert's threshold (alerts/thresholds.yml): the colour
+    turns red where the alert fires, and orange warns a little before.
+    """
+    return ((None, "green"), (round(red - orange_margin, 6), "orange"), (red, "red"))
+
+
+def ratio_gauge(name: str, red: float, orange_margin: float = 0.1) -> Col:
+    """A 0-1 table column drawn as a gauge, red from `red` (see red_from)."""
+    return Col(name, cell="gauge", min_=0, max_=1, thresholds=red_from(red, orange_margin))
 
 
 def table(

@@ -20,6 +20,7 @@ from .lib import (
     table,
     timeseries,
 )
+from .thresholds import Thresholds
 
 
 def s(metric: str, *matchers: str) -> str:
@@ -30,7 +31,7 @@ def s(metric: str, *matchers: str) -> str:
 GPU = "GPU {{gpu}}"  # legend of per-GPU series
 
 
-def dashboard() -> Dashboard:
+def dashboard(t: Thresholds) -> Dashboard:
     b = Board(
         uid=SERVER_UID,
         title="Sigma server",
@@ -43,10 +44,10 @@ def dashboard() -> Dashboard:
             ),
         ],
     )
-    _overview(b)
+    _overview(b, t)
     _host(b)
     _process(b)
-    _gpus(b)
+    _gpus(b, t)
     _crosscheck(b)
     _nvml(b)
     _apps(b)
@@ -55,7 +56,7 @@ def dashboard() -> Dashboard:
     return b.render()
 
 
-def _overview(b: Board) -> None:
+def _overview(b: Board, t: Thresholds) -> None:
     """Up, version, uptime, restarts, clock skew, jobs."""
     b.row("Server")
     b.add(
@@ -109,7 +110,12 @@ def _overview(b: Board) -> None:
             "s",
             [Q(s("sigma_server_clock_skew_seconds"))],
             w=3,
-            thresholds=((None, "red"), (-2, "green"), (2, "red")),
+            # Red where SigmaClockSkew fires.
+            thresholds=(
+                (None, "red"),
+                (-t.clock_skew_seconds, "green"),
+                (t.clock_skew_seconds, "red"),
+            ),
         ),
         stat(
             "Build",
@@ -272,7 +278,7 @@ def _process(b: Board) -> None:
     )
 
 
-def _gpus(b: Board) -> None:
+def _gpus(b: Board, t: Thresholds) -> None:
     """Every GPU as Sigma reports it."""
     b.row("GPUs (as Sigma reports them)")
     for title, metric, desc in (
@@ -294,10 +300,12 @@ def _gpus(b: Board) -> None:
     b.add(
         timeseries(
             "GPU temperature",
-            "GPU temperature as Sigma reports it (sigma_gpu_temperature_celsius).",
+            "GPU temperature as Sigma reports it (sigma_gpu_temperature_celsius). The "
+            "dashed red line is where SigmaGPUTemperatureHigh fires.",
             "celsius",
             [Q(s("sigma_gpu_temperature_celsius"), GPU)],
             w=8,
+            threshold_line=t.gpu_temperature_celsius,
         ),
         timeseries(
             "GPU memory",

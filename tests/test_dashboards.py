@@ -181,11 +181,31 @@ def all_queries() -> Iterator[Any]:
         yield from d.queries
 
 
+def exprs(d: Any) -> Iterator[tuple[str, str]]:
+    """(where, expr) of every query of a dashboard: panels, then annotations."""
+    for q in d.queries:
+        yield q.panel_title, q.expr
+    for a in d.annotations:
+        yield f"annotation {a.name}", a.expr
+
+
+def all_exprs() -> Iterator[tuple[str, str]]:
+    for d in DASHBOARDS:
+        yield from exprs(d)
+
+
+# Prometheus' ALERTS series: its own labels plus those of the alerting series.
+ALERT_LABELS = {"alertname", "alertstate", "severity"} | {
+    label for d in metrics_mod.DEFINITIONS for label in d.labels}
+
+
 def labels_of(expr: str) -> set[str]:
     names = {m for m, _ in scan(expr)[0] if m.startswith("sigma_")}
     out: set[str] = set()
     for n in names:
         out.update(DEFS[n].labels if n in DEFS else ())
+    if re.search(r"\bALERTS\{", expr):
+        out |= ALERT_LABELS
     return out
 
 
@@ -317,15 +337,20 @@ THRESHOLDS_FILE = ROOT / "alerts" / "thresholds.yml"
 #  key of alerts/thresholds.yml). Clock skew is red on both sides: at +-value.
 COLOURED_BY_AN_ALERT = [
     ("sigma-server", "Clock skew", None, "clock_skew_seconds"),
-    ("sigma-server", "GPU temperature", None, "gpu_temperature_celsius"),
+    ("sigma-server", "GPU $gpu temperature", None, "gpu_temperature_celsius"),
+    ("sigma-server", "GPU $gpu temperature over time", None, "gpu_temperature_celsius"),
+    ("sigma-server", "GPU $gpu memory used", None, "gpu_memory_utilization_ratio"),
+    ("sigma-server", "GPU $gpu encoder", None, "gpu_encoder_utilization_ratio"),
+    ("sigma-server", "GPU $gpu decoder", None, "gpu_decoder_utilization_ratio"),
     ("sigma-fleet", "Servers", "Memory used", "host_memory_utilization_ratio"),
     ("sigma-fleet", "GPU load, every GPU", "Encoder", "gpu_encoder_utilization_ratio"),
     ("sigma-fleet", "GPU load, every GPU", "Decoder", "gpu_decoder_utilization_ratio"),
     ("sigma-fleet", "GPU load, every GPU", "Memory used", "gpu_memory_utilization_ratio"),
     ("sigma-fleet", "GPU load, every GPU", "Temperature", "gpu_temperature_celsius"),
     ("sigma-fleet", "Hottest GPUs", None, "gpu_temperature_celsius"),
-    ("sigma-fleet", "Slow channels", "Speed", "job_speed_ratio"),
-    ("sigma-jobs", "Channels", "Speed", "job_speed_ratio"),
+    ("sigma-fleet", "Slow channels", "Speed (5 min mean)", "job_speed_ratio"),
+    ("sigma-server", "Down and slow channels", "Speed (5 min mean)", "job_speed_ratio"),
+    ("sigma-jobs", "Worst channels", "Speed (5 min mean)", "job_speed_ratio"),
 ]
 
 
@@ -378,6 +403,183 @@ def test_the_colours_come_from_the_thresholds_file(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
+# 3c. what an operator opens the dashboards for
+# --------------------------------------------------------------------------
+
+
+def test_channels_open_on_the_worst() -> None:
+    """Every per-channel panel of the channels dashboard shows the $worst worst
+    channels (down first, then by mean speed), ranked once at the end of the range;
+    only the overview counts (stats) count every selected channel."""
+    d = BY_UID["sigma-jobs"]
+    kinds = {p["id"]: p["type"] for p in data_panels(d.json)}
+    per_channel = [q for q in d.queries if "sigma_job_" in q.expr and kinds[q.panel_id] != "stat"]
+    assert len(per_channel) >= 15
+    for q in per_channel:
+        assert "and on (target, job_name) bottomk($worst, " in q.expr, q.panel_title
+        assert "@ end()" in q.expr, q.panel_title
+    for a in d.annotations:
+        assert "bottomk($worst, " in a.expr, a.name
+
+
+def test_a_row_per_gpu_with_its_model() -> None:
+    d = BY_UID["sigma-server"]
+    panels = d.json["panels"]
+    [row] = [p for p in panels if p["type"] == "row" and p.get("repeat") == "gpu"]
+    assert "$gpu" in row["title"]
+    following = panels[panels.index(row) + 1:]
+    in_row = following[:next((i for i, p in enumerate(following) if p["type"] == "row"),
+                             len(following))]
+    assert len(in_row) >= 5
+    for p in in_row:
+        assert "$gpu" in p["title"], "repeated panels need distinct titles"
+        for target in p["targets"]:
+            assert 'gpu=~"$gpu"' in target["expr"], p["title"]
+    [model] = [p for p in in_row if "sigma_gpu_info" in p["targets"][0]["expr"]]
+    assert model["targets"][0]["legendFormat"] == "{{name}}"
+    assert model["options"]["textMode"] == "name"
+
+
+@pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
+def test_restart_annotations(d: Any) -> None:
+    expected = {
+        "sigma-fleet": {"Server restarts"},
+        "sigma-server": {"Server restarts", "App restarts", "Channel restarts"},
+        "sigma-jobs": {"Channel restarts"},
+    }[d.uid]
+    listed = [a for a in d.json["annotations"]["list"] if not a.get("builtIn")]
+    assert {a["name"] for a in listed} == expected
+    for a in listed:
+        assert a["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert re.search(r"increase\(sigma_(server|app|job)_restarts_total\{[^}]*\}"
+                         r"\[\$__rate_interval\]\)\) > 0", a["expr"]), a["expr"]
+        assert set(a["tagKeys"].split(",")) <= labels_of(a["expr"])
+        assert a["titleFormat"]
+    assert [a.expr for a in d.annotations] == [a["expr"] for a in listed]
+
+
+# An incident replayed through promtool at 1-minute samples, evaluated at 10m,
+# on server s1 (s2 is another server). Channel A keeps up but its last speed
+# reads 0.9; B has been at half speed for 10 minutes; C is down; A's media time
+# advances one second per second while B's is frozen. The server restarted at
+# 9m. Prometheus' ALERTS holds firing and pending alerts of s1, s2 and none.
+BASE = 'job="sigma", instance="e:1"'  # added to every sigma_ series, as a scrape does
+INCIDENT = {
+    'sigma_job_up{target="s1", job_name="A"}': "1x10",
+    'sigma_job_up{target="s1", job_name="B"}': "1x10",
+    'sigma_job_up{target="s1", job_name="C"}': "0x10",
+    'sigma_job_up{target="s2", job_name="D"}': "1x10",
+    'sigma_job_state{target="s1", job_name="A", state="running"}': "1x10",
+    'sigma_job_state{target="s1", job_name="B", state="running"}': "1x10",
+    'sigma_job_state{target="s1", job_name="C", state="stopped"}': "1x10",
+    'sigma_job_speed{target="s1", job_name="A"}': "1x9 0.9",
+    'sigma_job_speed{target="s1", job_name="B"}': "0.5x10",
+    'sigma_job_speed{target="s1", job_name="C"}': "0x10",
+    'sigma_job_speed{target="s2", job_name="D"}': "1x10",
+    'sigma_job_media_time_seconds{target="s1", job_name="A"}': "0+60x10",
+    'sigma_job_media_time_seconds{target="s1", job_name="B"}': "300x10",
+    'sigma_job_restarts_total{target="s1", job_name="A"}': "0x10",
+    'sigma_server_restarts_total{target="s1"}': "0x8 1 1",
+    'ALERTS{alertname="SigmaServerDown", alertstate="firing", severity="critical", '
+    'target="s1"}': "1x10",
+    'ALERTS{alertname="SigmaServerDown", alertstate="firing", severity="critical", '
+    'target="s2"}': "1x10",
+    'ALERTS{alertname="SigmaJobBehindRealtime", alertstate="pending", severity="warning", '
+    'target="s1", job_name="B"}': "1x10",
+    'ALERTS{alertname="SigmaExporterDown", alertstate="firing", severity="warning"}': "1x10",
+    'ALERTS{alertname="Watchdog", alertstate="firing", severity="none"}': "1x10",
+}
+S1, S1_A, S1_B, S1_C = ('{target="s1"}', '{target="s1", job_name="A"}',
+                        '{target="s1", job_name="B"}', '{target="s1", job_name="C"}')
+Expected = list[tuple[str, float | str]]  # (labels, value) as promtool prints them
+
+
+def raw(labels: str) -> str:
+    """`labels` plus those a query that does not aggregate keeps (job, instance)."""
+    return '{instance="e:1", job="sigma", ' + labels[1:]
+
+
+ALERTS_S1: Expected = [('{alertname="SigmaServerDown", severity="critical", target="s1"}', 1),
+             ('{alertname="SigmaExporterDown", severity="warning"}', 1)]
+# (dashboard, panel, ref, what the operator must see at 10m: [(labels, value)]).
+# Values are wrapped by `* 0 + 1` where only which series show matters ("shown").
+SEEN_IN_THE_INCIDENT: list[tuple[str, str, str, Expected]] = [
+    # Behind real time is the 5-minute mean below job_speed_ratio: B, not A.
+    ("sigma-fleet", "Channels behind real time", "A", [("{}", 1)]),
+    ("sigma-fleet", "Slow channels", "A", [(S1_B, 0.5)]),
+    ("sigma-jobs", "Behind real time", "A", [("{}", 1)]),
+    # The server lists its down (C) and slow (B) channels, and nothing else.
+    ("sigma-server", "Down and slow channels", "A", [(S1_B, 1), (S1_C, 0)]),
+    ("sigma-server", "Down and slow channels", "C", [(S1_B, 0.5), (S1_C, 0)]),
+    # Firing Sigma alerts of s1 and those naming no server; not pending, not s2.
+    ("sigma-server", "Firing alerts", "A", ALERTS_S1),
+    ("sigma-fleet", "Firing alerts", "A", ALERTS_S1),
+    # Media time: A advances at 1, B is frozen at 0.
+    ("sigma-jobs", "Media time advance", "A",
+     [(raw(S1_A), 1), (raw(S1_B), 0)]),
+]
+
+
+def _replay(tmp_path: Path, cases: list[tuple[str, str, Expected]], worst: str = "10") -> str:
+    """What promtool finds wrong when it evaluates each case's query in INCIDENT."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed (apt-get install prometheus)")
+    values = {"target": "s1", "job": ".*", "gpu": ".*", "worst": worst}
+    checks = []
+    for _, expr, expected in cases:
+        expanded = gen.expand(expr, values, rate_interval="2m", range_="1h")
+        if any(v == "shown" for _, v in expected):
+            expanded, expected = f"({expanded}) * 0 + 1", [(lb, 1) for lb, _ in expected]
+        checks.append({"expr": expanded, "eval_time": "10m", "exp_samples": [
+            {"labels": labels, "value": value} for labels, value in expected]})
+    (tmp_path / "rules.yml").write_text("groups: []\n")
+    series = [{"series": s.replace("{", "{" + BASE + ", ", 1) if s.startswith("sigma_") else s,
+               "values": v} for s, v in INCIDENT.items()]
+    (tmp_path / "test.yml").write_text(yaml.safe_dump({
+        "rule_files": ["rules.yml"], "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": series, "promql_expr_test": checks}]}))
+    out = subprocess.run([promtool, "test", "rules", "test.yml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, check=False)
+    return out.stdout + out.stderr if out.returncode else ""
+
+
+def test_panels_show_what_the_operator_must_see(tmp_path: Path) -> None:
+    cases: list[tuple[str, str, Expected]] = []
+    for uid, title, ref, expected in SEEN_IN_THE_INCIDENT:
+        [q] = [q for q in BY_UID[uid].queries if q.panel_title == title and q.ref_id == ref]
+        cases.append((f"{uid} {title} {ref}", q.expr, expected))
+    assert not _replay(tmp_path, cases)
+
+
+def test_the_channels_dashboard_opens_on_the_worst(tmp_path: Path) -> None:
+    """With room for two, the down channel and the slow one, on every per-channel panel."""
+    cases: list[tuple[str, str, Expected]] = []
+    for q in BY_UID["sigma-jobs"].queries:
+        if "bottomk($worst" in q.expr and "sigma_job_speed" in q.expr.split(" and on ")[0]:
+            labels = [S1_B, S1_C] if q.expr.startswith("max by") else [raw(S1_B), raw(S1_C)]
+            cases.append((q.panel_title, q.expr, [(lb, "shown") for lb in labels]))
+    assert {c[0] for c in cases} == {"Worst channels", "Speed"}
+    assert not _replay(tmp_path, cases, worst="2")
+
+
+def test_restart_annotations_mark_the_restart(tmp_path: Path) -> None:
+    [server] = [a for a in BY_UID["sigma-server"].annotations if a.name == "Server restarts"]
+    [fleet] = [a for a in BY_UID["sigma-fleet"].annotations if a.name == "Server restarts"]
+    [channel] = [a for a in BY_UID["sigma-jobs"].annotations]
+    assert not _replay(tmp_path, [("server", server.expr, [(S1, 1)]),
+                                  ("fleet", fleet.expr, [(S1, 1)]),
+                                  ("channel", channel.expr, [])])
+
+
+def test_the_replay_can_fail(tmp_path: Path) -> None:
+    """The instantaneous speed (what the panels used to read) sees A as behind too."""
+    old = ('count((sigma_job_speed{target=~"$target"} < 1) and on (target, job_name) '
+           '(sigma_job_up{target=~"$target"} == 1)) or vector(0)')
+    assert _replay(tmp_path, [("old", old, [("{}", 1)])])
+
+
+# --------------------------------------------------------------------------
 # 4. lint (dashboard-linter's rules and ours)
 # --------------------------------------------------------------------------
 
@@ -407,6 +609,16 @@ def test_template_variables(d: Any) -> None:
         job = variables["job"]
         assert job["query"] == 'label_values(sigma_job_up{target=~"$target"}, job_name)'
         assert job["multi"] and job["includeAll"]
+        # Opens on a few channels, not All x All (see test_channels_open_on_the_worst).
+        worst = variables["worst"]
+        assert worst["type"] == "custom" and not worst["multi"] and not worst["includeAll"]
+        assert worst["current"]["value"] == "10"
+        assert [o["value"] for o in worst["options"]] == worst["query"].split(",")
+        assert dict(d.defaults) == {"worst": "10"}
+    if d.uid == "sigma-server":
+        gpu = variables["gpu"]
+        assert gpu["query"] == 'label_values(sigma_gpu_info{target="$target"}, gpu)'
+        assert gpu["multi"] and gpu["includeAll"], "a row per GPU needs All"
     # Variable queries exposed for the end-to-end test match the JSON.
     exposed = {v.name: v for v in d.variables}
     assert set(exposed) == {n for n, v in variables.items() if v["type"] == "query"}
@@ -471,14 +683,13 @@ def test_rate_functions_use_rate_interval(d: Any) -> None:
 def test_counters_only_inside_rate_functions(d: Any) -> None:
     """A counter is read through rate()/increase(), or through new_events() when
     its series are born at their first increment (open label values)."""
-    for q in d.queries:
-        for metric, stack in scan(q.expr)[0]:
+    for where, expr in exprs(d):
+        for metric, stack in scan(expr)[0]:
             if metric.endswith("_total"):
                 born = re.search(rf"\(\({metric}(\{{[^}}]*\}}) - {metric}\1 offset (\S+)\) "
                                  rf">= 0 or \({metric}\1 unless {metric}\1 offset \2\)\)",
-                                 q.expr)
-                assert born or (stack and stack[-1] in RATE_FUNCS), \
-                    f"{q.panel_title}: bare {metric}"
+                                 expr)
+                assert born or (stack and stack[-1] in RATE_FUNCS), f"{where}: bare {metric}"
 
 
 @pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
@@ -486,16 +697,20 @@ def test_queries_filter_by_the_dashboard_variables(d: Any) -> None:
     """Every selector of a per-target metric honours $target (and $job on channels)."""
     variables = {v["name"] for v in d.json["templating"]["list"]}
     target_matcher = 'target="$target"' if d.uid == "sigma-server" else 'target=~"$target"'
-    for q in d.queries:
-        for name, matchers in re.findall(r"\b(sigma_\w+)(\{[^}]*\})?", q.expr):
+    for where, expr in exprs(d):
+        for name, matchers in re.findall(r"\b(sigma_\w+)(\{[^}]*\})?", expr):
             labels = DEFS[name].labels if name in DEFS else ()
             if "target" in labels:
-                assert target_matcher in matchers, f"{q.panel_title}: {name} unfiltered"
+                assert target_matcher in matchers, f"{where}: {name} unfiltered"
             if d.uid == "sigma-jobs" and "job_name" in labels:
-                assert 'job_name=~"$job"' in matchers, f"{q.panel_title}: {name} without $job"
-        for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", q.expr):
+                assert 'job_name=~"$job"' in matchers, f"{where}: {name} without $job"
+        # The firing-alerts panel: the dashboard's servers, and alerts naming none.
+        for matchers in re.findall(r"\bALERTS(\{[^}]*\})", expr):
+            assert 'alertstate="firing"' in matchers and 'alertname=~"Sigma.*"' in matchers
+            assert 'target=~"$target|"' in matchers, f"{where}: ALERTS unfiltered"
+        for a, b in re.findall(r"\$\{(\w+)\}|\$(\w+)", expr):
             used = a or b
-            assert used in variables or used in BUILTIN_VARS, f"{q.panel_title}: ${used}"
+            assert used in variables or used in BUILTIN_VARS, f"{where}: ${used}"
 
 
 @pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
@@ -507,12 +722,14 @@ def test_legends_and_groupings_use_real_labels(d: Any) -> None:
     }
     for q in d.queries:
         known = labels_of(q.expr)
-        grouped = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", q.expr)
-        for group in grouped:
-            for label in filter(None, (x.strip() for x in group.split(","))):
-                assert label in known, f"{q.panel_title}: groups by unknown label {label!r}"
         for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", legends[(q.panel_id, q.ref_id)]):
             assert label in known, f"{q.panel_title}: legend uses unknown label {label!r}"
+    for where, expr in exprs(d):
+        known = labels_of(expr)
+        grouped = re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr)
+        for group in grouped:
+            for label in filter(None, (x.strip() for x in group.split(","))):
+                assert label in known, f"{where}: groups by unknown label {label!r}"
 
 
 @pytest.mark.parametrize("d", DASHBOARDS, ids=case_id)
@@ -544,7 +761,7 @@ def test_table_queries_merge_on_the_shown_labels(d: Any) -> None:
 
 
 def _charted() -> set[str]:
-    return {m for q in all_queries() for m, _ in scan(q.expr)[0] if m.startswith("sigma_")}
+    return {m for _, expr in all_exprs() for m, _ in scan(expr)[0] if m.startswith("sigma_")}
 
 
 def test_every_used_metric_exists() -> None:
@@ -566,10 +783,10 @@ def test_every_defined_metric_is_charted_or_explained() -> None:
 
 def test_nothing_queries_unprefixed_or_recording_rule_series() -> None:
     """Dashboards query raw metrics only, never recording rules (level:metric:op)."""
-    for q in all_queries():
-        for m, _ in scan(q.expr)[0]:
-            assert ":" not in m, f"{q.panel_title}: recording rule {m}"
-            assert m.startswith("sigma_") or m in {"vector", "time"}, f"{q.panel_title}: {m}"
+    for where, expr in all_exprs():
+        for m, _ in scan(expr)[0]:
+            assert ":" not in m, f"{where}: recording rule {m}"
+            assert m.startswith("sigma_") or m in {"vector", "time", "ALERTS"}, f"{where}: {m}"
 
 
 # --------------------------------------------------------------------------
@@ -586,7 +803,8 @@ def test_query_api_matches_the_json() -> None:
             assert (q.expr, q.instant, q.panel_title) == (t["expr"], t["instant"], p["title"])
             assert q.needs_nvml == bool(re.search(r"sigma_(nvml|gpu_crosscheck)_", q.expr))
     flagged = {q.panel_title for q in all_queries() if q.empty_when_healthy}
-    assert {"Poll errors by reason", "Errors by code", "Slow channels"} <= flagged
+    assert {"Poll errors by reason", "Errors by code", "Slow channels",
+            "Down and slow channels"} <= flagged
     assert not any(q.empty_when_healthy for q in all_queries() if q.panel_title == "Servers")
 
 
@@ -609,22 +827,25 @@ def test_queries_flag_prints_json() -> None:
     )
     doc = json.loads(out.stdout)
     assert len(doc["panels"]) == sum(len(d.queries) for d in DASHBOARDS)
-    assert {v["name"] for v in doc["variables"]} == {"target", "job"}
+    assert {v["name"] for v in doc["variables"]} == {"target", "job", "gpu"}
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_promql_parses(tmp_path: Path) -> None:
     """Every expanded query is valid PromQL for Prometheus (promtool check rules)."""
-    values = {"target": "sigma-server-01", "job": [".*"][0]}
+    values = {"target": "sigma-server-01", "job": ".*", "gpu": ".*", "worst": "10"}
     rules = []
-    for n, q in enumerate(all_queries()):
-        rules.append({"record": f"dashboard_query_{n}", "expr": gen.expand(q.expr, values)})
+    for n, (_, expr) in enumerate(all_exprs()):
+        rules.append({"record": f"dashboard_query_{n}", "expr": gen.expand(expr, values)})
     for n, v in enumerate(gen.variable_queries()):
         rules.append({"record": f"variable_query_{n}", "expr": gen.expand(v.match, values)})
     for n, v in enumerate(gen.variable_queries()):
         rules.append(
             {"record": f"variable_multi_{n}", "expr": gen.expand(v.match, {"target": ["a", "b"]})}
         )
+    # Grafana's own form of a multi selection with "|" appended (firing alerts).
+    rules.append({"record": "alerts_multi", "expr": gen.expand(
+        'ALERTS{target=~"$target|"}', {"target": ["a", "b"]})})
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     out = subprocess.run(

@@ -101,6 +101,7 @@ class Stack:
     procs: list[LoggedProc]
     target: str = ""  # a real target with GPUs and NVML
     job: str = ""  # a real channel of it
+    gpu: str = ""  # a real GPU of it
 
     def diagnose(self) -> str:
         return "\n".join([*(p.tail(15) for p in self.procs), self.prom.logs(15)])
@@ -182,6 +183,11 @@ def chosen(stack: Stack) -> Stack:
     jobs = _variable_values(stack, job_vars[0], {"target": [stack.target]})
     assert jobs, "no channel listed for " + stack.target
     stack.job = sorted(jobs)[0]
+    gpu_vars = [v for d in DASHBOARDS for v in d.variables if v.name == "gpu"]
+    assert gpu_vars, "no dashboard offers the GPU variable"
+    gpus = _variable_values(stack, gpu_vars[0], {"target": stack.target})
+    assert gpus, "no GPU listed for " + stack.target
+    stack.gpu = sorted(gpus)[0]
     return stack
 
 
@@ -196,6 +202,8 @@ def test_variable_lists_real_values(chosen: Stack, var: Any) -> None:
         if var.name == "job":
             # Sigma channel names (job_name), not the scrape job.
             assert "sigma" not in found and chosen.job in found, found
+        if var.name == "gpu":
+            assert chosen.gpu in found, found
 
 
 # --------------------------------------------------------------------------
@@ -204,14 +212,20 @@ def test_variable_lists_real_values(chosen: Stack, var: Any) -> None:
 
 
 def _settings(uid: str, stack: Stack) -> list[dict[str, str | list[str]]]:
-    """Variable values to try on dashboard `uid`: one real value each, then "All"."""
-    variables = next(d.variables for d in DASHBOARDS if d.uid == uid)
-    real = {"target": stack.target, "job": stack.job}
+    """Variable values to try on dashboard `uid`: one real value each, then "All".
+
+    Variables with a fixed list (the channels dashboard's `worst`) keep the
+    value the dashboard opens on.
+    """
+    dashboard = next(d for d in DASHBOARDS if d.uid == uid)
+    variables = dashboard.variables
+    real = {"target": stack.target, "job": stack.job, "gpu": stack.gpu}
     one: dict[str, str | list[str]] = {
         v.name: [real[v.name]] if v.multi else real[v.name] for v in variables}
+    one.update(dashboard.defaults)
     out = [one]
     if any(v.include_all for v in variables):
-        out.append({v.name: v.all_value if v.include_all else one[v.name] for v in variables})
+        out.append({**one, **{v.name: v.all_value for v in variables if v.include_all}})
     return out
 
 
@@ -249,6 +263,20 @@ def test_every_panel_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> N
             checked += 1
     assert not problems, f"{len(problems)} of {checked} queries failed:\n" + "\n".join(problems)
     assert checked == len(dashboard.queries) * len(_settings(dashboard.uid, chosen))
+
+
+@pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda d: d.uid)
+def test_every_annotation_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> None:
+    """Restart annotations are valid over a range; they mark nothing while nothing
+    restarts (tests/test_dashboards.py replays a restart)."""
+    now = time.time()
+    for values in _settings(dashboard.uid, chosen):
+        for a in dashboard.annotations:
+            expr = gen.expand(a.expr, values, rate_interval=RATE_INTERVAL, range_=RANGE,
+                              interval=INTERVAL)
+            doc = chosen.prom.raw("query_range", {"query": expr, "start": now - RANGE_WINDOW_S,
+                                                  "end": now, "step": INTERVAL})
+            assert doc.get("status") == "success", (a.name, expr, doc)
 
 
 def test_nvml_queries_had_real_data(chosen: Stack) -> None:

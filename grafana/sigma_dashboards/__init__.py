@@ -60,10 +60,6 @@ NOT_CHARTED: dict[str, str] = {
         "undocumented scheduling weight reported per job; no operational meaning is "
         "known, so a panel would invite guesses."
     ),
-    "sigma_job_media_time_seconds": (
-        "media time (PTS) advances at the job's speed; the speed panel already shows a "
-        "stalled or slow job, and PTS values are per-stream offsets, not comparable."
-    ),
 }
 
 

@@ -11,9 +11,15 @@ from .lib import (
     Col,
     Dashboard,
     Q,
+    behind_real_time,
+    custom_variable,
     datasource_variable,
+    firing_alerts,
+    mean_speed,
     new_events,
     query_variable,
+    restart_annotation,
+    speed_colours,
     stat,
     state_timeline,
     table,
@@ -28,6 +34,25 @@ def s(metric: str, *matchers: str) -> str:
 
 
 CHANNEL = "{{target}} / {{job_name}}"  # legend of per-channel series
+
+# The channels the dashboard opens on: the $worst worst of the selected ones
+# rather than every channel of every server. Down channels rank first (-1),
+# then running ones by their speed averaged as the alert averages it; one that
+# reports no speed ranks as 1. `@ end()` ranks once, at the end of the shown
+# range, so a graph keeps the same channels from its left edge to its right.
+WORST = (
+    "bottomk($worst, "
+    f"(max by (target, job_name) ({s('sigma_job_up')} @ end() == 0) - 1)"
+    f" or max by (target, job_name) ({mean_speed(s('sigma_job_speed'), at='end()')})"
+    f" or max by (target, job_name) ({s('sigma_job_up')} @ end())"
+    ")"
+)
+WORST_CHOICES = ("5", "10", "20", "50", "100", "1000")
+
+
+def worst(expr: str) -> str:
+    """`expr` (a per-channel query) kept to the worst channels (WORST)."""
+    return f"{expr} and on (target, job_name) {WORST}"
 
 
 def dashboard(t: Thresholds) -> Dashboard:
@@ -49,7 +74,17 @@ def dashboard(t: Thresholds) -> Dashboard:
                 multi=True,
                 include_all=True,
             ),
+            custom_variable("worst", "Worst channels shown", WORST_CHOICES, "10"),
         ],
+    )
+    b.annotations.append(
+        restart_annotation(
+            "Channel restarts",
+            s("sigma_job_restarts_total"),
+            ("target", "job_name"),
+            "Channel restarted",
+            keep=WORST,
+        )
     )
     _overview(b, t)
     _speed(b)
@@ -60,6 +95,7 @@ def dashboard(t: Thresholds) -> Dashboard:
 
 def _overview(b: Board, t: Thresholds) -> None:
     """Counts, the channels table and up/down over time."""
+    behind = behind_real_time(s("sigma_job_speed"), s("sigma_job_up"), t.job_speed_ratio)
     b.row("Overview")
     b.add(
         stat(
@@ -71,14 +107,10 @@ def _overview(b: Board, t: Thresholds) -> None:
         ),
         stat(
             "Behind real time",
-            "Running selected jobs with speed below 1 (sigma_job_speed < 1).",
+            "Running selected jobs whose speed averaged over 5 minutes (sigma_job_speed) "
+            f"is below {t.job_speed_ratio}, where SigmaJobBehindRealtime fires.",
             "none",
-            [
-                Q(
-                    f"count(({s('sigma_job_speed')} < 1) and on (target, job_name) "
-                    f"({s('sigma_job_up')} == 1)) or vector(0)"
-                )
-            ],
+            [Q(f"count({behind}) or vector(0)")],
             w=6,
             thresholds=((None, "green"), (1, "orange")),
             color_mode="background",
@@ -104,37 +136,50 @@ def _overview(b: Board, t: Thresholds) -> None:
     )
     b.add(
         table(
-            "Channels",
-            "Every selected job: state, speed (1 = real time), uptime, start time, total "
+            "Worst channels",
+            "The worst selected jobs (as many as `Worst channels shown`; down first, then "
+            "the slowest): state, speed (1 = real time; averaged over 5 minutes as "
+            "the alert does, and now), uptime, start time, total "
             "input and output bitrate, new errors per minute, error lines listed now and "
             "restarts during the shown range. Click a job to show only it.",
             [
-                Q(f"max by (target, job_name) ({s('sigma_job_up')})", column="Up"),
-                Q(f"max by (target, job_name, state) ({s('sigma_job_state')})"),
-                Q(f"max by (target, job_name) ({s('sigma_job_speed')})", column="Speed"),
+                Q(worst(f"max by (target, job_name) ({s('sigma_job_up')})"), column="Up"),
+                Q(worst(f"max by (target, job_name, state) ({s('sigma_job_state')})")),
                 Q(
-                    f"max by (target, job_name) ({s('sigma_job_uptime_seconds')})",
+                    worst(f"max by (target, job_name) ({mean_speed(s('sigma_job_speed'))})"),
+                    column="Speed (5 min mean)",
+                ),
+                Q(worst(f"max by (target, job_name) ({s('sigma_job_speed')})"), column="Speed now"),
+                Q(
+                    worst(f"max by (target, job_name) ({s('sigma_job_uptime_seconds')})"),
                     column="Uptime",
                     unit="s",
                 ),
                 Q(
-                    f"max by (target, job_name) ({s('sigma_job_start_timestamp_seconds')}) * 1000",
+                    worst(
+                        "max by (target, job_name) "
+                        f"({s('sigma_job_start_timestamp_seconds')}) * 1000"
+                    ),
                     column="Started",
                     unit="dateTimeAsIso",
                 ),
                 Q(
-                    f"sum by (target, job_name) ({s('sigma_job_input_bytes_per_second')}) * 8",
+                    worst(
+                        f"sum by (target, job_name) ({s('sigma_job_input_bytes_per_second')}) * 8"
+                    ),
                     column="Input",
                     unit="bps",
                 ),
                 Q(
-                    f"sum by (target, job_name) ({s('sigma_job_output_bytes_per_second')}) * 8",
+                    worst(
+                        f"sum by (target, job_name) ({s('sigma_job_output_bytes_per_second')}) * 8"
+                    ),
                     column="Output",
                     unit="bps",
                 ),
                 Q(
-                    "sum by (target, job_name) "
-                    f"{new_events(s('sigma_job_errors_total'), '$__range')}",
+                    worst("sum by (target, job_name) "
+                    f"{new_events(s('sigma_job_errors_total'), '$__range')}"),
                     column="New errors",
                     unit="short",
                     # A channel that has logged no error line yet has no
@@ -142,12 +187,12 @@ def _overview(b: Board, t: Thresholds) -> None:
                     empty_when_healthy=True,
                 ),
                 Q(
-                    f"max by (target, job_name) ({s('sigma_job_errors_listed')})",
+                    worst(f"max by (target, job_name) ({s('sigma_job_errors_listed')})"),
                     column="Errors listed",
                 ),
                 Q(
-                    "max by (target, job_name) "
-                    f"(round(increase({s('sigma_job_restarts_total')}[$__range])))",
+                    worst("max by (target, job_name) "
+                    f"(round(increase({s('sigma_job_restarts_total')}[$__range])))"),
                     column="Restarts in range",
                     range_reason="count of channel restarts over the shown period, not a rate",
                 ),
@@ -157,11 +202,12 @@ def _overview(b: Board, t: Thresholds) -> None:
             columns=(
                 Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
                 Col(
-                    "Speed",
+                    "Speed (5 min mean)",
                     decimals=2,
                     cell="color-background",
-                    thresholds=((None, "red"), (t.job_speed_ratio, "orange"), (1, "green")),
+                    thresholds=speed_colours(t.job_speed_ratio),
                 ),
+                Col("Speed now", decimals=2),
                 Col("New errors", cell="color-text", thresholds=((None, "green"), (1, "orange"))),
                 Col(
                     "Restarts in range",
@@ -171,14 +217,16 @@ def _overview(b: Board, t: Thresholds) -> None:
                 ),
             ),
             label_links={"job_name": [JOBS_LINK_FOR_ROW], "target": [SERVER_LINK]},
-            sort_by=("Speed", False),
+            sort_by=("Speed (5 min mean)", False),
         )
     )
+    # `...|"`: also the alerts that name no server, or no channel (the server's own).
+    b.add(firing_alerts('target=~"$target|", job_name=~"$job|"', h=5))
     b.add(
         state_timeline(
             "Channel up",
             "Per job: up (started or running) or down over time (sigma_job_up).",
-            [Q(s("sigma_job_up"), CHANNEL)],
+            [Q(worst(s("sigma_job_up")), CHANNEL)],
             UP_MAPPING,
             w=24,
             h=8,
@@ -195,8 +243,21 @@ def _speed(b: Board) -> None:
             "Processing speed per job relative to real time (sigma_job_speed). The red line "
             "is 1: below it the channel falls behind.",
             "none",
-            [Q(s("sigma_job_speed"), CHANNEL)],
-            w=16,
+            [Q(worst(s("sigma_job_speed")), CHANNEL)],
+            w=8,
+            min_=0,
+            threshold_line=1,
+            decimals=2,
+        ),
+        timeseries(
+            "Media time advance",
+            "Seconds of media time (PTS, sigma_job_media_time_seconds) a job produces per "
+            "second; it should hover at the red line, 1. A running job at 0 is frozen even "
+            "when its speed still reads 1. rate() fits: PTS only grows, and starts again "
+            "from 0 when the job restarts, which rate() treats as the reset it is.",
+            "none",
+            [Q(worst(f"rate({s('sigma_job_media_time_seconds')}[$__rate_interval])"), CHANNEL)],
+            w=8,
             min_=0,
             threshold_line=1,
             decimals=2,
@@ -205,7 +266,7 @@ def _speed(b: Board) -> None:
             "Uptime",
             "Uptime per job (sigma_job_uptime_seconds); a drop to zero is a restart.",
             "s",
-            [Q(s("sigma_job_uptime_seconds"), CHANNEL)],
+            [Q(worst(s("sigma_job_uptime_seconds")), CHANNEL)],
             w=8,
             min_=0,
         ),
@@ -221,7 +282,7 @@ def _bitrates(b: Board) -> None:
             "Bitrate of each job input (sigma_job_input_bytes_per_second x 8). A flat zero "
             "means the source stopped sending.",
             "bps",
-            [Q(f"{s('sigma_job_input_bytes_per_second')} * 8", CHANNEL + " in {{input}}")],
+            [Q(worst(f"{s('sigma_job_input_bytes_per_second')} * 8"), CHANNEL + " in {{input}}")],
             w=8,
             min_=0,
         ),
@@ -230,7 +291,12 @@ def _bitrates(b: Board) -> None:
             "Bitrate of each output profile (rendition) per job "
             "(sigma_job_profile_bytes_per_second x 8).",
             "bps",
-            [Q(f"{s('sigma_job_profile_bytes_per_second')} * 8", CHANNEL + " profile {{profile}}")],
+            [
+                Q(
+                    worst(f"{s('sigma_job_profile_bytes_per_second')} * 8"),
+                    CHANNEL + " profile {{profile}}",
+                )
+            ],
             w=8,
             min_=0,
         ),
@@ -240,7 +306,7 @@ def _bitrates(b: Board) -> None:
             "bps",
             [
                 Q(
-                    f"{s('sigma_job_output_bytes_per_second')} * 8",
+                    worst(f"{s('sigma_job_output_bytes_per_second')} * 8"),
                     CHANNEL + " {{output}} ({{format}})",
                 )
             ],
@@ -252,7 +318,7 @@ def _bitrates(b: Board) -> None:
         table(
             "Inputs",
             "Input URLs per job, with credentials and query removed (sigma_job_input_info).",
-            [Q(f"max by (target, job_name, input, url) ({s('sigma_job_input_info')})")],
+            [Q(worst(f"max by (target, job_name, input, url) ({s('sigma_job_input_info')})"))],
             labels=("target", "job_name", "input", "url"),
             h=6,
         )
@@ -271,8 +337,8 @@ def _errors(b: Board) -> None:
             "short",
             [
                 Q(
-                    "sum by (target, job_name, code) "
-                    f"{new_events(s('sigma_job_errors_total'), '$__rate_interval')}",
+                    worst("sum by (target, job_name, code) "
+                    f"{new_events(s('sigma_job_errors_total'), '$__rate_interval')}"),
                     CHANNEL + " {{code}}",
                 )
             ],
@@ -284,7 +350,7 @@ def _errors(b: Board) -> None:
             "Error lines listed",
             "Error lines the server currently lists per job (sigma_job_errors_listed).",
             "none",
-            [Q(s("sigma_job_errors_listed"), CHANNEL)],
+            [Q(worst(s("sigma_job_errors_listed")), CHANNEL)],
             w=6,
             min_=0,
             decimals=0,
@@ -293,7 +359,7 @@ def _errors(b: Board) -> None:
             "Restarts",
             "Restarts per job and rate window (increase of sigma_job_restarts_total).",
             "none",
-            [Q(f"increase({s('sigma_job_restarts_total')}[$__rate_interval])", CHANNEL)],
+            [Q(worst(f"increase({s('sigma_job_restarts_total')}[$__rate_interval])"), CHANNEL)],
             w=6,
             bars=True,
             min_=0,

@@ -13,10 +13,14 @@ from .lib import (
     Dashboard,
     Q,
     bargauge,
+    behind_real_time,
     datasource_variable,
+    firing_alerts,
     query_variable,
     ratio_gauge,
     red_from,
+    restart_annotation,
+    speed_colours,
     stat,
     table,
     timeseries,
@@ -27,10 +31,6 @@ from .thresholds import Thresholds
 def s(metric: str, *matchers: str) -> str:
     """A selector of `metric` on the selected servers, with extra matchers."""
     return metric + "{" + ",".join(('target=~"$target"', *matchers)) + "}"
-
-
-# Running channels slower than real time right now.
-RUNNING_SLOW = f"({s('sigma_job_speed')} < 1) and on (target, job_name) ({s('sigma_job_up')} == 1)"
 
 
 def dashboard(t: Thresholds) -> Dashboard:
@@ -46,6 +46,14 @@ def dashboard(t: Thresholds) -> Dashboard:
             ),
         ],
     )
+    b.annotations.append(
+        restart_annotation(
+            "Server restarts",
+            s("sigma_server_restarts_total"),
+            ("target",),
+            "Sigma server restarted",
+        )
+    )
     _overview(b, t)
     _servers(b, t)
     _gpus(b, t)
@@ -55,6 +63,7 @@ def dashboard(t: Thresholds) -> Dashboard:
 
 def _overview(b: Board, t: Thresholds) -> None:
     """Counts over the fleet, and the channels that fall behind."""
+    behind = behind_real_time(s("sigma_job_speed"), s("sigma_job_up"), t.job_speed_ratio)
     b.row("Overview")
     b.add(
         stat(
@@ -86,10 +95,11 @@ def _overview(b: Board, t: Thresholds) -> None:
         ),
         stat(
             "Channels behind real time",
-            "Running jobs processing slower than real time (sigma_job_speed < 1): the "
-            "channel falls behind and viewers will see stalls.",
+            "Running jobs whose speed averaged over 5 minutes (sigma_job_speed) is below "
+            f"{t.job_speed_ratio}, where SigmaJobBehindRealtime fires: the channel falls "
+            "behind and viewers will see stalls.",
             "none",
-            [Q(f"count({RUNNING_SLOW}) or vector(0)")],
+            [Q(f"count({behind}) or vector(0)")],
             thresholds=((None, "green"), (1, "orange")),
             color_mode="background",
         ),
@@ -148,22 +158,27 @@ def _overview(b: Board, t: Thresholds) -> None:
     b.add(
         table(
             "Slow channels",
-            "Running jobs with speed below 1 right now. Empty when every channel keeps up.",
-            [Q(f"max by (target, job_name) ({RUNNING_SLOW})", column="Speed")],
+            "Running jobs whose speed averaged over 5 minutes is below "
+            f"{t.job_speed_ratio} (SigmaJobBehindRealtime's threshold). Empty when every "
+            "channel keeps up.",
+            [Q(f"max by (target, job_name) ({behind})", column="Speed (5 min mean)")],
             labels=("target", "job_name"),
             h=6,
             columns=(
                 Col(
-                    "Speed",
+                    "Speed (5 min mean)",
                     decimals=2,
                     cell="color-text",
-                    thresholds=((None, "red"), (t.job_speed_ratio, "orange"), (1, "green")),
+                    thresholds=speed_colours(t.job_speed_ratio),
                 ),
             ),
             label_links={"job_name": [JOBS_LINK_FOR_ROW]},
-            sort_by=("Speed", False),
+            sort_by=("Speed (5 min mean)", False),
+            w=12,
             empty_when_healthy=True,
-        )
+        ),
+        # `target=~"$target|"`: also the alerts that name no server.
+        firing_alerts('target=~"$target|"', w=12),
     )
 
 

@@ -72,12 +72,24 @@ class VariableQuery:
 
 
 @dataclass(frozen=True)
+class AnnotationQuery:
+    """An annotation query (a marker on every graph where it returns a value)."""
+
+    dashboard_uid: str
+    name: str
+    expr: str  # with Grafana variables unexpanded; empty whenever nothing happened
+
+
+@dataclass(frozen=True)
 class Dashboard:
     uid: str
     filename: str
     json: Json
     queries: tuple[PanelQuery, ...]
     variables: tuple[VariableQuery, ...]
+    annotations: tuple[AnnotationQuery, ...] = ()
+    # Variables with a fixed list of values (custom): name -> the value it opens on.
+    defaults: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -334,6 +346,29 @@ def red_from(red: float, orange_margin: float) -> Steps:
     return ((None, "green"), (round(red - orange_margin, 6), "orange"), (red, "red"))
 
 
+# SigmaJobBehindRealtime judges a channel by its speed averaged over 5 minutes
+# against job_speed_ratio (alerts/thresholds.yml). The panels average the same
+# way: a channel counts as behind when the alert sees it behind, and a
+# one-poll dip of the instantaneous speed does not light a panel up.
+SPEED_WINDOW = "5m"
+
+
+def mean_speed(speed: str, at: str = "") -> str:
+    """The channel speed `speed` (a selector) averaged like the alert averages it,
+    evaluated `at` a fixed time (PromQL's @ modifier, e.g. "end()") if given."""
+    return f"avg_over_time({speed}[{SPEED_WINDOW}]{' @ ' + at if at else ''})"
+
+
+def behind_real_time(speed: str, up: str, ratio: float) -> str:
+    """Running channels (`up` == 1) whose mean speed is below `ratio`, valued at that mean."""
+    return f"({mean_speed(speed)} < {ratio}) and on (target, job_name) ({up} == 1)"
+
+
+def speed_colours(ratio: float) -> Steps:
+    """Red below `ratio` (where the alert fires), orange up to real time, green from 1."""
+    return ((None, "red"), (ratio, "orange"), (1, "green"))
+
+
 def ratio_gauge(name: str, red: float, orange_margin: float = 0.1) -> Col:
     """A 0-1 table column drawn as a gauge, red from `red` (see red_from)."""
     return Col(name, cell="gauge", min_=0, max_=1, thresholds=red_from(red, orange_margin))
@@ -494,6 +529,72 @@ def query_variable(
     return var
 
 
+def custom_variable(name: str, title: str, values: Sequence[str], default: str) -> Json:
+    """A drop-down of fixed values, opening on `default`."""
+    options = [{"selected": v == default, "text": v, "value": v} for v in values]
+    return {
+        "current": {"selected": True, "text": default, "value": default},
+        "hide": 0,
+        "includeAll": False,
+        "label": title,
+        "multi": False,
+        "name": name,
+        "options": options,
+        "query": ",".join(values),
+        "skipUrlSync": False,
+        "type": "custom",
+    }
+
+
+def restart_annotation(name: str, counter: str, by: Sequence[str], title: str,
+                       *, color: str = "orange", enable: bool = True, keep: str = "") -> Json:
+    """Marks on every graph where a restart counter moved (a server, app or job restart).
+
+    The counter exists at 0 from the first poll, so increase() sees the first
+    restart. Grafana evaluates it every `step`; the window, $__rate_interval
+    (at least 4 scrape intervals, one minute with the shipped 15 s), is no
+    shorter than the step, so no restart falls between two evaluations.
+    `keep` (a query) limits the marks to the series it returns, matched on `by`.
+    """
+    expr = f"sum by ({', '.join(by)}) (increase({counter}[$__rate_interval])) > 0"
+    if keep:
+        expr = f"{expr} and on ({', '.join(by)}) {keep}"
+    return {
+        "datasource": dict(DS),
+        "enable": enable,
+        "expr": expr,
+        "hide": False,
+        "iconColor": color,
+        "name": name,
+        "step": "60s",
+        "tagKeys": ",".join(by),
+        "textFormat": "",
+        "titleFormat": title,
+        "useValueForTime": False,
+    }
+
+
+def firing_alerts(matchers: str, *, w: int = 24, h: int = 6) -> Panel:
+    """The Sigma alerts firing now, for the servers (and channels) `matchers` select.
+
+    Prometheus keeps them in its ALERTS series; that is where Alertmanager's
+    notifications come from, so the panel and the pages agree.
+    """
+    selector = f'ALERTS{{alertstate="firing", alertname=~"Sigma.*", {matchers}}}'
+    return table(
+        "Firing alerts",
+        "Sigma alerts firing now (Prometheus' ALERTS series, alertstate firing) for the "
+        "servers shown, and the alerts that name no server (the exporter itself), which "
+        "leave every server unwatched. Empty when all is well.",
+        [Q(f"max by (alertname, severity, target, job_name, gpu, app) ({selector})")],
+        labels=("severity", "alertname", "target", "job_name", "gpu", "app"),
+        w=w,
+        h=h,
+        sort_by=("severity", False),
+        empty_when_healthy=True,
+    )
+
+
 @dataclass
 class Board:
     uid: str
@@ -502,6 +603,7 @@ class Board:
     variables: list[Json]
     panels: list[Json] = field(default_factory=list)
     queries: list[PanelQuery] = field(default_factory=list)
+    annotations: list[Json] = field(default_factory=list)
     _x: int = 0
     _y: int = 0
     _row_h: int = 0
@@ -511,19 +613,22 @@ class Board:
         self._x = 0
         self._row_h = 0
 
-    def row(self, title: str) -> None:
+    def row(self, title: str, *, repeat: str | None = None) -> None:
+        """Start a row; with `repeat`, Grafana repeats it (and the panels up to the
+        next row) once per selected value of that variable."""
         if self._x:
             self._newline()
-        self.panels.append(
-            {
-                "collapsed": False,
-                "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": self._y},
-                "id": len(self.panels) + 1,
-                "panels": [],
-                "title": title,
-                "type": "row",
-            }
-        )
+        row: Json = {
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": self._y},
+            "id": len(self.panels) + 1,
+            "panels": [],
+            "title": title,
+            "type": "row",
+        }
+        if repeat is not None:
+            row["repeat"] = repeat
+        self.panels.append(row)
         self._y += 1
 
     def add(self, *panels: Panel) -> None:
@@ -590,7 +695,8 @@ class Board:
                         "iconColor": "rgba(0, 211, 255, 1)",
                         "name": "Annotations & Alerts",
                         "type": "dashboard",
-                    }
+                    },
+                    *self.annotations,
                 ]
             },
             "description": self.description,
@@ -635,6 +741,12 @@ class Board:
             json=dash,
             queries=tuple(self.queries),
             variables=variables,
+            annotations=tuple(
+                AnnotationQuery(self.uid, a["name"], a["expr"]) for a in self.annotations
+            ),
+            defaults=tuple(
+                (v["name"], v["current"]["value"]) for v in self.variables if v["type"] == "custom"
+            ),
         )
 
 

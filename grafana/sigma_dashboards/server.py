@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .lib import (
     JOBS_LINK,
+    JOBS_LINK_FOR_ROW,
     MISMATCH_MAPPING,
     MISSING_MAPPING,
     SERVER_UID,
@@ -12,9 +13,15 @@ from .lib import (
     Col,
     Dashboard,
     Q,
+    behind_real_time,
     datasource_variable,
+    firing_alerts,
+    mean_speed,
     new_events,
     query_variable,
+    red_from,
+    restart_annotation,
+    speed_colours,
     stat,
     state_timeline,
     table,
@@ -42,9 +49,34 @@ def dashboard(t: Thresholds) -> Dashboard:
             query_variable(
                 "target", "target", "sigma_up", title="Server", multi=False, include_all=False
             ),
+            query_variable(
+                "gpu",
+                "gpu",
+                'sigma_gpu_info{target="$target"}',
+                title="GPU",
+                multi=True,
+                include_all=True,
+            ),
         ],
     )
+    b.annotations += [
+        restart_annotation(
+            "Server restarts", s("sigma_server_restarts_total"), ("target",),
+            "Sigma server restarted", color="red",
+        ),
+        restart_annotation(
+            "App restarts", s("sigma_app_restarts_total"), ("target", "app"),
+            "Supervised app restarted",
+        ),
+        # Off by default: a server runs many channels, and their restarts would
+        # cover the graphs; the channels dashboard shows them per channel.
+        restart_annotation(
+            "Channel restarts", s("sigma_job_restarts_total"), ("target", "job_name"),
+            "Channel restarted", color="yellow", enable=False,
+        ),
+    ]
     _overview(b, t)
+    _channels(b, t)
     _host(b)
     _process(b)
     _gpus(b, t)
@@ -172,6 +204,66 @@ def _overview(b: Board, t: Thresholds) -> None:
         ),
     )
     b.link(JOBS_LINK, "Jobs by state")
+    # `target=~"$target|"`: also the alerts that name no server (the exporter down).
+    b.add(firing_alerts('target=~"$target|"', h=5))
+
+
+def _channels(b: Board, t: Thresholds) -> None:
+    """This server's channels that need a look: down, or behind real time."""
+    speed, up = s("sigma_job_speed"), s("sigma_job_up")
+    # Down (known but not started or running), or running behind real time the
+    # way SigmaJobBehindRealtime judges it. Each column keeps only these rows.
+    failing = f"({up} == 0) or ({behind_real_time(speed, up, t.job_speed_ratio)})"
+
+    def only_failing(expr: str) -> str:
+        return f"{expr} and on (target, job_name) ({failing})"
+
+    b.row("Channels")
+    b.add(
+        table(
+            "Down and slow channels",
+            "This server's channels that are down (known but not started or running) or "
+            "whose speed averaged over 5 minutes is below "
+            f"{t.job_speed_ratio}, where SigmaJobBehindRealtime fires; down ones first. "
+            "Empty when every channel runs and keeps up. Click a channel to open it.",
+            [
+                Q(f"max by (target, job_name) ({only_failing(up)})", column="Up"),
+                Q(f"max by (target, job_name, state) ({only_failing(s('sigma_job_state'))})"),
+                Q(
+                    f"max by (target, job_name) ({only_failing(mean_speed(speed))})",
+                    column="Speed (5 min mean)",
+                ),
+                Q(
+                    "max by (target, job_name) "
+                    f"({only_failing(s('sigma_job_uptime_seconds'))})",
+                    column="Uptime",
+                    unit="s",
+                ),
+                Q(
+                    "max by (target, job_name) (round(increase("
+                    f"{s('sigma_job_restarts_total')}[$__range])) "
+                    f"and on (target, job_name) ({failing}))",
+                    column="Restarts in range",
+                    range_reason="count of channel restarts over the shown period, not a rate",
+                ),
+            ],
+            labels=("target", "job_name", "state"),
+            h=7,
+            columns=(
+                Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
+                Col(
+                    "Speed (5 min mean)",
+                    decimals=2,
+                    cell="color-text",
+                    thresholds=speed_colours(t.job_speed_ratio),
+                ),
+                Col("Restarts in range", decimals=0),
+            ),
+            label_links={"job_name": [JOBS_LINK_FOR_ROW]},
+            sort_by=("Up", False),
+            empty_when_healthy=True,
+        )
+    )
 
 
 def _host(b: Board) -> None:
@@ -279,56 +371,8 @@ def _process(b: Board) -> None:
 
 
 def _gpus(b: Board, t: Thresholds) -> None:
-    """Every GPU as Sigma reports it."""
+    """The GPUs Sigma uses and their codecs, then one repeated row per GPU."""
     b.row("GPUs (as Sigma reports them)")
-    for title, metric, desc in (
-        ("GPU core utilisation", "sigma_gpu_utilization_ratio", "GPU core utilisation"),
-        ("GPU encoder (NVENC)", "sigma_gpu_encoder_utilization_ratio", "NVENC utilisation"),
-        ("GPU decoder (NVDEC)", "sigma_gpu_decoder_utilization_ratio", "NVDEC utilisation"),
-    ):
-        b.add(
-            timeseries(
-                title,
-                f"{desc} per GPU, 0-100 %, as Sigma reports it ({metric}).",
-                "percentunit",
-                [Q(s(metric), GPU)],
-                w=8,
-                min_=0,
-                max_=1,
-            )
-        )
-    b.add(
-        timeseries(
-            "GPU temperature",
-            "GPU temperature as Sigma reports it (sigma_gpu_temperature_celsius). The "
-            "dashed red line is where SigmaGPUTemperatureHigh fires.",
-            "celsius",
-            [Q(s("sigma_gpu_temperature_celsius"), GPU)],
-            w=8,
-            threshold_line=t.gpu_temperature_celsius,
-        ),
-        timeseries(
-            "GPU memory",
-            "GPU memory used per GPU, and its total (dashed), as Sigma reports them.",
-            "bytes",
-            [
-                Q(s("sigma_gpu_memory_used_bytes"), GPU + " used"),
-                Q(s("sigma_gpu_memory_total_bytes"), GPU + " total"),
-            ],
-            w=8,
-            min_=0,
-            dashed="total",
-        ),
-        timeseries(
-            "Other GPU fields (undocumented)",
-            "Numeric GPU fields Sigma reports without documentation (soft, speed, percent, "
-            "count, ...), exactly as reported. `count` looks like jobs placed on the GPU and "
-            "`percent` like Sigma's own load figure; no unit is assumed.",
-            "none",
-            [Q(s("sigma_gpu_reported_value"), GPU + " {{field}}")],
-            w=8,
-        ),
-    )
     b.add(
         table(
             "GPUs",
@@ -349,6 +393,107 @@ def _gpus(b: Board, t: Thresholds) -> None:
             labels=("device", "direction", "codec"),
             w=12,
             h=6,
+        ),
+    )
+    _one_gpu(b, t)
+
+
+def g(metric: str) -> str:
+    """A selector of `metric` on the GPU of the repeated row (the `gpu` variable)."""
+    return s(metric, 'gpu=~"$gpu"')
+
+
+def _one_gpu(b: Board, t: Thresholds) -> None:
+    """A row per GPU (the `gpu` variable): its model, its load and where alerts fire."""
+    b.row("GPU $gpu", repeat="gpu")
+    used = f"{g('sigma_gpu_memory_used_bytes')} / {g('sigma_gpu_memory_total_bytes')}"
+    b.add(
+        stat(
+            "GPU $gpu model",
+            "The model of this GPU as Sigma names it (sigma_gpu_info, label `name`).",
+            "none",
+            [Q(f"max by (gpu, name) ({g('sigma_gpu_info')})", "{{name}}")],
+            w=8,
+            text_mode="name",
+            color_mode="none",
+        ),
+        stat(
+            "GPU $gpu temperature",
+            "Temperature now (sigma_gpu_temperature_celsius); red where "
+            "SigmaGPUTemperatureHigh fires, orange 10 degrees before.",
+            "celsius",
+            [Q(g("sigma_gpu_temperature_celsius"))],
+            thresholds=red_from(t.gpu_temperature_celsius, 10),
+        ),
+        stat(
+            "GPU $gpu memory used",
+            "Share of this GPU's memory in use (sigma_gpu_memory_used_bytes over "
+            "sigma_gpu_memory_total_bytes); red where SigmaGPUMemoryNearFull fires.",
+            "percentunit",
+            [Q(used)],
+            thresholds=red_from(t.gpu_memory_utilization_ratio, 0.1),
+        ),
+        stat(
+            "GPU $gpu encoder",
+            "NVENC load now (sigma_gpu_encoder_utilization_ratio); red at the load where "
+            "SigmaGPUEncoderSaturated fires once its 10-minute mean gets there.",
+            "percentunit",
+            [Q(g("sigma_gpu_encoder_utilization_ratio"))],
+            thresholds=red_from(t.gpu_encoder_utilization_ratio, 0.1),
+        ),
+        stat(
+            "GPU $gpu decoder",
+            "NVDEC load now (sigma_gpu_decoder_utilization_ratio); red at the load where "
+            "SigmaGPUDecoderSaturated fires once its 10-minute mean gets there.",
+            "percentunit",
+            [Q(g("sigma_gpu_decoder_utilization_ratio"))],
+            thresholds=red_from(t.gpu_decoder_utilization_ratio, 0.1),
+        ),
+    )
+    b.add(
+        timeseries(
+            "GPU $gpu load",
+            "Core, encoder (NVENC) and decoder (NVDEC) utilisation of this GPU, 0-100 %, "
+            "as Sigma reports them.",
+            "percentunit",
+            [
+                Q(g("sigma_gpu_utilization_ratio"), "core"),
+                Q(g("sigma_gpu_encoder_utilization_ratio"), "encoder"),
+                Q(g("sigma_gpu_decoder_utilization_ratio"), "decoder"),
+            ],
+            w=6,
+            min_=0,
+            max_=1,
+        ),
+        timeseries(
+            "GPU $gpu temperature over time",
+            "Temperature of this GPU as Sigma reports it (sigma_gpu_temperature_celsius). "
+            "The dashed red line is where SigmaGPUTemperatureHigh fires.",
+            "celsius",
+            [Q(g("sigma_gpu_temperature_celsius"), "temperature")],
+            w=6,
+            threshold_line=t.gpu_temperature_celsius,
+        ),
+        timeseries(
+            "GPU $gpu memory",
+            "Memory used on this GPU, and its total (dashed), as Sigma reports them.",
+            "bytes",
+            [
+                Q(g("sigma_gpu_memory_used_bytes"), "used"),
+                Q(g("sigma_gpu_memory_total_bytes"), "total"),
+            ],
+            w=6,
+            min_=0,
+            dashed="total",
+        ),
+        timeseries(
+            "GPU $gpu other fields (undocumented)",
+            "Numeric GPU fields Sigma reports without documentation (soft, speed, percent, "
+            "count, ...), exactly as reported. `count` looks like jobs placed on the GPU and "
+            "`percent` like Sigma's own load figure; no unit is assumed.",
+            "none",
+            [Q(g("sigma_gpu_reported_value"), "{{field}}")],
+            w=6,
         ),
     )
 

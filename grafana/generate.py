@@ -3,7 +3,7 @@
 
     python grafana/generate.py           write grafana/dashboards/*.json
     python grafana/generate.py --check   exit 1 if the committed JSON differs
-    python grafana/generate.py --queries print every panel and variable query (JSON)
+    python grafana/generate.py --queries print every panel, variable and annotation query
 
 The dashboards live in grafana/sigma_dashboards/ (a small library, `lib`,
 and one module per dashboard); this script is its command line and, for the
@@ -30,6 +30,7 @@ if str(HERE) not in sys.path:
 from sigma_dashboards import (  # noqa: E402
     NOT_CHARTED,
     THRESHOLDS_FILE,
+    AnnotationQuery,
     Dashboard,
     PanelQuery,
     Thresholds,
@@ -47,6 +48,7 @@ from sigma_dashboards import (  # noqa: E402
 __all__ = [
     "NOT_CHARTED",
     "THRESHOLDS_FILE",
+    "AnnotationQuery",
     "Dashboard",
     "PanelQuery",
     "Thresholds",
@@ -71,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="exit 1 if the committed JSON differs from the generated",
     )
     mode.add_argument(
-        "--queries", action="store_true", help="print every panel and variable query as JSON"
+        "--queries",
+        action="store_true",
+        help="print every panel, variable and annotation query as JSON",
     )
     parser.add_argument("--out", type=Path, default=OUT_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -81,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {
             "panels": [asdict(q) for d in dashboards for q in d.queries],
             "variables": [asdict(v) for d in dashboards for v in d.variables],
+            "annotations": [asdict(a) for d in dashboards for a in d.annotations],
         }
         print(json.dumps(doc, indent=2))
         return 0

@@ -828,6 +828,7 @@ def test_queries_flag_prints_json() -> None:
     doc = json.loads(out.stdout)
     assert len(doc["panels"]) == sum(len(d.queries) for d in DASHBOARDS)
     assert {v["name"] for v in doc["variables"]} == {"target", "job", "gpu"}
+    assert len(doc["annotations"]) == sum(len(d.annotations) for d in DASHBOARDS) >= 3
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

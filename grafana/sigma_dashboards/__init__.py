@@ -1,10 +1,12 @@
 """Grafana dashboards for sigma-exporter, as code.
 
-`lib` is the small library (query model, panel builders, the grid); `fleet`,
-`server` and `channels` hold one dashboard each. This module is the API the
+`lib` is the small library (query model, panel builders, the grid);
+`thresholds` reads the alert thresholds (alerts/thresholds.yml) the colours
+follow; `fleet`, `server` and `channels` hold one dashboard each. This module is the API the
 command line (grafana/generate.py) and the tests use: `build()` returns every
 dashboard with, next to its JSON, the list of its panel queries
-(`PanelQuery`) and its variable queries (`VariableQuery`); `expand()`
+(`PanelQuery`), variable queries (`VariableQuery`) and annotation queries
+(`AnnotationQuery`); `expand()`
 substitutes Grafana variables so a query can be sent to a real Prometheus.
 A panel query flagged `empty_when_healthy` may legitimately return nothing on
 a healthy fleet (errors, mismatches, jobs behind real time); `needs_nvml`
@@ -29,13 +31,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from . import channels, fleet, server
-from .lib import Dashboard, PanelQuery, VariableQuery
+from .lib import AnnotationQuery, Dashboard, PanelQuery, VariableQuery
 from .thresholds import THRESHOLDS_FILE, Thresholds
 from .thresholds import load as load_thresholds
 
 __all__ = [
     "NOT_CHARTED",
     "THRESHOLDS_FILE",
+    "AnnotationQuery",
     "Dashboard",
     "PanelQuery",
     "Thresholds",

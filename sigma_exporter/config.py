@@ -27,11 +27,33 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 
 class ConfigError(Exception):
-    """A configuration mistake: where it is and how to fix it."""
+    """A configuration mistake: where it is and how to fix it.
 
-    def __init__(self, source: str, key: str, problem: str, fix: str) -> None:
+    `target` names the target the key belongs to, when it has a name, so a
+    message about `targets[7].timeout` also says which server that is.
+    """
+
+    def __init__(self, source: str, key: str, problem: str, fix: str,
+                 target: str | None = None) -> None:
         self.source, self.key, self.problem, self.fix = source, key, problem, fix
-        super().__init__(f"{source}: {key}: {problem}. Fix: {fix}")
+        self.target = target
+        where = f"{key} (target {target})" if target else key
+        super().__init__(f"{source}: {where}: {problem}. Fix: {fix}")
+
+
+class ConfigErrors(ConfigError):
+    """Every mistake found in one file, so one run shows them all.
+
+    It reads as its first mistake (key, problem, fix) for callers that want
+    one; its message lists each on a line of its own.
+    """
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.source, first.key, first.problem, first.fix, first.target)
+        self.errors = errors
+        if len(errors) > 1:
+            self.args = (f"{len(errors)} problems:\n" + "\n".join(f"  {e}" for e in errors),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,50 +405,82 @@ def check_url(r: _Reader, url: object, key: str) -> str:
 
 
 def parse_config(data: object, source: str) -> Config:
+    """A validated Config; raises ConfigErrors listing every mistake of the file.
+
+    Each section and each target is checked on its own, so one run reports
+    all of them (a target's mistakes stop at its first: later keys of a
+    broken target would mostly repeat it).
+    """
     r = _Reader(source)
+    errors: list[ConfigError] = []
     top = r.mapping(data, "", _TOP_KEYS)
     base = TargetConfig(name="", url="")
     if "defaults" in top:
-        defaults = r.mapping(top["defaults"], "defaults", _DEFAULT_KEYS)
-        base = replace(base, **_target_fields(r, defaults, "defaults", base))
-        if "timeout" in defaults:
-            _check_timeout(r, base, "defaults")
+        try:
+            defaults = r.mapping(top["defaults"], "defaults", _DEFAULT_KEYS)
+            base = replace(base, **_target_fields(r, defaults, "defaults", base))
+            if "timeout" in defaults:
+                _check_timeout(r, base, "defaults")
+        except ConfigError as exc:
+            errors.append(exc)
     raw_targets = top.get("targets")
     if not isinstance(raw_targets, list) or not raw_targets:
-        raise r.error("targets", "at least one target is required",
-                      "add `targets:` with entries like `- name: sigma-01` and "
-                      "`url: http://HOST:9999`")
+        errors.append(r.error("targets", "at least one target is required",
+                              "add `targets:` with entries like `- name: sigma-01` and "
+                              "`url: http://HOST:9999`"))
+        raw_targets = []
     targets: list[TargetConfig] = []
     names: set[str] = set()
     for i, raw in enumerate(raw_targets):
-        key = f"targets[{i}]"
-        block = r.mapping(raw, key, _TARGET_KEYS)
-        if "url" not in block:
-            raise r.error(f"{key}.url", "missing", "add `url: http://HOST:9999`")
-        url = check_url(r, block["url"], f"{key}.url")
-        name = block.get("name")
-        if name is None:
-            name = urlsplit(url).netloc
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise r.error(f"{key}.name", f"{name!r} is not a valid target name",
-                          "use letters, digits, '.', '_', ':' and '-' (at most 128)")
-        if name in names:
-            raise r.error(f"{key}.name", f"target name {name!r} is used twice",
-                          "give every target a unique name")
-        names.add(name)
-        target = replace(base, name=name, url=url, **_target_fields(r, block, key, base))
-        if "timeout" in block:
-            _check_timeout(r, target, key)
-        else:  # as Prometheus does with scrape_timeout: never longer than the interval
-            target = replace(target, timeout=min(target.timeout, target.interval))
+        raw_name = raw.get("name") if isinstance(raw, dict) else None
+        try:
+            target = _target(r, raw, f"targets[{i}]", base, names)
+        except ConfigError as exc:
+            if isinstance(raw_name, str) and raw_name:
+                exc = ConfigError(exc.source, exc.key, exc.problem, exc.fix, raw_name)
+            errors.append(exc)
+            continue
+        names.add(target.name)
         targets.append(target)
-    nvml = _nvml(r, top.get("nvml"), names)
+    nvml = NvmlConfig()
     max_concurrent = DEFAULT_MAX_CONCURRENT_POLLS
-    if "poll" in top:
-        poll = r.mapping(top["poll"], "poll", _POLL_KEYS)
-        if "max_concurrent" in poll:
-            max_concurrent = r.integer(poll["max_concurrent"], "poll.max_concurrent")
+    try:
+        nvml = _nvml(r, top.get("nvml"), names)
+    except ConfigError as exc:
+        errors.append(exc)
+    try:
+        if "poll" in top:
+            poll = r.mapping(top["poll"], "poll", _POLL_KEYS)
+            if "max_concurrent" in poll:
+                max_concurrent = r.integer(poll["max_concurrent"], "poll.max_concurrent")
+    except ConfigError as exc:
+        errors.append(exc)
+    if errors:
+        raise ConfigErrors(errors)
     return Config(tuple(targets), nvml, max_concurrent, source)
+
+
+def _target(r: _Reader, raw: object, key: str, base: TargetConfig,
+            names: set[str]) -> TargetConfig:
+    block = r.mapping(raw, key, _TARGET_KEYS)
+    if "url" not in block:
+        raise r.error(f"{key}.url", "missing", "add `url: http://HOST:9999`")
+    url = check_url(r, block["url"], f"{key}.url")
+    name = block.get("name")
+    if name is None:
+        name = urlsplit(url).netloc
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise r.error(f"{key}.name", f"{name!r} is not a valid target name",
+                      "use letters, digits, '.', '_', ':' and '-' (at most 128)")
+    if name in names:
+        raise r.error(f"{key}.name", f"target name {name!r} is used twice",
+                      "give every target a unique name")
+    target = replace(base, name=name, url=url, **_target_fields(r, block, key, base))
+    if "timeout" in block:
+        _check_timeout(r, target, key)
+    else:  # as Prometheus does with scrape_timeout: never longer than the interval
+        target = replace(target, timeout=min(target.timeout, target.interval))
+    return target
 
 
 def _check_timeout(r: _Reader, target: TargetConfig, key: str) -> None:

@@ -47,6 +47,19 @@ log = logging.getLogger("sigma_exporter.poller")
 AfterDump = Callable[["TargetState", Dump | None], Awaitable[collect.Samples]]
 
 
+# A target that keeps failing is logged when it goes down (or its reason
+# changes), then reminded at most this often, then "recovered".
+REMIND_DOWN_EVERY = 300.0
+
+
+@dataclass(slots=True)
+class _Down:
+    reason: str
+    since: float  # monotonic
+    last_logged: float
+    failures: int
+
+
 @dataclass(frozen=True, slots=True)
 class Published:
     """What a scrape reads for one target: immutable, swapped whole."""
@@ -70,6 +83,7 @@ class TargetState:
         self.published = Published({})
         self._lock = asyncio.Lock()
         self._internal_errors_logged: set[str] = set()
+        self._down: dict[str, _Down] = {}  # source -> since when and why (for the log)
         # Failure counters whose label values are a closed set exist at 0 from
         # the first poll: a counter born at 1 hides its first event from
         # increase() and rate().
@@ -92,8 +106,32 @@ class TargetState:
         self.count_error(source, error.reason)
         message = redact_text(error.message, secrets)
         self.health.last_error = f"{source}: {error.reason}: {message}"
-        log.warning("poll failed target=%s source=%s reason=%s error=%r",
-                    self.name, source, error.reason, message)
+        self._log_down(source, error.reason, message)
+
+    def _log_down(self, source: str, reason: str, message: str) -> None:
+        """Log a change (down, or a new reason), then a reminder at most every
+        REMIND_DOWN_EVERY seconds: a server down for a day is not 10,000
+        identical warnings. The counter still counts every failure."""
+        now = time.monotonic()
+        down = self._down.get(source)
+        if down is None or down.reason != reason:
+            since, failures = (now, 1) if down is None else (down.since, down.failures + 1)
+            self._down[source] = _Down(reason, since, now, failures)
+            log.warning("target down target=%s source=%s reason=%s error=%r",
+                        self.name, source, reason, message)
+            return
+        down.failures += 1
+        if now - down.last_logged >= REMIND_DOWN_EVERY:
+            down.last_logged = now
+            log.warning("target still down target=%s source=%s reason=%s for=%.0fs "
+                        "failures=%d error=%r", self.name, source, reason, now - down.since,
+                        down.failures, message)
+
+    def _recovered(self, source: str) -> None:
+        down = self._down.pop(source, None)
+        if down is not None:
+            log.info("target recovered target=%s source=%s after=%.0fs failures=%d",
+                     self.name, source, time.monotonic() - down.since, down.failures)
 
     def _parse_errors(self, source: str, paths: tuple[str, ...]) -> None:
         for path in paths:
@@ -166,6 +204,9 @@ class TargetState:
             self.health.up = False
         self.count_error(source, "internal")
         self.health.last_error = f"{source}: internal: {type(exc).__name__}: {exc}"[:300]
+        if source not in self._down:  # for the "recovered" line; the traceback is below
+            now = time.monotonic()
+            self._down[source] = _Down("internal", now, now, 1)
         # The traceback once per distinct error, so a bug that repeats every
         # poll does not flood the log; the counter shows that it repeats.
         frame = exc.__traceback__
@@ -229,6 +270,7 @@ class TargetState:
             else:
                 dump = parsed.value
                 self.health.up = True
+                self._recovered("dump")
                 self.health.last_success_timestamp = dump_result.received_at
         if progress_result is None:
             self.health.progress_up = None
@@ -276,6 +318,7 @@ class TargetState:
             return collect.new_samples()
         self._parse_errors("progress", parsed.errors)
         self.health.progress_up = True
+        self._recovered("progress")
         jobs, dropped = self.select_jobs(parsed.value)
         job_restarts = self.observe_jobs(jobs)
         return collect.progress_samples(self.name, Progress(jobs), self.timezone, dropped,

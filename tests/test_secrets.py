@@ -147,7 +147,7 @@ def test_logs_hold_no_secret(run: Run) -> None:
     code, out, err = run.proc.stop()
     assert code == 0
     assert "level=debug" in err  # debug logging really was on
-    assert "poll failed target=down" in err and "poll failed target=denied" in err
+    assert "target down target=down" in err and "target down target=denied" in err
     assert_clean(out + err, "exporter logs")
 
 

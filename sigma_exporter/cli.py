@@ -11,13 +11,15 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -61,6 +63,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog="sigma-exporter",
         description="Prometheus exporter for Sigma Media Server. Subcommands: check-config "
                     "FILE, once, simulate, demo (see `sigma-exporter SUBCOMMAND --help`).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     _add(parser, "--config.file", None, "YAML file listing the Sigma servers")
     parser.add_argument("--target", action="append", default=None, metavar="URL",
@@ -90,7 +93,7 @@ def _split_listen(address: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
-def _duration_flag(flag: str, text: str) -> float:
+def duration_flag(flag: str, text: str) -> float:
     """A flag's Prometheus duration (the grammar of the config file), above zero."""
     try:
         seconds = parse_duration(text)
@@ -132,7 +135,8 @@ def _validate_choices(args: argparse.Namespace) -> None:
     if fmt not in ("logfmt", "json"):
         raise ConfigError("--log.format", fmt, "unknown format", "use logfmt or json")
     path = getattr(args, "web.telemetry_path")
-    if not path.startswith("/") or path in ("/", "/probe", "/-/healthy", "/-/ready"):
+    if not path.startswith("/") or path in ("/", "/probe", "/-/healthy", "/-/ready",
+                                            "/-/reload"):
         raise ConfigError("--web.telemetry-path", path, "must be a path of its own",
                           "write e.g. `/metrics`")
 
@@ -263,17 +267,18 @@ async def serve(config: Config, listen: str, telemetry_path: str,
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
-    async def reload() -> None:
+    async def reload() -> str | None:
+        """SIGHUP and POST /-/reload: None when the new file is in use, else why not."""
         if not config_file:
-            log.warning("SIGHUP ignored: no --config.file to reload")
-            return
+            log.warning("reload ignored: no --config.file to reload")
+            return "no --config.file to reload (the targets come from --target)"
         try:
             new = load_config(config_file)
         except ConfigError as exc:
             exporter.reload.successful = False
             poller.flush_published()
             log.error("reload failed, keeping the running config: %s", exc)
-            return
+            return str(exc)
         await poller.reload(new)
         for handler in logging.getLogger().handlers:  # new secrets to blank in logs
             for flt in handler.filters:
@@ -282,6 +287,13 @@ async def serve(config: Config, listen: str, telemetry_path: str,
         exporter.reload.successful = True
         exporter.reload.last_success = time.time()
         log.info("config reloaded targets=%d", len(new.targets))
+        return None
+
+    def reload_from_web() -> Awaitable[str | None]:
+        # Called on the web thread's loop; the reload itself runs on the poll loop.
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(reload(), loop))
+
+    exporter.request_reload = reload_from_web
 
     # Handlers first: a signal must never find the process without them.
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -324,7 +336,7 @@ def main_run(argv: Sequence[str]) -> int:
         config = resolve_config(getattr(args, "config.file"), args.target)
         _split_listen(getattr(args, "web.listen_address"))
         max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
-        read_timeout = _duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
+        read_timeout = duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
         web_config_file = getattr(args, "web.config.file")
         install_log_filter(config.secrets())
         web_config = WebConfigWatcher(web_config_file) if web_config_file else None
@@ -338,21 +350,39 @@ def main_run(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    listen = getattr(args, "web.listen_address")
     try:
-        asyncio.run(serve(config, getattr(args, "web.listen_address"),
-                          getattr(args, "web.telemetry_path"), getattr(args, "config.file"),
-                          hook, web_config=web_config, max_requests=max_requests,
-                          read_timeout=read_timeout))
+        asyncio.run(serve(config, listen, getattr(args, "web.telemetry_path"),
+                          getattr(args, "config.file"), hook, web_config=web_config,
+                          max_requests=max_requests, read_timeout=read_timeout))
     except OSError as exc:
-        print(f"sigma-exporter: cannot serve: {exc}", file=sys.stderr)
+        print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
         return 1
     return 0
 
 
+def listen_problem(listen: str, exc: OSError) -> str:
+    """Why the listener could not open, with the flag and the fix, like a config error."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"--web.listen-address {listen}: the address is already in use (another "
+                "sigma-exporter?). Fix: stop the process listening there, or pass "
+                "--web.listen-address with a free port, e.g. 127.0.0.1:19912")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"--web.listen-address {listen}: permission denied. Fix: use a port above "
+                "1023, or give the service CAP_NET_BIND_SERVICE")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"--web.listen-address {listen}: no such address on this host. Fix: use "
+                "one of this host's addresses, or `:PORT` for all of them")
+    return f"--web.listen-address {listen}: {exc}"
+
+
 def main_check_config(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sigma-exporter check-config",
-                                     description="Validate a config file and exit.")
-    parser.add_argument("file")
+    parser = argparse.ArgumentParser(
+        prog="sigma-exporter check-config",
+        description="Validate a config file as start-up does (NVML included) and exit: "
+                    "0 when valid, 2 when not.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("file", help="the YAML file given to --config.file")
     parser.add_argument("--web.config.file", default=None, metavar="FILE",
                         help="also validate this web config (TLS, basic auth, headers)")
     args = parser.parse_args(argv)
@@ -360,6 +390,7 @@ def main_check_config(argv: Sequence[str]) -> int:
     try:
         config = load_config(args.file)
         web_cfg = WebConfigWatcher(web_file).config if web_file else None
+        nvml = _check_nvml(config)
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -373,23 +404,62 @@ def main_check_config(argv: Sequence[str]) -> int:
         print(f"  {target.name}: {redact_url(target.url)} every "
               f"{format_duration(target.interval)}, timeout {format_duration(target.timeout)}, "
               f"{target.method}, {auth}")
+    print(f"  nvml: {nvml}")
+    print("Not checked: whether each server answers and accepts the credentials; "
+          f"try `sigma-exporter once --config.file {args.file} --target NAME`.")
     return 0
+
+
+def _check_nvml(config: Config) -> str:
+    """What agent mode would do on this host, as start-up decides it.
+
+    `nvml.enabled: true` that cannot be honoured raises ConfigError (start-up
+    refuses it too); otherwise a sentence saying what was found.
+    """
+    if config.nvml.enabled == "false":
+        return "agent mode off (nvml.enabled: false)"
+    from .agent import after_dump_hook  # late: imports NVML bindings only when asked
+
+    reasons: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reasons.append(record.getMessage())
+
+    agent_log = logging.getLogger("sigma_exporter.agent")
+    handler, level = Collect(logging.INFO), agent_log.level
+    agent_log.addHandler(handler)
+    agent_log.setLevel(logging.INFO)
+    try:
+        hook = after_dump_hook(config)
+    finally:
+        agent_log.removeHandler(handler)
+        agent_log.setLevel(level)
+    close = getattr(hook, "close", None)
+    if callable(close):
+        close()
+    said = "; ".join(reasons) or "no reason given"
+    return f"{'checked' if hook is not None else 'agent mode off on this host'}: {said}"
 
 
 def main_once(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sigma-exporter once",
-        description="Poll one server once, print its exposition; exit 0 when up, 1 when not.")
-    parser.add_argument("--target", required=True, metavar="URL")
+        description="Poll one server once, print its exposition; exit 0 when up, 1 when not, "
+                    "2 for a bad flag or config.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--target", required=True, metavar="URL|NAME",
+                        help="a server URL, or with --config.file the name of a target there")
+    parser.add_argument("--config.file", default=None, metavar="FILE",
+                        help="poll a target of this config with its auth, TLS, method, "
+                             "headers, timeout and job filters")
     parser.add_argument("--timeout", default=None, metavar="DURATION",
-                        help="how long to wait for the answer, e.g. 5s or 1m30s (default 5s)")
+                        help="how long to wait for the answer, e.g. 5s or 1m30s "
+                             "(default: the target's timeout, else 5s)")
     args = parser.parse_args(argv)
     logsetup.setup("error")
     try:
-        timeout = (None if args.timeout is None
-                   else _duration_flag("--timeout", args.timeout))
-        config = config_from_urls([args.target], timeout=timeout,
-                                  interval=max(15.0, timeout or 0))
+        config = _once_config(getattr(args, "config.file"), args.target, args.timeout)
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -411,6 +481,20 @@ def main_once(argv: Sequence[str]) -> int:
         print(f"sigma-exporter: poll failed: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _once_config(config_file: str | None, target: str, timeout_text: str | None) -> Config:
+    timeout = None if timeout_text is None else duration_flag("--timeout", timeout_text)
+    if config_file is None:
+        return config_from_urls([target], timeout=timeout, interval=max(15.0, timeout or 0))
+    config = load_config(config_file)
+    chosen = config.target(target)
+    if chosen is None:
+        raise ConfigError(config_file, "--target", f"no target is named {target!r}",
+                          f"use one of: {', '.join(t.name for t in config.targets)}")
+    if timeout is not None:
+        chosen = replace(chosen, timeout=timeout, interval=max(chosen.interval, timeout))
+    return replace(config, targets=(chosen,))
 
 
 def main_simulate(argv: Sequence[str]) -> int:

@@ -1,7 +1,10 @@
 """`sigma-exporter demo`: simulated Sigma servers plus the exporter, one command.
 
-Three simulated servers (the third without a GPU) on free loopback ports and
-an exporter watching them; the URLs are printed; Ctrl-C stops everything.
+Three simulated servers named as a fleet would be (`sigma-01` .. `sigma-03`,
+the third without a GPU) on free loopback ports, an exporter watching them
+and, with `--with-prometheus`, a real Prometheus on loopback scraping it with
+the shipped alert rules. The URLs and the next steps are printed; Ctrl-C
+stops everything the demo started.
 """
 
 from __future__ import annotations
@@ -10,17 +13,24 @@ import argparse
 import asyncio
 import contextlib
 import io
+import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from . import logsetup
-from .cli import DEFAULT_LISTEN, serve
-from .config import ConfigError, config_from_urls
+from .cli import DEFAULT_LISTEN, duration_flag, listen_problem, serve
+from .config import Config, ConfigError, TargetConfig, format_duration
 from .serve import describe_listen
 from .simulator import run_simulator
 
 DEMO_SERVERS = 3
+# The shipped rules, when the demo runs from a checkout (scripts/demo).
+RULES_DIR = Path(__file__).resolve().parent.parent / "alerts"
+RULE_FILES = ("sigma-recording.yml", "sigma-alerts.yml")
 
 
 def free_consecutive_ports(count: int, host: str = "127.0.0.1") -> int:
@@ -46,34 +56,92 @@ def free_consecutive_ports(count: int, host: str = "127.0.0.1") -> int:
     raise OSError("no free consecutive ports on loopback")
 
 
-async def _demo(listen: str, interval: float) -> None:
+def demo_config(first_port: int, interval: float) -> Config:
+    targets = tuple(
+        TargetConfig(name=f"sigma-{i + 1:02d}", url=f"http://127.0.0.1:{first_port + i}",
+                     interval=interval, timeout=min(5.0, interval))
+        for i in range(DEMO_SERVERS))
+    return Config(targets, source="demo")
+
+
+@contextlib.contextmanager
+def prometheus(exporter: str, interval: float) -> Iterator[str]:
+    """A real Prometheus on loopback scraping `exporter` (HOST:PORT) with the
+    shipped rules; yields its URL and stops it (and only it) on the way out."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise ConfigError("--with-prometheus", "prometheus", "not found on PATH",
+                          "install Prometheus (Debian/Ubuntu: apt-get install prometheus), "
+                          "or run the demo without --with-prometheus")
+    every = format_duration(interval)
+    rules = [RULES_DIR / name for name in RULE_FILES if (RULES_DIR / name).is_file()]
+    with tempfile.TemporaryDirectory(prefix="sigma-demo-prometheus-") as home:
+        config = Path(home) / "prometheus.yml"
+        # The scrape job as the README shows it: named sigma, no honor_labels.
+        config.write_text(
+            f"global:\n  scrape_interval: {every}\n  evaluation_interval: {every}\n"
+            "rule_files:\n" + "".join(f"  - {path}\n" for path in rules)
+            + "scrape_configs:\n  - job_name: sigma\n"
+            f"    static_configs:\n      - targets: ['{exporter}']\n")
+        port = free_consecutive_ports(1)
+        proc = subprocess.Popen(  # noqa: S603 - the binary found on PATH, fixed arguments
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={Path(home) / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            yield f"http://127.0.0.1:{port}/"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -> None:
+    print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU)")
+    for i, url in enumerate(urls):
+        print(f"  simulated sigma-{i + 1:02d}  {url}/")
+    print(f"  status page        {base}")
+    print(f"  metrics            {base}metrics")
+    print(f"  one target         {base}probe?target=sigma-01")
+    if prom_url is not None:
+        print(f"  Prometheus         {prom_url}  (alerts: {prom_url}alerts)")
+    address = listen.replace("0.0.0.0", "127.0.0.1")  # noqa: S104 - shown, not bound
+    print("Next:")
+    print(f"  1. scrape it: in prometheus.yml, `- job_name: sigma` with "
+          f"`static_configs: [{{targets: ['{address}']}}]` (README: From the demo)")
+    print("  2. load alerts/sigma-*.yml as rule_files and import grafana/dashboards/*.json")
+    print("  3. or everything at once: `docker compose up --build` in deploy/docker")
+    print("Press Ctrl-C to stop.", flush=True)
+
+
+async def _demo(listen: str, interval: float, with_prometheus: bool) -> None:
     first = free_consecutive_ports(DEMO_SERVERS)
     stop_sim = asyncio.Event()
     sim = asyncio.create_task(run_simulator(
         "127.0.0.1", first, DEMO_SERVERS, gpus=1, seed=1, fault=None, control_port=None,
-        jobs=4, static=False, stop=stop_sim, out=io.StringIO()))
-    urls = [f"http://127.0.0.1:{first + i}" for i in range(DEMO_SERVERS)]
-    config = config_from_urls(urls, interval=interval)
+        jobs=4, static=False, stop=stop_sim, out=io.StringIO(), name_prefix="sigma"))
+    config = demo_config(first, interval)
     ready = asyncio.Event()
     exporter = asyncio.create_task(serve(config, listen, "/metrics", None, None, ready))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({exporter, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    if exporter.done():  # failed to start (port taken): report it
-        waiter.cancel()
-        stop_sim.set()
-        await sim
-        exporter.result()
-        return
-    base = describe_listen(listen)
-    print("sigma-exporter demo: 3 simulated Sigma servers (the third has no GPU)")
-    for url in urls:
-        print(f"  simulated server   {url}/")
-    print(f"  exporter           {base}")
-    print(f"  metrics            {base}metrics")
-    print(f"  one target         {base}probe?target=127.0.0.1:{first}")
-    print("Press Ctrl-C to stop.", flush=True)
     try:
-        await exporter
+        if exporter.done():  # failed to start (port taken): report it
+            waiter.cancel()
+            exporter.result()
+            return
+        base = describe_listen(listen)
+        urls = [t.url for t in config.targets]
+        with contextlib.ExitStack() as stack:
+            prom_url = None
+            if with_prometheus:
+                address = base.removeprefix("http://").rstrip("/")
+                prom_url = stack.enter_context(prometheus(address, interval))
+            _print_urls(base, urls, prom_url, listen)
+            await exporter
     finally:
         stop_sim.set()
         with contextlib.suppress(asyncio.CancelledError):
@@ -81,21 +149,33 @@ async def _demo(listen: str, interval: float) -> None:
 
 
 def main_demo(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sigma-exporter demo",
-                                     description="Run simulated servers and the exporter.")
-    parser.add_argument("--web.listen-address", default=DEFAULT_LISTEN.replace(":", "127.0.0.1:", 1)
-                        if DEFAULT_LISTEN.startswith(":") else DEFAULT_LISTEN)
-    parser.add_argument("--interval", type=float, default=5.0, help="poll interval, seconds")
+    parser = argparse.ArgumentParser(
+        prog="sigma-exporter demo",
+        description="Run three simulated Sigma servers and the exporter (and, with "
+                    "--with-prometheus, a Prometheus with the shipped rules) on loopback.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    default_listen = (DEFAULT_LISTEN.replace(":", "127.0.0.1:", 1)
+                      if DEFAULT_LISTEN.startswith(":") else DEFAULT_LISTEN)
+    parser.add_argument("--web.listen-address", default=default_listen,
+                        help="where the exporter listens")
+    parser.add_argument("--interval", default="5s",
+                        help="poll interval, a Prometheus duration (5s, 1m)")
+    parser.add_argument("--with-prometheus", action="store_true",
+                        help="also run the `prometheus` found on PATH on loopback, scraping "
+                             "the exporter with the shipped alert rules")
     parser.add_argument("--log.level", default="warn", help="info shows every poll round")
     args = parser.parse_args(argv)
     logsetup.setup(getattr(args, "log.level"))
+    listen = getattr(args, "web.listen_address")
     try:
-        asyncio.run(_demo(getattr(args, "web.listen_address"), args.interval))
+        interval = duration_flag("--interval", args.interval)
+        asyncio.run(_demo(listen, interval, args.with_prometheus))
     except ConfigError as exc:
         print(f"sigma-exporter demo: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"sigma-exporter demo: cannot start: {exc}", file=sys.stderr)
+        print(f"sigma-exporter demo: cannot start: {listen_problem(listen, exc)}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -89,6 +89,9 @@ class Exporter:
         self.poller = poller
         self.telemetry_path = telemetry_path
         self.reload = ReloadStatus()
+        # Set by the application: re-read the config file on the poll loop;
+        # resolves to None when the new file is in use, else why it was refused.
+        self.request_reload: Callable[[], Awaitable[str | None]] | None = None
         self._process_registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self._process_registry)
         # Last built body per (openmetrics, gzip), tagged with the generation
@@ -278,6 +281,14 @@ def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=exporter.landing_page(), content_type="text/html")
 
+    async def reload(request: web.Request) -> web.Response:
+        if exporter.request_reload is None:
+            return web.Response(status=503, text="reload is not available\n")
+        problem = await exporter.request_reload()
+        if problem is not None:
+            return web.Response(status=500, text=f"reload failed: {problem}\n")
+        return web.Response(text="Reloaded\n")
+
     async def healthy(request: web.Request) -> web.Response:
         return web.Response(text="Healthy\n")
 
@@ -291,6 +302,7 @@ def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
     app.router.add_get("/", landing)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)  # as Prometheus and Alertmanager offer it
     return app
 
 

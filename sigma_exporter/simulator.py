@@ -1247,26 +1247,27 @@ def _parser() -> argparse.ArgumentParser:
             "Run simulated Sigma Media Servers on consecutive ports. With --servers >= 3, "
             "every server with index % 3 == 2 has no GPU."
         ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--listen",
         type=_host_port,
-        required=True,
+        default="127.0.0.1:20000",
         metavar="HOST:PORT",
-        help="first server's address",
+        help="first server's address; the others take the next ports",
     )
-    p.add_argument("--servers", type=int, default=1, help="number of servers (default 1)")
+    p.add_argument("--servers", type=int, default=1, help="number of servers")
     p.add_argument(
         "--gpus",
         type=int,
         default=1,
         choices=range(9),
         metavar="K",
-        help="GPUs per server, 0..8 (default 1)",
+        help="GPUs per server, 0..8",
     )
-    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--seed", type=int, default=1, help="random seed")
     p.add_argument("--fault", choices=FAULT_MODES, default=None, help="fault mode for every server")
-    p.add_argument("--jobs", type=int, default=4, help="live jobs per server (default 4)")
+    p.add_argument("--jobs", type=int, default=4, help="live jobs per server")
     p.add_argument(
         "--static", action="store_true", help="render once, serve the same bytes (benchmarks)"
     )

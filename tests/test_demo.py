@@ -12,7 +12,7 @@ from conftest import Proc, free_port, get, sigma_exporter_cmd, value, wait_until
 def test_demo_serves_three_simulated_servers_and_stops_on_ctrl_c() -> None:
     port = free_port()
     demo = Proc(sigma_exporter_cmd("demo", "--web.listen-address", f"127.0.0.1:{port}",
-                                   "--interval", "1"))
+                                   "--interval", "1s"))
     base = f"http://127.0.0.1:{port}"
     try:
         def all_up() -> str | None:

@@ -87,7 +87,7 @@ OTHER = {"services", "apiVersion", "configMapGenerator"}
 def _local_files(data: Any, tmp: Path, certs: dict[str, Path]) -> Any:
     """The snippet with each absolute `*_file` path made a real file under tmp."""
     if isinstance(data, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for key, item in data.items():
             if (isinstance(key, str) and key.endswith("_file") and isinstance(item, str)
                     and item.startswith("/")):
@@ -367,7 +367,7 @@ def test_help_shows_every_default(command: tuple[str, ...]) -> None:
 def test_a_failing_target_logs_changes_not_every_poll(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(poller_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(poller_module, "time", _FakeTime(clock))
     state = TargetState(TargetConfig(name="edge", url="http://127.0.0.1:9"), SSLContexts())
 
     def fail(reason: str = "connect") -> None:
@@ -389,6 +389,22 @@ def test_a_failing_target_logs_changes_not_every_poll(monkeypatch: pytest.Monkey
     assert "reason=connect" in lines[0] and "reason=timeout" in lines[1]
     assert "failures=31" in lines[3]
     assert value_of(state, "sigma_poll_errors_total", reason="timeout") == 21
+
+
+class _FakeTime:
+    """The poller's `time` module with a monotonic clock the test moves."""
+
+    def __init__(self, clock: list[float]) -> None:
+        self._clock = clock
+
+    def monotonic(self) -> float:
+        return self._clock[0]
+
+    def perf_counter(self) -> float:
+        return self._clock[0]
+
+    def time(self) -> float:
+        return self._clock[0]
 
 
 def value_of(state: TargetState, name: str, **labels: str) -> float | None:

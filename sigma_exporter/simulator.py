@@ -9,7 +9,7 @@ Two layers:
 * an aiohttp front (`Simulator`, `run_simulator`, `main_simulate`) that serves
   N servers on consecutive ports, with fault modes that reproduce the ways
   real servers and the proxies in front of them misbehave, and an optional
-  control API to change faults and job speeds at run time.
+  control API to change faults, job speeds and job states at run time.
 
 The answers copy the quirks of the real API on purpose (mixed key case, units
 in strings, numbers as plain strings, server-local times in `progress`), so
@@ -303,7 +303,7 @@ def _default_epoch() -> float:
 @dataclass
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
-    override fields (`fault`, `speed_overrides`, `gpu_override`)."""
+    override fields (`fault`, `speed_overrides`, `state_overrides`, `gpu_override`)."""
 
     index: int
     seed: int = 1
@@ -321,6 +321,7 @@ class SimServer:
     # Mutable overrides.
     fault: str | None = None
     speed_overrides: dict[str, float] = field(default_factory=dict)
+    state_overrides: dict[str, str] = field(default_factory=dict)  # job -> e.g. "stopped"
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
 
@@ -748,7 +749,7 @@ def _render_job(server: SimServer, j: int, job: str, now: float) -> JSON:
         "speed": speed,
         "created": _local_str(server, created),
         "startup": _local_str(server, startup),
-        "state": "started",
+        "state": server.state_overrides.get(job, "started"),
         "Life": _life(life),
         "PTS": _life(life + 1.0),
         "error": error_lines(server, job, now),
@@ -911,6 +912,17 @@ class Simulator:
         else:
             srv.speed_overrides[job] = speed
         self._slots[index].cache.clear()  # static mode re-renders on next request
+
+    def set_job_state(self, index: int, job: str, state: str | None) -> None:
+        """Report `job` in `state` (e.g. "stopped": a channel down); None: started again."""
+        srv = self._slots[index].server
+        if job not in job_names(srv):
+            raise KeyError(job)
+        if state is None:
+            srv.state_overrides.pop(job, None)
+        else:
+            srv.state_overrides[job] = state
+        self._slots[index].cache.clear()
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -1139,6 +1151,14 @@ class Simulator:
     async def _c_job(self, request: web.Request) -> web.Response:
         slot = self._slot_of(request)
         job = request.match_info["name"]
+        if "state" in request.query:  # ?state=stopped, or ?state=clear
+            state = request.query["state"]
+            try:
+                self.set_job_state(self._slots.index(slot), job,
+                                   None if state in ("", "clear") else state)
+            except KeyError:
+                return _json_response({"error": f"no job {job!r}"}, 404)
+            return _json_response({"index": slot.server.index, "job": job, "state": state})
         raw = request.query.get("speed", "")
         speed: float | None = None
         if raw not in ("", "clear"):

@@ -560,6 +560,15 @@ def test_control_api() -> None:
             assert (await c.post(f"{base}/servers/1/jobs/NOPE?speed=1")).status_code == 404
             assert (await c.post(f"{base}/servers/1/jobs/VTV3?speed=x")).status_code == 400
 
+            r = await c.post(f"{base}/servers/1/jobs/VTV3", params={"state": "stopped"})
+            assert r.status_code == 200
+            p = (await c.post(sim.url(1), json=PROGRESS)).json()
+            assert p["result"]["VTV3"]["state"] == "stopped"
+            await c.post(f"{base}/servers/1/jobs/VTV3", params={"state": "clear"})
+            p = (await c.post(sim.url(1), json=PROGRESS)).json()
+            assert p["result"]["VTV3"]["state"] == "started"
+            assert (await c.post(f"{base}/servers/1/jobs/NOPE?state=stopped")).status_code == 404
+
             assert (await c.post(f"{base}/servers/0/fault?mode=http-502-html")).status_code == 200
             assert (await c.get(sim.url(0))).status_code == 502
             await c.post(f"{base}/servers/0/fault", params={"mode": "refuse"})

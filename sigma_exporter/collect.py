@@ -45,7 +45,8 @@ class Health:
     poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     parse_errors: dict[str, int] = field(default_factory=dict)
     server_restarts: int = 0
-    last_error: str | None = None  # for the landing page and logs
+    last_error: str | None = None  # for logs and `once`
+    errors: dict[str, str] = field(default_factory=dict)  # source -> last poll's error
 
 
 def health_samples(target: str, health: Health) -> Samples:

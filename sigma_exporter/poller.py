@@ -39,6 +39,7 @@ from .counters import ErrorLineCounter, RestartDetector
 from .parse import parse_dump, parse_progress
 from .redact import redact_text
 from .snapshot import Dump, Job, Progress
+from .status import TargetStatus, summarize
 
 log = logging.getLogger("sigma_exporter.poller")
 
@@ -65,6 +66,7 @@ class Published:
     """What a scrape reads for one target: immutable, swapped whole."""
 
     rendered: exposition.Rendered
+    status: TargetStatus | None = None  # the status page's view; None before a poll
 
 
 class TargetState:
@@ -106,6 +108,7 @@ class TargetState:
         self.count_error(source, error.reason)
         message = redact_text(error.message, secrets)
         self.health.last_error = f"{source}: {error.reason}: {message}"
+        self.health.errors[source] = f"{error.reason}: {message}"
         self._log_down(source, error.reason, message)
 
     def _log_down(self, source: str, reason: str, message: str) -> None:
@@ -204,6 +207,7 @@ class TargetState:
             self.health.up = False
         self.count_error(source, "internal")
         self.health.last_error = f"{source}: internal: {type(exc).__name__}: {exc}"[:300]
+        self.health.errors[source] = f"internal: {type(exc).__name__}: {exc}"[:300]
         if source not in self._down:  # for the "recovered" line; the traceback is below
             now = time.monotonic()
             self._down[source] = _Down("internal", now, now, 1)
@@ -251,6 +255,7 @@ class TargetState:
                ) -> tuple[list[collect.Samples], Dump | None]:
         """Turn one round of answers into samples and updated counters (no I/O)."""
         self.health.last_error = None
+        self.health.errors.clear()
         parts: list[collect.Samples] = []
         dump: Dump | None = None
         if isinstance(dump_result, PollError):
@@ -291,13 +296,15 @@ class TargetState:
         self.polls_done += 1
         try:
             samples = collect.merge([*parts, collect.health_samples(self.name, self.health)])
-            self.published = Published(exposition.render(samples))
+            self.published = Published(exposition.render(samples),
+                                       summarize(samples, self.health))
             return
         except Exception as exc:  # see the docstring
             self._internal("dump", exc)
         try:
             health = collect.health_samples(self.name, self.health)
-            self.published = Published(exposition.render(health))
+            self.published = Published(exposition.render(health),
+                                       summarize(health, self.health))
         except Exception:  # not even health renders: publish nothing
             log.exception("cannot render health series target=%s", self.name)
             self.published = Published({})

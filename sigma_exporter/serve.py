@@ -1,4 +1,4 @@
-"""HTTP: /metrics, /probe, the landing page and the health endpoints.
+"""HTTP: /metrics, /probe, the status page and the health endpoints.
 
 Scrapes read what the poller published: each target's exposition is already
 rendered, and the merged, gzip-1 body is built once per burst of publishes
@@ -9,7 +9,6 @@ only appends the process metrics.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import platform
 import ssl
@@ -26,7 +25,7 @@ from prometheus_client import generate_latest as text_generate
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate
 from prometheus_client.process_collector import ProcessCollector
 
-from . import __version__, collect, exposition
+from . import __version__, collect, exposition, status
 from .poller import Poller
 from .redact import redact_url
 from .webconfig import Authenticator, WebConfigWatcher, parse_basic
@@ -156,40 +155,11 @@ class Exporter:
         return exposition.merge([state.published.rendered], openmetrics)
 
     def landing_page(self) -> str:
-        rows = []
-        for state in self.poller.targets.values():
-            health = state.health
-            up = {None: "pending", True: "up", False: "down"}[health.up]
-            last = (time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(health.last_success_timestamp))
-                    + " UTC") if health.last_success_timestamp else "never"
-            rows.append(
-                "<tr>"
-                f"<td><a href=\"probe?target={html.escape(state.name)}\">"
-                f"{html.escape(state.name)}</a></td>"
-                f"<td>{html.escape(redact_url(state.config.url))}</td>"
-                f"<td class=\"{up}\">{up}</td><td>{html.escape(last)}</td>"
-                f"<td>{html.escape(health.last_error or '')}</td></tr>"
-            )
-        return _LANDING.format(
-            version=html.escape(__version__),
-            telemetry=html.escape(self.telemetry_path.lstrip("/")),
-            rows="\n".join(rows),
-        )
-
-
-_LANDING = """<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>Sigma Exporter</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}
-.up{{color:#1a7f37}}.down{{color:#cf222e}}.pending{{color:#9a6700}}</style></head>
-<body><h1>Sigma Exporter</h1><p>Version {version}</p>
-<p><a href="{telemetry}">Metrics</a> &middot; <a href="-/healthy">Health</a>
-&middot; <a href="-/ready">Ready</a></p>
-<table><tr><th>Target</th><th>URL</th><th>State</th><th>Last success</th>
-<th>Last error</th></tr>
-{rows}
-</table></body></html>
-"""
+        """The status page, from what the poller last published (no I/O, no waiting)."""
+        rows = [status.Row(s.name, redact_url(s.config.url), s.config.interval,
+                           s.published.status) for s in self.poller.targets.values()]
+        return status.render_page(rows, version=__version__,
+                                  telemetry_path=self.telemetry_path, now=time.time())
 
 
 def _content_type(openmetrics: bool) -> str:

@@ -1,0 +1,390 @@
+"""The status page at `/`: what an operator opens when Grafana is not there.
+
+Two halves, one per thread:
+
+* `summarize` runs on the poll loop right after a target's poll. From the
+  very samples the target's exposition is rendered from (and its health) it
+  keeps the little the page shows, in a frozen `TargetStatus` that the poller
+  publishes together with the exposition in one assignment.
+* `render_page` runs on the web thread. It only reads those frozen objects:
+  no polling, no I/O, no lock, and never half a poll.
+
+Everything that comes from Sigma (channel, state and GPU names, errors) is
+escaped: a hostile server controls it. The page is plain HTML with inline
+CSS, no JavaScript and no external asset, and its links are relative, so it
+works unchanged behind basic auth, TLS or a reverse proxy's path prefix.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from .collect import UP_STATES_JOB, Health, Labels
+
+# A channel is slow when it is up but its last reported speed is below this
+# (1.0 is real time). Same number as SigmaJobBehindRealtime's threshold
+# (alerts/thresholds.yml job_speed_ratio); the alert averages 5 minutes,
+# the page shows the last poll.
+SLOW_SPEED = 0.97
+# Bars turn red above the GPU alerts' thresholds (alerts/thresholds.yml).
+GPU_LOAD_HIGH = 0.90
+GPU_TEMPERATURE_HIGH = 85.0
+GPU_TEMPERATURE_SCALE = 100.0  # °C at a full temperature bar
+
+# The page reloads itself this often: the poll interval, within these bounds.
+REFRESH_MIN_SECONDS = 5
+REFRESH_MAX_SECONDS = 60
+# Names listed (down targets, down or slow channels) before "and N more".
+MAX_NAMED = 20
+
+
+# --- the summary the poll loop publishes ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    name: str
+    state: str | None
+    speed: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gpu:
+    index: str
+    name: str
+    core: float | None  # ratios 0-1
+    encoder: float | None
+    decoder: float | None
+    temperature: float | None  # °C
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """One target as the page shows it, as of its last poll (immutable)."""
+
+    up: bool | None  # dump side; None before the first poll finished
+    progress_up: bool | None  # None: progress is not polled
+    nvml_up: bool | None  # None: not the agent-mode target
+    last_success: float | None  # Unix time of the last good dump
+    errors: tuple[tuple[str, str], ...]  # (source, error) of the last poll
+    channels: int  # channels seen (after include/exclude/max)
+    channels_up: int
+    channels_dropped: int  # left out by the target's jobs: include/exclude/max
+    down: tuple[Channel, ...]
+    slow: tuple[Channel, ...]
+    gpus: tuple[Gpu, ...]
+    mismatches: tuple[str, ...]  # cross-check findings, as sentences
+
+    def error(self, source: str) -> str | None:
+        return dict(self.errors).get(source)
+
+
+Samples = Mapping[str, Sequence[tuple[Labels, float]]]  # read only
+
+
+def _by_label(samples: Samples, name: str, position: int = 1) -> dict[str, float]:
+    """One metric's values keyed by one label (default: the one after `target`)."""
+    return {labels[position]: value for labels, value in samples.get(name, ())}
+
+
+def _channels(samples: Samples) -> tuple[int, int, tuple[Channel, ...], tuple[Channel, ...]]:
+    up = _by_label(samples, "sigma_job_up")
+    speed = _by_label(samples, "sigma_job_speed")
+    state = {labels[1]: labels[2] for labels, _ in samples.get("sigma_job_state", ())}
+    names = list(dict.fromkeys([*up, *speed]))  # the server's order
+    down, slow = [], []
+    for name in names:
+        channel = Channel(name, state.get(name), speed.get(name))
+        if up.get(name) == 0:
+            down.append(channel)
+        elif channel.speed is not None and channel.speed < SLOW_SPEED:
+            slow.append(channel)
+    return len(names), sum(1 for v in up.values() if v == 1), tuple(down), tuple(slow)
+
+
+def _gpus(samples: Samples) -> tuple[Gpu, ...]:
+    names = {labels[1]: labels[2] for labels, _ in samples.get("sigma_gpu_info", ())}
+    core = _by_label(samples, "sigma_gpu_utilization_ratio")
+    encoder = _by_label(samples, "sigma_gpu_encoder_utilization_ratio")
+    decoder = _by_label(samples, "sigma_gpu_decoder_utilization_ratio")
+    temperature = _by_label(samples, "sigma_gpu_temperature_celsius")
+    indexes = dict.fromkeys([*names, *core, *encoder, *decoder, *temperature])
+    return tuple(Gpu(i, names.get(i, ""), core.get(i), encoder.get(i), decoder.get(i),
+                     temperature.get(i)) for i in indexes)
+
+
+def _mismatches(samples: Samples) -> tuple[str, ...]:
+    found = [f"GPU {gpu}: {field} differs from NVML"
+             for (_, gpu, field), value in samples.get("sigma_gpu_crosscheck_mismatch", ())
+             if value == 1]
+    found += [f"GPU {gpu}: missing on the {side} side"
+              for (_, gpu, side), value in samples.get("sigma_gpu_crosscheck_gpu_missing", ())
+              if value == 1]
+    return tuple(found)
+
+
+def summarize(samples: Samples, health: Health) -> TargetStatus:
+    """What the page needs of one poll's samples; cheap, called once per poll."""
+    channels, channels_up, down, slow = _channels(samples)
+    dropped = _by_label(samples, "sigma_jobs_dropped", 0)
+    return TargetStatus(
+        up=health.up, progress_up=health.progress_up, nvml_up=health.nvml_up,
+        last_success=health.last_success_timestamp,
+        errors=tuple(sorted(health.errors.items())),
+        channels=channels, channels_up=channels_up,
+        channels_dropped=int(sum(dropped.values())),
+        down=down, slow=slow, gpus=_gpus(samples), mismatches=_mismatches(samples))
+
+
+# --- the page the web thread renders ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One target on the page: its config and its last published status."""
+
+    name: str
+    url: str  # already redacted
+    interval: float
+    status: TargetStatus | None  # None until its first poll is published
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def age(seconds: float) -> str:
+    """A short human age: 4 s, 3 min, 2 h, 5 d."""
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
+def _utc(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(timestamp))
+
+
+def _count(n: int, word: str, plural: str = "") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {plural or word + 's'}"
+
+
+def refresh_seconds(rows: Sequence[Row]) -> int:
+    fastest = min((row.interval for row in rows), default=REFRESH_MAX_SECONDS)
+    return int(min(max(math.ceil(fastest), REFRESH_MIN_SECONDS), REFRESH_MAX_SECONDS))
+
+
+def _rank(row: Row) -> int:
+    """Problems first: down, then pending, then anything amiss, then the fine."""
+    s = row.status
+    if s is None or s.up is None:
+        return 1
+    if not s.up:
+        return 0
+    troubled = any((s.progress_up is False, s.nvml_up is False, s.down, s.mismatches))
+    return 2 if troubled else 3
+
+
+def fleet_summary(rows: Sequence[Row]) -> str:
+    """The one line on top, as HTML: targets, channels, GPUs, mismatches."""
+    statuses = [row.status for row in rows if row.status is not None]
+    up = sum(1 for s in statuses if s.up)
+    down = [row.name for row in rows if row.status is not None and row.status.up is False]
+    parts = [f"{_count(len(rows), 'target')}: {up} up"]
+    if down:
+        parts.append(f'<span class="bad">{len(down)} down ({_first(map(esc, down))})</span>')
+    pending = len(rows) - up - len(down)
+    if pending:
+        parts.append(f"{pending} pending")
+    channels = sum(s.channels for s in statuses)
+    channels_down = sum(len(s.down) for s in statuses)
+    slow = sum(len(s.slow) for s in statuses)
+    line = ", ".join(parts)
+    line += f" · channels {sum(s.channels_up for s in statuses)} / {channels} up"
+    if channels_down:
+        line += f', <span class="bad">{channels_down} down</span>'
+    if slow:
+        line += f', <span class="warn">{slow} slow</span>'
+    line += f" · {_count(sum(len(s.gpus) for s in statuses), 'GPU')}"
+    mismatches = sum(len(s.mismatches) for s in statuses)
+    if mismatches:
+        line += (' · <span class="bad">'
+                 f'{_count(mismatches, "cross-check mismatch", "cross-check mismatches")}</span>')
+    return line
+
+
+def _first(names: Iterable[str]) -> str:
+    """Comma-separated, the first MAX_NAMED of them: a page, not a dump."""
+    shown = list(names)
+    if len(shown) > MAX_NAMED:
+        shown[MAX_NAMED:] = [f"and {len(shown) - MAX_NAMED} more"]
+    return ", ".join(shown)
+
+
+def _named(channels: Sequence[Channel], detail: str) -> str:
+    return _first(f"{esc(c.name)} ({esc(_detail(c, detail))})" for c in channels)
+
+
+def _detail(channel: Channel, detail: str) -> str:
+    if detail == "state":
+        return channel.state or "state unknown"
+    return f"speed {channel.speed:g}" if channel.speed is not None else "speed unknown"
+
+
+def _state_cell(row: Row, now: float) -> str:
+    s = row.status
+    if s is None or s.up is None:
+        badge = '<span class="badge pending">PENDING</span>'
+    elif s.up:
+        badge = '<span class="badge up">UP</span>'
+    else:
+        badge = '<span class="badge down">DOWN</span>'
+    if s is not None and s.last_success is not None:
+        last = (f'last success {age(now - s.last_success)}'
+                f'<br><small>{_utc(s.last_success)}</small>')
+    else:
+        last = "last success never"
+    return (f'<div class="nowrap">{badge}<br>{last}<br>'
+            f"<small>polled every {row.interval:g} s</small></div>")
+
+
+def _source_cell(up: bool | None, error: str | None, idle: str) -> str:
+    """One source (dump or progress): ok, or down with its error; `idle` when never polled."""
+    if error is not None or up is False:
+        return f'<span class="bad">down</span><div class="error">{esc(error or "")}</div>'
+    if up:
+        return '<span class="ok">ok</span>'
+    return f'<span class="muted">{idle}</span>'
+
+
+def _channels_cell(s: TargetStatus | None) -> str:
+    if s is None:
+        return ""
+    if s.progress_up is None:
+        return '<span class="muted">not polled</span>'
+    if not s.progress_up:
+        return '<span class="muted">unknown: progress is down</span>'
+    out = [f"{s.channels_up} / {s.channels} up"]
+    if s.down:
+        out.append(f'<div class="bad">down: {_named(s.down, "state")}</div>')
+    if s.slow:
+        out.append(f'<div class="warn">slow: {_named(s.slow, "speed")}</div>')
+    if s.channels_dropped:
+        out.append(f'<small class="muted">{s.channels_dropped} more not watched '
+                   "(jobs include/exclude/max)</small>")
+    return "".join(out)
+
+
+def _meter(label: str, value: float | None, scale: float, high: float, text: str) -> str:
+    if value is None:
+        return f'<div class="m"><span>{label}</span> <span class="muted">n/a</span></div>'
+    shown = min(max(value, 0.0), scale)
+    # <meter> draws the bar natively (no style attribute, no script); red past `high`.
+    return (f'<div class="m"><span>{label}</span> <meter min="0" max="{scale:g}" '
+            f'low="{high:g}" high="{high:g}" optimum="0" value="{shown:g}"></meter> '
+            f"<span>{text}</span></div>")
+
+
+def _percent(ratio: float | None) -> str:
+    return "" if ratio is None else f"{ratio * 100:.0f}%"
+
+
+def _gpu(gpu: Gpu) -> str:
+    temperature = "" if gpu.temperature is None else f"{gpu.temperature:g} °C"
+    return (f'<div class="gpu"><b>GPU {esc(gpu.index)}</b> {esc(gpu.name)}'
+            + _meter("core", gpu.core, 1, GPU_LOAD_HIGH, _percent(gpu.core))
+            + _meter("enc", gpu.encoder, 1, GPU_LOAD_HIGH, _percent(gpu.encoder))
+            + _meter("dec", gpu.decoder, 1, GPU_LOAD_HIGH, _percent(gpu.decoder))
+            + _meter("temp", gpu.temperature, GPU_TEMPERATURE_SCALE, GPU_TEMPERATURE_HIGH,
+                     temperature)
+            + "</div>")
+
+
+def _gpus_cell(s: TargetStatus | None) -> str:
+    if s is None or not (s.gpus or s.mismatches or s.nvml_up is not None):
+        return '<span class="muted">none</span>'
+    out = [_gpu(gpu) for gpu in s.gpus]
+    if s.nvml_up is False:
+        out.append('<div class="bad">NVML not answering</div>')
+    elif s.nvml_up and not s.mismatches:
+        out.append('<div class="ok">cross-check with NVML: agrees</div>')
+    out.extend(f'<div class="bad">{esc(m)}</div>' for m in s.mismatches)
+    return "".join(out)
+
+
+def _row(row: Row, now: float) -> str:
+    s = row.status
+    cells = [
+        f'<a href="probe?target={esc(quote(row.name, safe=""))}">{esc(row.name)}</a>'
+        f'<br><small class="muted">{esc(row.url)}</small>',
+        _state_cell(row, now),
+        _source_cell(s.up, s.error("dump"), "pending") if s else "",
+        _source_cell(s.progress_up, s.error("progress"), "not polled") if s else "",
+        _channels_cell(s),
+        _gpus_cell(s),
+    ]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+def render_page(rows: Iterable[Row], *, version: str, telemetry_path: str,
+                now: float) -> str:
+    """The whole page; pure, so the web thread never waits on the poll loop."""
+    ordered = sorted(rows, key=_rank)  # stable: config order within a rank
+    return _PAGE.format(
+        refresh=refresh_seconds(ordered),
+        version=esc(version),
+        telemetry=esc(telemetry_path.lstrip("/")),
+        summary=fleet_summary(ordered),
+        rendered=_utc(now),
+        rows="\n".join(_row(row, now) for row in ordered),
+        slow=f"{SLOW_SPEED:g}",
+        up_states=" or ".join(sorted(UP_STATES_JOB)),
+    )
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{refresh}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sigma Exporter status</title>
+<style>
+body{{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1f2328}}
+h1{{font-size:1.4em;margin:0 0 .2em}}
+.summary{{font-size:1.1em;padding:.5em .8em;background:#f6f8fa;border:1px solid #d0d7de;
+border-radius:6px}}
+table{{border-collapse:collapse;width:100%}}
+th,td{{border-bottom:1px solid #d0d7de;padding:.4em .6em;text-align:left;vertical-align:top}}
+th{{background:#f6f8fa}}
+small,.muted{{color:#656d76}}
+.ok{{color:#1a7f37}}.bad{{color:#cf222e}}.warn{{color:#9a6700}}
+.badge{{font-weight:600;padding:0 .4em;border-radius:4px;color:#fff}}
+.badge.up{{background:#1a7f37}}.badge.down{{background:#cf222e}}
+.badge.pending{{background:#9a6700}}
+.error{{color:#cf222e;font-family:monospace;white-space:pre-wrap;word-break:break-word;
+max-width:30em}}
+.gpu{{margin-bottom:.4em}}
+.nowrap,.m{{white-space:nowrap}}
+.m{{display:flex;gap:.4em;align-items:center}}.m span:first-child{{width:2.5em}}
+meter{{width:7em;height:.9em}}
+</style></head>
+<body><h1>Sigma Exporter</h1>
+<p>Version {version} &middot; <a href="{telemetry}">Metrics</a> &middot;
+<a href="-/healthy">Health</a> &middot; <a href="-/ready">Ready</a></p>
+<p class="summary">{summary}</p>
+<p><small>As of {rendered}; this page reloads every {refresh} s. Problems first.</small></p>
+<table><tr><th>Target</th><th>State</th><th>Dump</th><th>Progress</th><th>Channels</th>
+<th>GPUs</th></tr>
+{rows}
+</table>
+<p><small>Down channel: its state is not {up_states} (sigma_job_up 0). Slow channel: up, but it ran
+below {slow}&times; real time at its last poll (the SigmaJobBehindRealtime threshold; the
+alert waits for a 5-minute mean). Bars turn red past the GPU alerts' thresholds.</small></p>
+</body></html>
+"""

@@ -1,18 +1,40 @@
-"""The status page at `/`: what it says, that it escapes Sigma.
+"""The status page at `/`: what it says, that it escapes Sigma, and that a browser shows it.
 
 Unit tests feed the real poll pipeline (simulator answers -> ingest ->
-publish) and read the page render_page builds from what was published.
+publish) and read the page render_page builds from what was published. The
+end-to-end tests run the simulator and the exporter as processes on loopback
+and read the page as headless Chromium renders it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
+import bcrypt
+import httpx
 import pytest
 import yaml
 from conftest import (
     ROOT,
+    Proc,
+    free_port,
+    free_ports,
+    get,
+    make_ca,
+    make_cert,
+    sigma_exporter_cmd,
+    value,
+    wait_until,
 )
 
 from sigma_exporter import status
@@ -247,3 +269,151 @@ def test_thresholds_are_the_alerts_thresholds() -> None:
     assert thresholds["gpu_decoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_temperature_celsius"] == status.GPU_TEMPERATURE_HIGH
 
+
+# --- in a real browser, against the simulator and the exporter as processes ----------------
+
+SCREENSHOT = ROOT / "docs" / "status-page.png"
+NAMES = ("sigma-01", "sigma-02", "sigma-03")
+
+
+def chromium(tmp_path: Path, url: str, *args: str) -> str:
+    """Headless Chromium on `url`; its stdout. Every process it starts is ended."""
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.fail("chromium is not installed; .ci/run installs it (apt-get install chromium)")
+    profile = tmp_path / "chromium-profile"  # fresh: no state shared between runs
+    proc = subprocess.Popen(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-extensions", "--disable-background-networking",
+         f"--user-data-dir={profile}", *args, url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+        env={**os.environ, "HOME": str(tmp_path)},
+        start_new_session=True)  # its own process group: its helpers end with it
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        # Chromium's zygote and renderer may outlive the browser process; the
+        # group is ours alone (a new session), so ending it ends nothing else.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out.decode()
+
+
+class Stack:
+    def __init__(self, base: str, control: str) -> None:
+        self.base, self.control = base, control
+
+    def metrics(self) -> str:
+        return get(self.base + "/metrics").text
+
+    def control_post(self, path: str, **params: str) -> None:
+        httpx.post(self.control + path, params=params, timeout=5,
+                   trust_env=False).raise_for_status()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The demo's shape (three servers, the third without GPU) with a fault on each:
+    sigma-02 refuses connections, sigma-01's VTV3 is stopped, sigma-03's HTV7 is slow."""
+    first, control = free_ports(3), free_port()
+    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
+                                  "--servers", "3", "--gpus", "2", "--jobs", "6",
+                                  "--control", f"127.0.0.1:{control}"))
+    config = tmp_path_factory.mktemp("status") / "sigma.yml"
+    config.write_text("defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n" + "".join(
+        f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
+        for i, name in enumerate(NAMES)))
+    port = free_port()
+    exporter = Proc(sigma_exporter_cmd("--config.file", str(config),
+                                       "--web.listen-address", f"127.0.0.1:{port}"))
+    stack = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control}")
+    try:
+        wait_until(lambda: get(stack.base + "/-/ready").status_code == 200, 30, "ready")
+        stack.control_post("/servers/1/fault", mode="refuse")
+        stack.control_post("/servers/0/jobs/VTV3", state="stopped")
+        stack.control_post("/servers/2/jobs/HTV7", speed="0.5")
+
+        def faults_seen() -> bool:
+            body = stack.metrics()
+            return (value(body, "sigma_up", target="sigma-02") == 0
+                    and value(body, "sigma_job_up", target="sigma-01", job_name="VTV3") == 0
+                    and value(body, "sigma_job_speed", target="sigma-03",
+                              job_name="HTV7") == 0.5)
+
+        wait_until(faults_seen, 30, "the faults in /metrics")
+        yield stack
+    finally:
+        exporter.stop()
+        sim.stop()
+
+
+@pytest.mark.e2e
+def test_the_browser_shows_the_fleet_a_down_target_and_a_down_channel(
+        stack: Stack, tmp_path: Path) -> None:
+    text = text_of(chromium(tmp_path, stack.base + "/", "--dump-dom"))
+    # Slow: at least ours (the simulator dips now and then). GPUs: sigma-01 only
+    # (sigma-02 is down, sigma-03 has none).
+    assert re.search(r"3 targets: 2 up, 1 down \(sigma-02\) · channels 11 / 12 up, 1 down, "
+                     r"\d+ slow · 2 GPUs", text), text[:400]
+    down = text[text.index("sigma-02 http://"):]
+    assert down.startswith("sigma-02 http://127.0.0.1:")
+    assert "| DOWN last success" in down[:200] and "down connect:" in down[:400]
+    assert "down: VTV3 (stopped)" in text
+    assert re.search(r"slow: [^|]*HTV7 \(speed 0\.5\)", text)
+    assert "GPU 1 NVIDIA" in text and "temp " in text
+
+
+@pytest.mark.e2e
+def test_a_screenshot_reads_well(stack: Stack, tmp_path: Path, update_golden: bool) -> None:
+    """A 1280x900 screenshot; `pytest --update` keeps it as docs/status-page.png."""
+    shot = tmp_path / "status-page.png"
+    chromium(tmp_path, stack.base + "/", f"--screenshot={shot}", "--window-size=1280,900",
+             "--hide-scrollbars")
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 900)
+    if update_golden:
+        shutil.copy(shot, SCREENSHOT)
+    assert SCREENSHOT.exists(), "run: pytest tests/test_status_page.py --update"
+
+
+USER, PASSWORD = "operator", "correct horse battery"
+
+
+@pytest.mark.e2e
+def test_behind_basic_auth_and_tls_the_page_is_served_and_self_contained(
+        tmp_path: Path) -> None:
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", server=True)
+    web = tmp_path / "web.yml"
+    password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    web.write_text(f"tls_server_config:\n  cert_file: {tmp_path}/server.crt\n"
+                   f"  key_file: {tmp_path}/server.key\n"
+                   f"basic_auth_users:\n  {USER}: '{password_hash}'\n")
+    port = free_port()
+    exporter = Proc(sigma_exporter_cmd("--target", "http://127.0.0.1:9",
+                                       "--web.listen-address", f"127.0.0.1:{port}",
+                                       "--web.config.file", str(web)))
+    base = f"https://127.0.0.1:{port}/"
+    client = httpx.Client(verify=ssl_context(tmp_path), trust_env=False, timeout=5)
+    try:
+        with client:
+            wait_until(lambda: "DOWN" in client.get(base, auth=(USER, PASSWORD)).text, 30,
+                       "the target polled")
+            assert client.get(base).status_code == 401
+            page = client.get(base, auth=(USER, PASSWORD)).text
+        assert externals(page) == []
+        assert "1 target: 0 up, 1 down (127.0.0.1:9)" in text_of(page)
+        # The browser too, with the credentials in the URL (the test CA is not trusted).
+        seen = chromium(tmp_path, f"https://{USER}:{PASSWORD.replace(' ', '%20')}"
+                        f"@127.0.0.1:{port}/", "--dump-dom", "--ignore-certificate-errors")
+        assert "1 target: 0 up, 1 down (127.0.0.1:9)" in text_of(seen)
+    finally:
+        exporter.stop()
+
+
+def ssl_context(certs: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(certs / "ca.crt"))

@@ -40,6 +40,7 @@ from conftest import (
 from sigma_exporter import status
 from sigma_exporter.client import Answer, PollError, SSLContexts
 from sigma_exporter.config import TargetConfig
+from sigma_exporter.crosscheck import Result, crosscheck_samples
 from sigma_exporter.poller import TargetState
 from sigma_exporter.simulator import SimServer, job_names, render_dump, render_progress
 
@@ -110,8 +111,11 @@ def externals(page: str) -> list[str]:
 
 
 def polled(name: str = "sigma-01", *, dump: Any = None, progress: Any = None,
-           server: SimServer | None = None) -> TargetState:
-    """A target after one poll; answers default to the simulator's, errors are PollErrors."""
+           server: SimServer | None = None, crosscheck: Result | None = None) -> TargetState:
+    """A target after one poll; answers default to the simulator's, errors are PollErrors.
+
+    `crosscheck`: agent mode, as its hook adds NVML's verdict after the dump.
+    """
     server = server or SimServer(index=0, epoch=EPOCH, gpus=2, jobs=4)
     state = TargetState(TargetConfig(name=name, url="http://127.0.0.1:9999/?api_key=s3cret"),
                         SSLContexts())
@@ -120,6 +124,9 @@ def polled(name: str = "sigma-01", *, dump: Any = None, progress: Any = None,
     if progress is None:
         progress = Answer(render_progress(server, NOW), NOW, 0.01)
     parts, _ = state.ingest(dump, progress)
+    if crosscheck is not None:
+        state.health.nvml_up = True
+        parts.append(crosscheck_samples(name, crosscheck))
     state.publish(parts)
     return state
 
@@ -206,18 +213,15 @@ def test_long_lists_are_cut() -> None:
 
 
 def test_cross_check_mismatches_are_listed() -> None:
-    state = polled()
-    samples = {
-        "sigma_gpu_crosscheck_mismatch": [(("sigma-01", "0", "memory_total"), 1.0),
-                                          (("sigma-01", "0", "temperature"), 0.0)],
-        "sigma_gpu_crosscheck_gpu_missing": [(("sigma-01", "1", "sigma"), 1.0)],
-    }
-    state.health.nvml_up = True
-    state.published = type(state.published)({}, status.summarize(samples, state.health))
-    text = text_of(page_of(state))
+    state = polled(crosscheck=Result(
+        mismatches=(("0", "memory_total", True), ("0", "temperature", False)),
+        missing=(("1", "sigma", True), ("0", "nvml", False))))
+    agreeing = polled("sigma-02", crosscheck=Result(mismatches=(("0", "memory_total", False),)))
+    text = text_of(page_of(state, agreeing))
     assert "GPU 0: memory_total differs from NVML" in text
     assert "GPU 1: missing on the sigma side" in text and "temperature differs" not in text
     assert "· 2 cross-check mismatches" in text
+    assert text.count("cross-check with NVML: agrees") == 1
 
 
 def test_everything_from_sigma_is_escaped_and_nothing_is_external() -> None:

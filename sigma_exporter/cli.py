@@ -385,12 +385,16 @@ def main_check_config(argv: Sequence[str]) -> int:
     parser.add_argument("file", help="the YAML file given to --config.file")
     parser.add_argument("--web.config.file", default=None, metavar="FILE",
                         help="also validate this web config (TLS, basic auth, headers)")
+    parser.add_argument("--syntax-only", action="store_true",
+                        help="check the files only, not this host (NVML): for a file made "
+                             "elsewhere than where it runs, e.g. a Kubernetes init container")
     args = parser.parse_args(argv)
     web_file = getattr(args, "web.config.file")
     try:
         config = load_config(args.file)
         web_cfg = WebConfigWatcher(web_file).config if web_file else None
-        nvml = _check_nvml(config)
+        nvml = ("not checked (--syntax-only); start-up checks it" if args.syntax_only
+                else _check_nvml(config))
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -341,6 +341,11 @@ def test_check_config_checks_nvml_as_start_up_does(tmp_path: Path) -> None:
         pytest.fail("this test expects no NVIDIA driver (CI has none)")
     assert required.returncode == start.returncode == 2
     assert "nvml.enabled" in required.stderr and "Fix:" in required.stderr
+    # A file rendered for another host (a Kubernetes init container) checks its syntax only.
+    syntax = subprocess.run(sigma_exporter_cmd("check-config", "--syntax-only", str(config)),
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert syntax.returncode == 0, syntax.stderr
+    assert "nvml: not checked (--syntax-only)" in syntax.stdout
     config.write_text("targets:\n  - name: a\n    url: http://127.0.0.1:9\n")
     auto = subprocess.run(sigma_exporter_cmd("check-config", str(config)),
                           capture_output=True, text=True, timeout=60, env=env)

@@ -595,7 +595,7 @@ def test_control_api() -> None:
 
 def test_main_simulate_cli_and_signals() -> None:
     assert main_simulate(["--help"]) == 0
-    assert main_simulate(["--servers", "2"]) == 2  # --listen is required
+    assert main_simulate(["--servers", "0"]) == 2  # --listen has a default; 0 servers do not
     assert main_simulate(["--listen", "127.0.0.1:1", "--fault", "melt"]) == 2
     code = (
         "import sys; from sigma_exporter.simulator import main_simulate; "

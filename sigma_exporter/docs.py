@@ -44,16 +44,23 @@ def render() -> str:
         "(x unless x offset W)`, so the first events count and an exporter restart does",
         "not look like a burst.",
         "",
+        "In OpenMetrics (what Prometheus asks for first), `*_info` families have the",
+        "`info` type and every family whose name ends in a unit has a `# UNIT` line;",
+        "the text format 0.0.4 has neither and calls an info family a gauge.",
+        "`sigma_poll_errors_total / sigma_polls_total` (as rates, by source) is the",
+        "error ratio of a target's polls.",
+        "",
     ]
     for source, title in _SECTIONS:
         defs = [d for d in DEFINITIONS if d.source == source]
         if not defs:
             continue
-        lines += [f"## {title}", "", "| metric | type | labels | help |",
-                  "| --- | --- | --- | --- |"]
+        lines += [f"## {title}", "", "| metric | type | unit | labels | help |",
+                  "| --- | --- | --- | --- | --- |"]
         for d in defs:
             labels = ", ".join(f"`{label}`" for label in d.labels) or "-"
-            lines.append(f"| `{d.name}` | {d.type} | {labels} | {d.help.replace('|', '/')} |")
+            lines.append(f"| `{d.name}` | {d.type} | {d.unit or '-'} | {labels} | "
+                         f"{d.help.replace('|', '/')} |")
         lines.append("")
     return "\n".join(lines)
 

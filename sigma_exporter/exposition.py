@@ -96,12 +96,21 @@ def _help(text: str) -> str:
 
 
 def _headers(openmetrics: bool) -> dict[str, bytes]:
+    """Each family's metadata lines, built once at import (scrapes only concatenate).
+
+    OpenMetrics gets the family name, the `info` type and a `# UNIT` where the
+    name ends in a unit; the text format 0.0.4 knows neither, and keeps the
+    sample name and `gauge`.
+    """
     headers = {}
     for d in DEFINITIONS:
-        family = d.family if openmetrics else d.name
-        headers[d.name] = (
-            f"# HELP {family} {_help(d.help)}\n# TYPE {family} {d.type}\n".encode()
-        )
+        if openmetrics:
+            text = f"# HELP {d.family} {_help(d.help)}\n# TYPE {d.family} {d.type}\n"
+            if d.unit:
+                text += f"# UNIT {d.family} {d.unit}\n"
+        else:
+            text = f"# HELP {d.name} {_help(d.help)}\n# TYPE {d.name} {d.text_type}\n"
+        headers[d.name] = text.encode()
     return headers
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-MetricType = Literal["gauge", "counter"]
+# `info`: a family of `*_info` series whose value is 1 and whose labels are the
+# information. OpenMetrics has a type for it; the text format calls it a gauge.
+MetricType = Literal["gauge", "counter", "info"]
 # Which part of the exporter produces the family:
 #   health  - per-target poll health, kept across failed polls
 #   dump    - from the server's `dump` answer
@@ -31,10 +33,33 @@ class MetricDef:
 
     @property
     def family(self) -> str:
-        """The family name as OpenMetrics spells it (counters lose `_total`)."""
+        """The family name as OpenMetrics spells it (counters lose `_total`, infos `_info`)."""
         if self.type == "counter":
             return self.name.removesuffix("_total")
+        if self.type == "info":
+            return self.name.removesuffix("_info")
         return self.name
+
+    @property
+    def text_type(self) -> str:
+        """The type in the Prometheus text format 0.0.4, which has no `info`."""
+        return "gauge" if self.type == "info" else self.type
+
+    @property
+    def unit(self) -> str:
+        """The OpenMetrics `# UNIT` of the family: the base-unit suffix of its name, if any.
+
+        Derived from the name, so the two cannot disagree (OpenMetrics requires
+        the family name to end in its unit).
+        """
+        for unit in UNITS:
+            if self.family.endswith("_" + unit):
+                return unit
+        return ""
+
+
+# Units the names end in, longest first (`bytes_per_second` before `seconds`).
+UNITS = ("bytes_per_second", "seconds", "bytes", "ratio", "celsius", "watts", "hz")
 
 
 _CACHED = " Cached from the last successful poll."
@@ -55,7 +80,7 @@ J = ("target", "job_name")
 
 DEFINITIONS: tuple[MetricDef, ...] = (
     # --- self ---------------------------------------------------------------
-    _d("sigma_exporter_build_info", "gauge",
+    _d("sigma_exporter_build_info", "info",
        "Version of sigma-exporter and the Python it runs on; value is 1.",
        ("version", "python_version"), "self"),
     _d("sigma_targets", "gauge", "Number of configured Sigma targets.", (), "self"),
@@ -73,6 +98,9 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_poll_duration_seconds", "gauge",
        "Wall time of the last poll of the target, by source (dump, progress, nvml).",
        ("target", "source"), "health"),
+    _d("sigma_polls_total", "counter",
+       "Polls attempted by source (dump, progress, nvml), failed ones included: "
+       "the denominator of sigma_poll_errors_total.", ("target", "source"), "health"),
     _d("sigma_poll_errors_total", "counter",
        "Failed polls by source and reason (timeout, connect, tls, http_status, "
        "too_large, invalid_json, invalid_schema; internal for a bug of the exporter's own; "
@@ -87,7 +115,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "Times the server's start time moved since the exporter started (first sight "
        "is not a restart).", T, "health"),
     # --- dump: server ---------------------------------------------------------
-    _d("sigma_server_info", "gauge",
+    _d("sigma_server_info", "info",
        "Server identity from the dump; value is 1.",
        ("target", "name", "version", "branch", "hostname", "timezone"), "dump"),
     _d("sigma_server_build_timestamp_seconds", "gauge",
@@ -103,11 +131,11 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_jobs_queued", "gauge", "Jobs waiting to be started (dump `queue`).", T, "dump"),
     _d("sigma_jobs", "gauge", "Jobs known to the server (dump `total`).", T, "dump"),
     _d("sigma_tasks", "gauge", "Jobs per state (dump `task`).", ("target", "state"), "dump"),
-    _d("sigma_codec_info", "gauge",
+    _d("sigma_codec_info", "info",
        "A codec a device can encode or decode (dump `supported[]`); value is 1.",
        ("target", "device", "direction", "codec"), "dump"),
     # --- dump: host -------------------------------------------------------------
-    _d("sigma_host_info", "gauge", "Host operating system (System.os); value is 1.",
+    _d("sigma_host_info", "info", "Host operating system (System.os); value is 1.",
        ("target", "os"), "dump"),
     _d("sigma_host_cpu_cores", "gauge", "CPU cores of the host (System.cores).", T, "dump"),
     _d("sigma_host_cpu_utilization_ratio", "gauge",
@@ -122,7 +150,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        T, "dump"),
     _d("sigma_host_stats_timestamp_seconds", "gauge",
        "When the server last refreshed its system figures (System.updateTime).", T, "dump"),
-    _d("sigma_host_network_info", "gauge",
+    _d("sigma_host_network_info", "info",
        "A host network interface and its address (System.network[]); value is 1.",
        ("target", "interface", "address", "cidr"), "dump"),
     # --- dump: storage and logs ---------------------------------------------
@@ -130,13 +158,13 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "Media retention of a storage (System.Storage[].time).", ("target", "storage"), "dump"),
     _d("sigma_storage_cleanup_delay_seconds", "gauge",
        "Clean-up delay of a storage (System.Storage[].delay).", ("target", "storage"), "dump"),
-    _d("sigma_storage_folder_info", "gauge",
+    _d("sigma_storage_folder_info", "info",
        "A folder of a storage (System.Storage[].folder[]); value is 1.",
        ("target", "storage", "folder"), "dump"),
     _d("sigma_log_used_bytes", "gauge", "Size of the server's log folder (System.log.used, MiB).",
        ("target", "folder"), "dump"),
     # --- dump: GPUs -------------------------------------------------------------
-    _d("sigma_gpu_info", "gauge", "A GPU the server uses (System.gpu[]); value is 1.",
+    _d("sigma_gpu_info", "info", "A GPU the server uses (System.gpu[]); value is 1.",
        ("target", "gpu", "name"), "dump"),
     _d("sigma_gpu_memory_total_bytes", "gauge", "GPU memory as Sigma reports it (total, MiB).",
        G, "dump"),
@@ -191,7 +219,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        J, "progress"),
     _d("sigma_job_input_bytes_per_second", "gauge", "Bitrate of a job input (bit/s / 8).",
        ("target", "job_name", "input"), "progress"),
-    _d("sigma_job_input_info", "gauge",
+    _d("sigma_job_input_info", "info",
        "URL of a job input, with credentials and query removed; value is 1.",
        ("target", "job_name", "input", "url"), "progress"),
     _d("sigma_job_profile_bytes_per_second", "gauge", "Bitrate of an output profile (bit/s / 8).",
@@ -208,7 +236,7 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "Times a job's uptime (Life) went down since the exporter first saw it.", J, "progress"),
     # --- nvml: the local driver's view (agent mode) ---------------------------
     _d("sigma_nvml_up", "gauge", "1 if NVML answered in the last round, else 0.", T, "health"),
-    _d("sigma_nvml_gpu_info", "gauge", "A GPU the NVIDIA driver sees; value is 1.",
+    _d("sigma_nvml_gpu_info", "info", "A GPU the NVIDIA driver sees; value is 1.",
        ("target", "gpu", "uuid", "name", "pci_bus_id"), "nvml"),
     _d("sigma_nvml_gpu_memory_total_bytes", "gauge", "GPU memory total per NVML.", G, "nvml"),
     _d("sigma_nvml_gpu_memory_used_bytes", "gauge", "GPU memory used per NVML.", G, "nvml"),
@@ -251,6 +279,8 @@ def _check_definitions() -> None:
             raise ValueError(f"{d.name}: every metric needs the sigma_ prefix")
         if d.name.endswith("_total") != (d.type == "counter"):
             raise ValueError(f"{d.name}: _total is for counters, and counters only")
+        if d.name.endswith("_info") != (d.type == "info"):
+            raise ValueError(f"{d.name}: _info is for info families, and those only")
         if d.family in families:  # OpenMetrics forbids `x` beside `x_total`
             raise ValueError(f"family {d.family} defined twice")
         families.add(d.family)

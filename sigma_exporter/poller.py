@@ -91,6 +91,7 @@ class TargetState:
         # increase() and rate().
         sources = ("dump", "progress") if config.jobs.enabled else ("dump",)
         for source in sources:
+            self.health.polls[source] = 0
             for reason in REASONS:
                 self.health.poll_errors[(source, reason)] = 0
 
@@ -193,9 +194,12 @@ class TargetState:
     async def poll(self, secrets: tuple[str, ...], after_dump: AfterDump | None = None) -> None:
         """Poll dump and progress once; never raises, whatever happens inside."""
         async with self._lock:  # never two polls of one target at once
+            polls = self.health.polls.get("dump", 0)
             try:
                 await self._poll(secrets, after_dump)
             except Exception as exc:  # a bug of ours is this target's up 0
+                if self.health.polls.get("dump", 0) == polls:  # failed before ingest
+                    self.health.count_poll("dump")
                 self._internal("dump", exc)
                 self.publish([])
 
@@ -256,6 +260,7 @@ class TargetState:
         """Turn one round of answers into samples and updated counters (no I/O)."""
         self.health.last_error = None
         self.health.errors.clear()
+        self.health.count_poll("dump")
         parts: list[collect.Samples] = []
         dump: Dump | None = None
         if isinstance(dump_result, PollError):
@@ -281,6 +286,7 @@ class TargetState:
             self.health.progress_up = None
             self.health.durations.pop("progress", None)
         else:
+            self.health.count_poll("progress")
             try:
                 parts.append(self._progress(progress_result, secrets, elapsed))
             except Exception as exc:  # the dump side stays good

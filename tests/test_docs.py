@@ -33,7 +33,7 @@ def test_naming_conventions() -> None:
         assert d.name.startswith("sigma_")
         assert d.name.endswith("_total") == (d.type == "counter"), d.name
         if d.name.endswith("_info"):
-            assert d.type == "gauge" and "value is 1" in d.help, d.name
+            assert d.type == "info" and "value is 1" in d.help, d.name
         if d.name.endswith("_ratio"):
             assert d.type == "gauge"
         assert d.help.strip().endswith("."), d.name

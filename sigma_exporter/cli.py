@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from . import __version__, exposition, logsetup
+from . import __version__, exposition, logsetup, systemd
 from .config import (
     DURATION_FIX,
     Config,
@@ -44,6 +45,7 @@ DEFAULT_READ_TIMEOUT = "10s"
 DEFAULT_LISTEN = ":19911"  # outside the 9100-9999 range of well-known exporter ports
 ENV_PREFIX = "SIGMA_EXPORTER_"
 EXIT_CONFIG = 2
+TRUE = ("1", "true", "yes")
 
 
 def _env(flag: str) -> str | None:
@@ -69,7 +71,17 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", action="append", default=None, metavar="URL",
                         help="a Sigma server URL, repeatable, for use without a config file "
                              f"(env {ENV_PREFIX}TARGETS, comma-separated)")
-    _add(parser, "--web.listen-address", DEFAULT_LISTEN, "address to serve metrics on")
+    # Repeatable, as in the exporter-toolkit; the environment variable holds one
+    # address (the container's health check reads its port from it).
+    parser.add_argument("--web.listen-address", action="append", default=None,
+                        metavar="HOST:PORT",
+                        help=f"address to serve metrics on; repeat for several (default "
+                             f"{DEFAULT_LISTEN}; env {ENV_PREFIX}WEB_LISTEN_ADDRESS, one address)")
+    parser.add_argument("--web.systemd-socket", action="store_true",
+                        default=(_env("--web.systemd-socket") or "").lower() in TRUE,
+                        help="serve on the listening sockets systemd passes (socket "
+                             "activation) instead of --web.listen-address "
+                             f"(env {ENV_PREFIX}WEB_SYSTEMD_SOCKET=true)")
     _add(parser, "--web.telemetry-path", "/metrics", "path of the metrics endpoint")
     _add(parser, "--web.config.file", None,
          "exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes")
@@ -91,6 +103,18 @@ def _split_listen(address: str) -> tuple[str | None, int]:
                           "write e.g. `:19911` or `127.0.0.1:19911`")
     host = host.strip("[]")
     return (host or None), int(port)
+
+
+def listen_addresses(args: argparse.Namespace) -> list[str]:
+    """--web.listen-address, each checked; the environment's one or the default without."""
+    given: list[str] | None = getattr(args, "web.listen_address")
+    addresses = given or [_env("--web.listen-address") or DEFAULT_LISTEN]
+    for address in addresses:
+        _split_listen(address)
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError("--web.listen-address", ", ".join(addresses), "given twice",
+                          "give each address once")
+    return addresses
 
 
 def duration_flag(flag: str, text: str) -> float:
@@ -159,10 +183,17 @@ class WebThread:
     5 ms to 1 ms while the web thread runs.
     """
 
-    def __init__(self, exporter: Exporter, listen: str, web_config: WebConfigWatcher | None,
-                 max_requests: int, read_timeout: float) -> None:
-        self.exporter, self.listen = exporter, listen
-        self.host, self.port = _split_listen(listen)
+    def __init__(self, exporter: Exporter, listen: str | Sequence[str],
+                 web_config: WebConfigWatcher | None, max_requests: int, read_timeout: float,
+                 sockets: Sequence[socket.socket] = ()) -> None:
+        self.exporter = exporter
+        # Socket activation replaces the listen addresses, as in the toolkit.
+        self.sockets = list(sockets)
+        self.listens = [] if self.sockets else (
+            [listen] if isinstance(listen, str) else list(listen))
+        self.listen = ", ".join(self.listens) or ", ".join(
+            "systemd:{}:{}".format(*s.getsockname()[:2]) for s in self.sockets)
+        self.addresses = [_split_listen(address) for address in self.listens]
         self.web_config, self.max_requests, self.read_timeout = (
             web_config, max_requests, read_timeout)
         self._thread = threading.Thread(target=self._run, name="sigma-web", daemon=True)
@@ -203,14 +234,31 @@ class WebThread:
         await runner.setup()
         sites: list[ExporterSite] = []
 
+        def allowed_sans() -> tuple[str, ...] | None:
+            tls = web_config.config.tls if web_config is not None else None
+            return tls.client_allowed_sans if tls is not None else None
+
         async def open_site() -> None:
             context = web_config.ssl_context() if web_config is not None else None
-            site = ExporterSite(runner, self.host, self.port, ssl_context=context,
-                                read_timeout=read_timeout)
-            await site.start()
+            new: list[ExporterSite] = []
+            try:
+                for host, port in self.addresses:
+                    new.append(ExporterSite(runner, host, port, ssl_context=context,
+                                            read_timeout=read_timeout,
+                                            allowed_sans=allowed_sans))
+                    await new[-1].start()
+                for sock in self.sockets:
+                    new.append(ExporterSite(runner, None, 0, ssl_context=context,
+                                            read_timeout=read_timeout, sock=sock,
+                                            allowed_sans=allowed_sans))
+                    await new[-1].start()
+            except BaseException:
+                for site in new:
+                    await site.stop()
+                raise
             old = list(sites)
-            sites[:] = [site]
-            for stale in old:  # after the new one listens: no connection is refused
+            sites[:] = new
+            for stale in old:  # after the new ones listen: no connection is refused
                 await stale.stop()
 
         try:
@@ -254,16 +302,18 @@ class WebThread:
             await runner.cleanup()
 
 
-async def serve(config: Config, listen: str, telemetry_path: str,
+async def serve(config: Config, listen: str | Sequence[str], telemetry_path: str,
                 config_file: str | None, after_dump: AfterDump | None = None,
                 ready: asyncio.Event | None = None, *,
                 web_config: WebConfigWatcher | None = None,
                 max_requests: int = DEFAULT_MAX_REQUESTS,
-                read_timeout: float = 10.0) -> None:
+                read_timeout: float = 10.0,
+                sockets: Sequence[socket.socket] = ()) -> None:
     """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation)."""
     poller = Poller(config, after_dump)
     exporter = Exporter(poller, telemetry_path)
-    web_thread = WebThread(exporter, listen, web_config, max_requests, read_timeout)
+    web_thread = WebThread(exporter, listen, web_config, max_requests, read_timeout, sockets)
+    listen = web_thread.listen
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -334,7 +384,8 @@ def main_run(argv: Sequence[str]) -> int:
         _validate_choices(args)
         logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
         config = resolve_config(getattr(args, "config.file"), args.target)
-        _split_listen(getattr(args, "web.listen_address"))
+        listens = listen_addresses(args)
+        sockets = systemd.listen_sockets() if getattr(args, "web.systemd_socket") else []
         max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
         read_timeout = duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
         web_config_file = getattr(args, "web.config.file")
@@ -350,11 +401,12 @@ def main_run(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    listen = getattr(args, "web.listen_address")
+    listen = "the systemd sockets" if sockets else ", ".join(listens)
     try:
-        asyncio.run(serve(config, listen, getattr(args, "web.telemetry_path"),
-                          getattr(args, "config.file"), hook, web_config=web_config,
-                          max_requests=max_requests, read_timeout=read_timeout))
+        asyncio.run(serve(config, listens,
+                          getattr(args, "web.telemetry_path"), getattr(args, "config.file"),
+                          hook, web_config=web_config, max_requests=max_requests,
+                          read_timeout=read_timeout, sockets=sockets))
     except OSError as exc:
         print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import platform
+import socket
 import ssl
 import sys
 import time
@@ -28,7 +29,13 @@ from prometheus_client.process_collector import ProcessCollector
 from . import __version__, collect, exposition, status
 from .poller import Poller
 from .redact import redact_url
-from .webconfig import Authenticator, WebConfigWatcher, parse_basic
+from .webconfig import (
+    Authenticator,
+    RateLimiter,
+    WebConfigWatcher,
+    parse_basic,
+    sans_allowed,
+)
 
 log = logging.getLogger("sigma_exporter.serve")
 
@@ -200,6 +207,21 @@ def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
     if watcher is None:
         return [limit]
     authenticator = Authenticator()
+    limiter: list[RateLimiter] = []  # the bucket of the rate_limit in force, if any
+
+    @web.middleware
+    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # As the exporter-toolkit does: one bucket for every request, before auth,
+        # so that a flood of bad passwords costs no bcrypt beyond the rate.
+        config = watcher.refresh().rate_limit
+        if config is None:
+            limiter.clear()
+        else:
+            if not limiter or limiter[0].limit != config:
+                limiter[:] = [RateLimiter(config)]
+            if not limiter[0].allow():
+                return web.Response(status=429, text="Too Many Requests\n")
+        return await handler(request)
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -211,7 +233,7 @@ def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
                                     headers={"WWW-Authenticate": "Basic"})
         return await handler(request)
 
-    return [limit, auth]
+    return [limit, rate_limit, auth]
 
 
 def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
@@ -231,7 +253,9 @@ def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
         body = exporter.metrics_body(openmetrics, gzip)
-        headers = {"Content-Type": _content_type(openmetrics), "Vary": "Accept-Encoding"}
+        # The body depends on both: a cache must not hand one client's variant to another.
+        headers = {"Content-Type": _content_type(openmetrics),
+                   "Vary": "Accept, Accept-Encoding"}
         if gzip:
             headers["Content-Encoding"] = "gzip"
         return web.Response(body=body, headers=headers)
@@ -246,7 +270,8 @@ def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
             return web.Response(status=404, text="unknown target; /probe serves configured "
                                 "target names only\n")
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        return web.Response(body=body, headers={"Content-Type": _content_type(openmetrics)})
+        return web.Response(body=body, headers={"Content-Type": _content_type(openmetrics),
+                                                "Vary": "Accept"})
 
     async def landing(request: web.Request) -> web.Response:
         return web.Response(text=exporter.landing_page(), content_type="text/html")
@@ -288,15 +313,23 @@ class HeaderDeadline(asyncio.Protocol):
 
     MAX_HEAD = 64 * 1024  # aiohttp refuses longer heads itself
 
-    def __init__(self, inner: asyncio.Protocol, timeout: float) -> None:
+    def __init__(self, inner: asyncio.Protocol, timeout: float,
+                 admit: Callable[[asyncio.BaseTransport], bool] | None = None) -> None:
         self._inner = inner
         self._timeout = timeout
+        self._admit = admit
         self._timer: asyncio.TimerHandle | None = None
         self._head = b""
         self._transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
+        if self._admit is not None and not self._admit(transport):
+            # Closed right after the TLS handshake, before a byte is read: the
+            # toolkit fails the handshake itself, which Python's ssl cannot.
+            self._transport = None
+            getattr(transport, "abort", transport.close)()
+            return
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
         self._inner.connection_made(transport)
 
@@ -309,6 +342,8 @@ class HeaderDeadline(asyncio.Protocol):
             abort()
 
     def data_received(self, data: bytes) -> None:
+        if self._transport is None:  # refused in connection_made
+            return
         if self._timer is not None:
             self._head = (self._head + data)[-self.MAX_HEAD:]
             if b"\r\n\r\n" in self._head or b"\n\n" in self._head:
@@ -318,14 +353,18 @@ class HeaderDeadline(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        if self._transport is None:
+            return None
         return self._inner.eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        admitted = self._transport is not None
         self._transport = None
-        self._inner.connection_lost(exc)
+        if admitted:
+            self._inner.connection_lost(exc)
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -343,10 +382,24 @@ class ExporterSite(web.TCPSite):
     """
 
     def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
-                 ssl_context: ssl.SSLContext | None, read_timeout: float) -> None:
+                 ssl_context: ssl.SSLContext | None, read_timeout: float,
+                 sock: socket.socket | None = None,
+                 allowed_sans: Callable[[], tuple[str, ...] | None] | None = None) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True,
                          reuse_port=ssl_context is not None)
         self._read_timeout = read_timeout
+        # A listening socket handed over by systemd (--web.systemd-socket):
+        # served through a duplicate, so that replacing the site for new TLS
+        # settings closes the duplicate and never the socket systemd gave.
+        self._sock = sock
+        self._allowed_sans = allowed_sans
+
+    @property
+    def name(self) -> str:
+        if self._sock is not None:
+            host, port = self._sock.getsockname()[:2]
+            return f"systemd socket {host}:{port}"
+        return super().name
 
     async def start(self) -> None:
         self._runner._reg_site(self)
@@ -356,13 +409,29 @@ class ExporterSite(web.TCPSite):
             raise RuntimeError("runner not set up")
         timeout = self._read_timeout
 
-        def factory() -> asyncio.Protocol:
-            return HeaderDeadline(server(), timeout)
+        allowed_sans = self._allowed_sans
+        admit: Callable[[asyncio.BaseTransport], bool] | None = None
+        if allowed_sans is not None and self._ssl_context is not None:
+            def admit(transport: asyncio.BaseTransport) -> bool:
+                ok = sans_allowed(allowed_sans(), transport.get_extra_info("peercert"))
+                if not ok:
+                    log.warning("client certificate refused: no SAN in client_allowed_sans "
+                                "peer=%s", transport.get_extra_info("peername"))
+                return ok
 
-        self._server = await loop.create_server(
-            factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
-            reuse_address=self._reuse_address, reuse_port=self._reuse_port,
-            ssl_handshake_timeout=timeout if self._ssl_context is not None else None)
+        def factory() -> asyncio.Protocol:
+            return HeaderDeadline(server(), timeout, admit)
+
+        handshake = timeout if self._ssl_context is not None else None
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                factory, sock=self._sock.dup(), ssl=self._ssl_context, backlog=self._backlog,
+                ssl_handshake_timeout=handshake)
+        else:
+            self._server = await loop.create_server(
+                factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+                reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+                ssl_handshake_timeout=handshake)
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
 

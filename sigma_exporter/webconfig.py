@@ -1,7 +1,7 @@
 """`--web.config.file`: TLS, basic auth and response headers for the HTTP side.
 
-The file format is the Prometheus exporter-toolkit's, so the file an operator
-already uses for node_exporter works here unchanged:
+The file format is the Prometheus exporter-toolkit's (as of TOOLKIT_VERSION),
+so the file an operator already uses for node_exporter works here unchanged:
 
     tls_server_config:
       cert_file: server.crt
@@ -14,10 +14,15 @@ already uses for node_exporter works here unchanged:
     http_server_config:
       headers:
         X-Frame-Options: deny
+    rate_limit:                         # every request, before auth; 429 beyond
+      interval: 100ms
+      burst: 20
 
 Behaviour copied from the toolkit on purpose:
 
 * unknown keys are an error (exit 2 at start, naming the file, key and fix);
+  the toolkit's two keys we do not implement (cipher_suites,
+  curve_preferences) are refused the same way, naming the toolkit version;
 * relative paths are relative to the web config file's directory;
 * an unknown user is checked against a dummy bcrypt hash, so the answer takes
   as long as for a known user with a wrong password;
@@ -34,16 +39,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
 import ssl
+import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import bcrypt
@@ -51,6 +59,11 @@ import bcrypt
 from .config import ConfigError, read_yaml
 
 log = logging.getLogger("sigma_exporter.webconfig")
+
+# The exporter-toolkit release whose web config format this module follows
+# (web/tls_config.go and web/handler.go there): its keys are accepted, or
+# refused with a message naming this version.
+TOOLKIT_VERSION = "v0.17"
 
 CLIENT_AUTH_TYPES = (
     "NoClientCert",
@@ -75,11 +88,14 @@ ALLOWED_HEADERS: dict[str, tuple[str, ...]] = {
     "Content-Security-Policy": (),
 }
 
-_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
-_TLS_KEYS = {"cert_file", "key_file", "client_ca_file", "client_auth_type", "min_version",
-             "max_version", "prefer_server_cipher_suites", "cipher_suites",
-             "curve_preferences"}
+_TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config", "rate_limit"}
+_TLS_KEYS = {"cert", "key", "client_ca", "cert_file", "key_file", "client_ca_file",
+             "client_auth_type", "min_version", "max_version", "prefer_server_cipher_suites",
+             "cipher_suites", "curve_preferences", "client_allowed_sans"}
 _HTTP_KEYS = {"headers", "http2"}
+_RATE_KEYS = {"interval", "burst"}
+# client_allowed_sans is only meaningful when a certificate is required (as in the toolkit).
+_SAN_AUTH_TYPES = ("RequireAnyClientCert", "RequireClientCert", "RequireAndVerifyClientCert")
 
 # A fixed, valid bcrypt hash (cost 10) to compare unknown users against. The
 # password it hashes does not matter; nobody is meant to know it.
@@ -90,13 +106,27 @@ _BCRYPT = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 
 @dataclass(frozen=True, slots=True)
 class TLSServerConfig:
-    cert_file: str
-    key_file: str
+    # Each of certificate, key and client CA comes from a file or inline PEM
+    # (`cert`, `key`, `client_ca`), never both.
+    cert_file: str | None
+    key_file: str | None
     client_ca_file: str | None = None
     client_auth_type: str = "NoClientCert"
     min_version: str = "TLS12"
     max_version: str | None = None
     prefer_server_cipher_suites: bool = True
+    cert_pem: str | None = field(default=None, repr=False)
+    key_pem: str | None = field(default=None, repr=False)  # a secret: never in a repr
+    client_ca_pem: str | None = field(default=None, repr=False)
+    client_allowed_sans: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit`: a token bucket of `burst` requests, one more every `interval` s."""
+
+    interval: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +136,7 @@ class WebConfig:
     headers: tuple[tuple[str, str], ...] = ()
     http2: bool = True
     source: str = "<none>"
+    rate_limit: RateLimit | None = None
 
     def user_hashes(self) -> dict[str, str]:
         return dict(self.users)
@@ -128,7 +159,8 @@ def _mapping(source: str, value: object, key: str, allowed: set[str] | None) -> 
     if allowed is not None:
         for k in value:
             if k not in allowed:
-                raise _error(source, f"{key}.{k}" if key else str(k), "unknown key",
+                raise _error(source, f"{key}.{k}" if key else str(k),
+                             f"unknown key (the format is exporter-toolkit {TOOLKIT_VERSION}'s)",
                              f"use one of: {', '.join(sorted(allowed))}")
     return value
 
@@ -145,6 +177,47 @@ def _path(source: str, value: object, key: str, base: str) -> str:
     return path
 
 
+def _pem(source: str, value: object, key: str, marker: str) -> str:
+    """An inline PEM block (`cert`, `key`, `client_ca`), checked for its marker."""
+    if not isinstance(value, str) or f"-----BEGIN {marker}" not in value.replace(
+            "RSA PRIVATE", "PRIVATE").replace("EC PRIVATE", "PRIVATE"):
+        raise _error(source, key, f"must be PEM text ({marker})",
+                     f"write `{key.rsplit('.', 1)[-1]}: |` followed by the indented PEM block, "
+                     "or use the _file key with a path")
+    return value
+
+
+def _file_or_inline(source: str, block: dict[str, Any], name: str, marker: str,
+                    base: str) -> tuple[str | None, str | None]:
+    """(path, inline PEM) of `<name>_file` / `<name>`; at most one of them is given."""
+    file_key, inline_key = f"{name}_file", name
+    if file_key in block and inline_key in block:
+        raise _error(source, f"tls_server_config.{inline_key}",
+                     f"given together with {file_key}",
+                     f"keep one: the inline PEM `{inline_key}` or the path `{file_key}`")
+    if file_key in block:
+        return _path(source, block[file_key], f"tls_server_config.{file_key}", base), None
+    if inline_key in block:
+        return None, _pem(source, block[inline_key], f"tls_server_config.{inline_key}", marker)
+    return None, None
+
+
+def _sans(source: str, raw: object, auth: str) -> tuple[str, ...] | None:
+    if raw is None:
+        return None
+    key = "tls_server_config.client_allowed_sans"
+    if (not isinstance(raw, list) or not raw
+            or not all(isinstance(s, str) and s for s in raw)):
+        raise _error(source, key, "must be a non-empty list of names",
+                     "list the DNS names, IP addresses, e-mail addresses or URIs a client "
+                     "certificate may carry, e.g. `client_allowed_sans: [prometheus.example]`")
+    if auth not in _SAN_AUTH_TYPES:
+        raise _error(source, key, f"needs a required client certificate, not {auth}",
+                     "set client_auth_type: RequireAndVerifyClientCert (as the exporter-toolkit "
+                     f"{TOOLKIT_VERSION} requires)")
+    return tuple(raw)
+
+
 def _tls(source: str, raw: object, base: str) -> TLSServerConfig | None:
     block = _mapping(source, raw, "tls_server_config", _TLS_KEYS)
     if not block:
@@ -152,22 +225,23 @@ def _tls(source: str, raw: object, base: str) -> TLSServerConfig | None:
     for unsupported in ("cipher_suites", "curve_preferences"):
         if unsupported in block:
             raise _error(source, f"tls_server_config.{unsupported}",
-                         "not supported by sigma-exporter (Python's TLS stack picks the suites "
-                         "and curves of its OpenSSL defaults)",
+                         f"accepted by exporter-toolkit {TOOLKIT_VERSION} but not supported by "
+                         "sigma-exporter (Python's TLS stack picks the suites and curves of its "
+                         "OpenSSL defaults)",
                          f"remove `{unsupported}`; use min_version: TLS13 to restrict suites")
-    for required in ("cert_file", "key_file"):
-        if required not in block:
-            raise _error(source, f"tls_server_config.{required}", "missing",
-                         "set both cert_file and key_file (PEM files)")
-    cert = _path(source, block["cert_file"], "tls_server_config.cert_file", base)
-    key = _path(source, block["key_file"], "tls_server_config.key_file", base)
+    cert, cert_pem = _file_or_inline(source, block, "cert", "CERTIFICATE", base)
+    key, key_pem = _file_or_inline(source, block, "key", "PRIVATE KEY", base)
+    for name, found in (("cert", cert or cert_pem), ("key", key or key_pem)):
+        if not found:
+            raise _error(source, f"tls_server_config.{name}_file", "missing",
+                         "set the certificate and its key: cert_file and key_file (PEM files), "
+                         "or cert and key (inline PEM)")
     auth = block.get("client_auth_type", "NoClientCert")
     if auth not in CLIENT_AUTH_TYPES:
         raise _error(source, "tls_server_config.client_auth_type", f"{auth!r} is not known",
                      f"use one of: {', '.join(CLIENT_AUTH_TYPES)}")
-    ca = None
-    if "client_ca_file" in block:
-        ca = _path(source, block["client_ca_file"], "tls_server_config.client_ca_file", base)
+    ca, ca_pem = _file_or_inline(source, block, "client_ca", "CERTIFICATE", base)
+    if ca or ca_pem:
         if auth == "NoClientCert":
             raise _error(source, "tls_server_config.client_ca_file",
                          "client CAs are configured without a client auth policy",
@@ -177,7 +251,8 @@ def _tls(source: str, raw: object, base: str) -> TLSServerConfig | None:
                   "RequireAnyClientCert", "RequireClientCert"):
         raise _error(source, "tls_server_config.client_ca_file",
                      f"client_auth_type {auth} needs the CA that signs client certificates",
-                     "set client_ca_file: /path/to/ca.pem")
+                     "set client_ca_file: /path/to/ca.pem (or client_ca: inline PEM)")
+    sans = _sans(source, block.get("client_allowed_sans"), auth)
     versions = {}
     for name in ("min_version", "max_version"):
         if name in block:
@@ -196,7 +271,8 @@ def _tls(source: str, raw: object, base: str) -> TLSServerConfig | None:
     if not isinstance(prefer, bool):
         raise _error(source, "tls_server_config.prefer_server_cipher_suites",
                      f"{prefer!r} is not true or false", "write `true` or `false`")
-    return TLSServerConfig(cert, key, ca, auth, minimum, maximum, prefer)
+    return TLSServerConfig(cert, key, ca, auth, minimum, maximum, prefer, cert_pem, key_pem,
+                           ca_pem, sans)
 
 
 def _users(source: str, raw: object) -> tuple[tuple[str, str], ...]:
@@ -247,12 +323,45 @@ def _http(source: str, raw: object) -> tuple[tuple[tuple[str, str], ...], bool]:
     return tuple(headers), http2
 
 
+# A Go time.Duration as the toolkit's YAML reads it: "100ms", "1m30s", "0".
+_GO_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _go_duration(source: str, key: str, value: object) -> float:
+    if value == 0 or value == "0":
+        return 0.0
+    text = value if isinstance(value, str) else ""
+    parts = _GO_DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise _error(source, key, f"{value!r} is not a duration",
+                     "write a Go duration such as `100ms`, `1s` or `1m30s`")
+    return sum(float(n) * _GO_UNITS[u] for n, u in parts)
+
+
+def _rate_limit(source: str, raw: object) -> RateLimit | None:
+    block = _mapping(source, raw, "rate_limit", _RATE_KEYS)
+    interval = _go_duration(source, "rate_limit.interval", block.get("interval", 0))
+    burst = block.get("burst", 0)
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 0:
+        raise _error(source, "rate_limit.burst", f"{burst!r} is not a whole number >= 0",
+                     "write e.g. `burst: 20`")
+    if interval == 0:
+        return None  # the toolkit's default: no limit
+    if burst == 0:
+        # The toolkit would start and then refuse every request (a bucket of 0).
+        raise _error(source, "rate_limit.burst", "0 with an interval refuses every request",
+                     "set burst to the requests allowed at once, e.g. `burst: 20`")
+    return RateLimit(interval, burst)
+
+
 def parse_web_config(data: object, source: str, base: str = ".") -> WebConfig:
     top = _mapping(source, data, "", _TOP_KEYS)
     tls = _tls(source, top.get("tls_server_config"), base)
     users = _users(source, top.get("basic_auth_users"))
     headers, http2 = _http(source, top.get("http_server_config"))
-    return WebConfig(tls, users, headers, http2, source)
+    rate = _rate_limit(source, top.get("rate_limit"))
+    return WebConfig(tls, users, headers, http2, source, rate)
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -275,7 +384,9 @@ def build_ssl_context(tls: TLSServerConfig, source: str = "web config") -> ssl.S
     if tls.prefer_server_cipher_suites:
         context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
+        with _pem_path(tls.cert_file, tls.cert_pem) as cert, \
+                _pem_path(tls.key_file, tls.key_pem) as key:
+            context.load_cert_chain(cert, key)
     except (ssl.SSLError, OSError) as exc:
         raise ConfigError(source, "tls_server_config.cert_file",
                           f"cannot load the certificate and key: {exc}",
@@ -288,14 +399,84 @@ def build_ssl_context(tls: TLSServerConfig, source: str = "web config") -> ssl.S
         context.verify_mode = ssl.CERT_OPTIONAL
     else:
         context.verify_mode = ssl.CERT_REQUIRED
-    if tls.client_ca_file is not None:
+    if tls.client_ca_file is not None or tls.client_ca_pem is not None:
         try:
-            context.load_verify_locations(cafile=tls.client_ca_file)
+            context.load_verify_locations(cafile=tls.client_ca_file, cadata=tls.client_ca_pem)
         except (ssl.SSLError, OSError) as exc:
             raise ConfigError(source, "tls_server_config.client_ca_file",
                               f"cannot load the client CA: {exc}",
                               "give a PEM file of CA certificates") from None
     return context
+
+
+@contextlib.contextmanager
+def _pem_path(path: str | None, pem: str | None) -> Iterator[str]:
+    """A path to give OpenSSL for a file or inline PEM.
+
+    Python's ssl loads a certificate chain from paths only. Inline PEM goes
+    into an anonymous memory file (memfd), named through /proc/self/fd: it
+    works on a read-only root filesystem and leaves no key material on disk.
+    """
+    if path is not None:
+        yield path
+        return
+    fd = os.memfd_create("sigma-exporter-pem", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, (pem or "").encode())
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def peer_sans(peercert: Mapping[str, Any] | None) -> list[str]:
+    """A verified client certificate's SANs, as the toolkit compares them.
+
+    DNS names, e-mail addresses, IP addresses (in Go's `ip.String()` form,
+    which Python's ipaddress shares) and URIs.
+    """
+    out = []
+    for kind, value in (peercert or {}).get("subjectAltName", ()):
+        if kind == "IP Address":
+            try:
+                value = str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                continue
+        if kind in ("DNS", "email", "URI", "IP Address"):
+            out.append(value)
+    return out
+
+
+def sans_allowed(allowed: tuple[str, ...] | None, peercert: Mapping[str, Any] | None) -> bool:
+    """Whether a client may stay connected under `client_allowed_sans` (None: any client)."""
+    if allowed is None:
+        return True
+    return any(san in allowed for san in peer_sans(peercert))
+
+
+class RateLimiter:
+    """`rate_limit` as the toolkit applies it: one token bucket for every request.
+
+    Tokens refill at one per `interval`, up to `burst`; a request without a
+    token is answered 429 before authentication. Thread-safe: the check is a
+    few float operations under a lock.
+    """
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self._tokens = float(limit.burst)
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+
+    def allow(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.limit.burst),
+                               self._tokens + (now - self._last) / self.limit.interval)
+            self._last = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
+            return False
 
 
 # --- basic auth -------------------------------------------------------------

@@ -64,13 +64,16 @@ def make_ca(directory: Path, name: str) -> None:
              "-subj", f"/CN={name}", cwd=directory)
 
 
-def make_cert(directory: Path, name: str, ca: str, server: bool) -> None:
+def make_cert(directory: Path, name: str, ca: str, server: bool, san: str | None = None) -> None:
+    """`name`.crt/.key signed by `ca`: a server's for 127.0.0.1 and localhost, or a
+    client's (with `san`, e.g. "DNS:prometheus.example", as its subjectAltName)."""
     _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
              "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}",
              cwd=directory)
     ext = directory / f"{name}.ext"
     ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server
-                   else "extendedKeyUsage=clientAuth\n")
+                   else "extendedKeyUsage=clientAuth\n"
+                   + (f"subjectAltName={san}\n" if san else ""))
     _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
              "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", ext.name,
              cwd=directory)

@@ -2,9 +2,10 @@
 Prometheus configs and packaging.
 
 The Dockerfile and compose file are checked statically here (hadolint
-included); tests/test_container.py builds the image and runs it. systemd units go through `systemd-analyze verify` and `security`,
-Prometheus configs through `promtool check config`, Kubernetes manifests
-through the schemas shipped in `kubernetes-validate` (core kinds) and
+included); tests/test_container.py builds the image and runs it. systemd
+units go through `systemd-analyze verify` and `security`, Prometheus
+configs through `promtool check config`, Kubernetes manifests through the
+schemas shipped in `kubernetes-validate` (core kinds) and
 tests/fixtures/k8s-schemas (Prometheus Operator CRDs). A missing tool fails.
 """
 

@@ -112,7 +112,8 @@ def test_openmetrics_and_gzip_by_negotiation(stack: Stack) -> None:
     assert response.headers["Content-Encoding"] == "gzip"
     text = response.text  # httpx inflated it
     assert text.endswith("# EOF\n")
-    assert "# TYPE sigma_poll_errors counter" in text or "sigma_poll_errors" not in text
+    assert "# TYPE sigma_poll_errors counter" in text or "sigma_poll_errors_total{" not in text
+    assert "# TYPE sigma_polls counter" in text and "# TYPE sigma_exporter_build info" in text
     raw = httpx.get(stack.base + "/metrics", headers={"Accept-Encoding": "gzip"},
                     trust_env=False, timeout=5)
     assert raw.headers["Content-Type"].startswith("text/plain; version=0.0.4")

@@ -62,7 +62,10 @@ def promtool_web(path: Path) -> subprocess.CompletedProcess[str]:
 
 # --- the format -----------------------------------------------------------------
 
-GOOD = sorted(p.name for p in WEB.glob("good-*.yml"))
+# Good files with keys newer than promtool 2.42's exporter-toolkit (v0.8): they
+# load here, and that promtool refuses exactly the newer key.
+NEWER = {"good-allowed-sans.yml": "client_allowed_sans", "good-rate-limit.yml": "rate_limit"}
+GOOD = sorted(p.name for p in WEB.glob("good-*.yml") if p.name not in NEWER)
 # file -> (a fragment of our message, whether promtool 2.42 refuses it too)
 BAD = {
     "bad-unknown-top-key.yml": ("tls_config: unknown key", True),
@@ -78,9 +81,16 @@ BAD = {
     "bad-plain-password.yml": ("basic_auth_users.prometheus: not a bcrypt hash", True),
     "bad-not-mapping.yml": ("must be a mapping", True),
     # Stricter than the toolkit, on purpose (see docs/security.md):
-    "bad-cipher-suites.yml": ("cipher_suites: not supported", False),
+    "bad-cipher-suites.yml": ("cipher_suites: accepted by exporter-toolkit v0.17 but not", False),
     "bad-verify-without-ca.yml": ("needs the CA that signs client certificates", False),
     "bad-max-below-min.yml": ("lower than min_version", False),
+    # Keys of the current toolkit (promtool 2.42's older one refuses them as unknown):
+    "bad-sans-without-required-cert.yml": (
+        "client_allowed_sans: needs a required client certificate", True),
+    "bad-cert-and-cert-file.yml": ("tls_server_config.cert: given together with cert_file",
+                                   True),
+    "bad-rate-limit-interval.yml": ("rate_limit.interval: 'fast' is not a duration", True),
+    "bad-rate-limit-no-burst.yml": ("rate_limit.burst: 0 with an interval", True),
 }
 
 
@@ -95,6 +105,45 @@ def test_good_fixture_loads_and_promtool_agrees(name: str, certs: Path, tmp_path
     assert config.source == str(path)
     result = promtool_web(path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", sorted(NEWER))
+def test_newer_toolkit_keys_load_here(name: str, certs: Path, tmp_path: Path) -> None:
+    path = in_cert_dir(certs, tmp_path, WEB / name)
+    config = load_web_config(str(path))
+    assert config.rate_limit is not None or (
+        config.tls is not None and config.tls.client_allowed_sans)
+    result = promtool_web(path)
+    assert result.returncode != 0 and f"field {NEWER[name]} not found" in result.stdout + \
+        result.stderr, result.stdout + result.stderr
+
+
+def test_keys_of_the_toolkit_are_accepted_or_refused_by_name() -> None:
+    """Every key of exporter-toolkit v0.17's web config is known here; the two we do
+    not implement are refused naming the toolkit version."""
+    toolkit = {
+        "tls_server_config": {"cert", "key", "client_ca", "cert_file", "key_file",
+                              "client_auth_type", "client_ca_file", "cipher_suites",
+                              "curve_preferences", "min_version", "max_version",
+                              "prefer_server_cipher_suites", "client_allowed_sans"},
+        "http_server_config": {"http2", "headers"},
+        "rate_limit": {"burst", "interval"},
+        "basic_auth_users": None,
+    }
+    assert webconfig.TOOLKIT_VERSION == "v0.17"
+    assert set(toolkit) == webconfig._TOP_KEYS
+    assert toolkit["tls_server_config"] == webconfig._TLS_KEYS
+    assert toolkit["http_server_config"] == webconfig._HTTP_KEYS
+    assert toolkit["rate_limit"] == webconfig._RATE_KEYS
+    for key in ("cipher_suites", "curve_preferences"):
+        data = {"tls_server_config": {"cert_file": "x", "key_file": "y", key: ["a"]}}
+        with pytest.raises(ConfigError, match=f"{key}: accepted by exporter-toolkit v0.17"):
+            webconfig.parse_web_config(data, "web.yml")
+    documented = (ROOT / "docs" / "security.md").read_text()
+    for block, keys in toolkit.items():
+        for key in sorted(keys or ()):
+            assert f"| `{block}.{key}` |" in documented, key
+    assert "exporter-toolkit v0.17" in documented
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
@@ -325,6 +374,91 @@ def test_client_certificates(certs: Path, serve_with: Callable[..., Served]) -> 
     for client in (None, "stranger"):
         with pytest.raises(httpx.HTTPError):  # refused in the handshake (or right after it)
             get(client)
+
+
+def _indented(path: Path) -> str:
+    return "".join(f"    {line}\n" for line in path.read_text().splitlines())
+
+
+def test_inline_certificate_key_and_client_ca(certs: Path, serve_with: Callable[..., Served],
+                                              tmp_path: Path) -> None:
+    """`cert`, `key` and `client_ca` as PEM text in the file, on a read-only cwd."""
+    served = serve_with(
+        "tls_server_config:\n"
+        f"  cert: |\n{_indented(certs / 'server.crt')}"
+        f"  key: |\n{_indented(certs / 'server.key')}"
+        f"  client_ca: |\n{_indented(certs / 'ca.crt')}"
+        "  client_auth_type: RequireAndVerifyClientCert\n")
+    base = f"https://{served.base}/-/healthy"
+
+    def get(client: str | None) -> int:
+        return httpx.get(base, verify=tls_client(certs, client), trust_env=False,
+                         timeout=5).status_code
+
+    wait_until(lambda: get("client") == 200, 30, "mTLS from inline PEM up")
+    for client in (None, "stranger"):
+        with pytest.raises(httpx.HTTPError):
+            get(client)
+    assert not list(tmp_path.glob("*.pem")) and not list(tmp_path.glob("*.key"))
+
+
+@pytest.fixture(scope="module")
+def san_client(certs: Path) -> str:
+    """A client certificate (from the test CA) whose subjectAltName is prometheus.example."""
+    make_cert(certs, "named", "ca", server=False, san="DNS:prometheus.example")
+    return "named"
+
+
+def test_client_allowed_sans(certs: Path, san_client: str,
+                             serve_with: Callable[..., Served]) -> None:
+    served = serve_with(
+        f"tls_server_config:\n  cert_file: {certs}/server.crt\n  key_file: {certs}/server.key\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {certs}/ca.crt\n"
+        "  client_allowed_sans: [prometheus.example]\n")
+    base = f"https://{served.base}/-/healthy"
+
+    def get(client: str) -> int:
+        return httpx.get(base, verify=tls_client(certs, client), trust_env=False,
+                         timeout=5).status_code
+
+    wait_until(lambda: get(san_client) == 200, 30, "allowed SAN admitted")
+    # Signed by the right CA, but without an allowed SAN: closed before any answer.
+    with pytest.raises(httpx.HTTPError):
+        get("client")
+    wait_until(lambda: b"no SAN in client_allowed_sans" in _stderr_so_far(served), 10,
+               "refusal logged")
+    # The list is re-read with the file: once it names another host, this client goes too.
+    served.web_config.write_text(served.web_config.read_text().replace(
+        "prometheus.example", "other.example"))
+    wait_until(lambda: _refused(lambda: get(san_client)), 20, "new SAN list in force")
+    assert served.proc.proc.poll() is None
+
+
+def _refused(call: Callable[[], int]) -> bool:
+    try:
+        call()
+    except httpx.HTTPError:
+        return True
+    return False
+
+
+def test_rate_limit_answers_429_before_auth(serve_with: Callable[..., Served],
+                                            certs: Path) -> None:
+    served = serve_with("rate_limit:\n  interval: 1m\n  burst: 3\n"
+                        + _auth_config(certs))
+    base = f"http://{served.base}/metrics"
+    client = httpx.Client(trust_env=False, timeout=5)
+    with client:
+        first = wait_until(lambda: client.get(base, auth=(USER, PASSWORD)), 30, "started")
+        assert first.status_code == 200
+        codes = [client.get(base).status_code for _ in range(3)]
+        # Two tokens were left; the third request finds none, credentials or not.
+        assert codes == [401, 401, 429]
+        assert client.get(base, auth=(USER, PASSWORD)).status_code == 429
+        # A reload that lifts the limit lifts it at once.
+        served.web_config.write_text(_auth_config(certs))
+        wait_until(lambda: client.get(base, auth=(USER, PASSWORD)).status_code == 200, 20,
+                   "limit lifted")
 
 
 def test_auth_file_is_reread_and_a_broken_one_keeps_the_old(

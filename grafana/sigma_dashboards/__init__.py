@@ -63,6 +63,11 @@ NOT_CHARTED: dict[str, str] = {
         "undocumented scheduling weight reported per job; no operational meaning is "
         "known, so a panel would invite guesses."
     ),
+    "sigma_polls_total": (
+        "the denominator of the poll error ratio (rate of sigma_poll_errors_total over "
+        "rate of sigma_polls_total) for queries and SLO rules; the panels already show "
+        "poll errors per minute and whether each server answers."
+    ),
 }
 
 

@@ -87,6 +87,10 @@ def image(podman: Podman) -> str:
            timeout=BUILD_TIMEOUT)
     print(f"\nbase image {base_image} in {base_s:.0f}s, "
           f"image build {time.monotonic() - started - base_s:.0f}s")
+    # Each source change leaves the last build's stages untagged: keep a day of
+    # them as the layer cache, drop what is older so repeated runs do not fill
+    # the disk.
+    podman("image", "prune", "--force", "--filter", "until=24h", check=False)
     return IMAGE
 
 

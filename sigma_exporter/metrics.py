@@ -256,6 +256,27 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_nvml_gpu_temperature_celsius", "gauge", "GPU temperature per NVML.", G, "nvml"),
     _d("sigma_nvml_gpu_power_watts", "gauge", "GPU power draw per NVML.", G, "nvml"),
     _d("sigma_nvml_gpu_video_clock_hz", "gauge", "GPU video clock per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_power_limit_watts", "gauge",
+       "Enforced power limit of the GPU per NVML.", G, "nvml"),
+    _d("sigma_nvml_gpu_xid_errors_total", "counter",
+       "Xid error events the driver reported for the GPU since the exporter started; "
+       "0 from the first reading on GPUs that deliver Xid events.", G, "nvml"),
+    _d("sigma_nvml_gpu_last_xid", "gauge",
+       "Code of the last Xid error reported for the GPU (0: none since the exporter "
+       "started).", G, "nvml"),
+    _d("sigma_nvml_gpu_ecc_uncorrected_errors_total", "counter",
+       "Uncorrected ECC memory errors per NVML (volatile count: since the driver loaded); "
+       "absent on GPUs without ECC.", G, "nvml"),
+    _d("sigma_nvml_gpu_row_remap_pending", "gauge",
+       "1 if a memory row remap waits for a GPU reset, else 0 (GPUs with row remapping).",
+       G, "nvml"),
+    _d("sigma_nvml_gpu_row_remap_failure", "gauge",
+       "1 if a memory row could not be remapped (the GPU needs service), else 0.", G, "nvml"),
+    _d("sigma_nvml_gpu_throttle_active", "gauge",
+       "1 if NVML reports this clocks-throttle reason active, else 0; every reason exists "
+       "(gpu_idle, applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, "
+       "sw_thermal_slowdown, hw_thermal_slowdown, hw_power_brake_slowdown, "
+       "display_clock_setting).", ("target", "gpu", "reason"), "nvml"),
     # --- cross-check: Sigma's GPU figures against the driver's ----------------
     _d("sigma_gpu_crosscheck_difference", "gauge",
        "Sigma's figure minus NVML's, in the field's base unit (bytes, ratio, celsius; "

@@ -30,6 +30,21 @@ log = logging.getLogger("sigma_exporter.nvml")
 MIB = 1024 * 1024
 T = TypeVar("T")
 
+# NVML's clocks-event (throttle) reason bits, as the `reason` label says them.
+# The bits are NVML's ABI (nvmlClocksEventReason*), stable across drivers.
+THROTTLE_REASONS: tuple[tuple[str, int], ...] = (
+    ("gpu_idle", 0x1),
+    ("applications_clocks_setting", 0x2),
+    ("sw_power_cap", 0x4),
+    ("hw_slowdown", 0x8),
+    ("sync_boost", 0x10),
+    ("sw_thermal_slowdown", 0x20),
+    ("hw_thermal_slowdown", 0x40),
+    ("hw_power_brake_slowdown", 0x80),
+    ("display_clock_setting", 0x100),
+)
+XID_CRITICAL_EVENT = 0x8  # nvmlEventTypeXidCriticalError
+
 
 class NvmlFailure(Exception):
     """NVML as a whole did not answer (library missing, driver gone, ...)."""
@@ -58,6 +73,14 @@ class GpuReading:
     temperature_celsius: float | None = None
     power_watts: float | None = None
     video_clock_hz: float | None = None
+    # Health (alerted on in tiers, see alerts/sigma-alerts.yml).
+    power_limit_watts: float | None = None  # the enforced power limit
+    xid_errors: float | None = None  # Xid events seen since the exporter started
+    last_xid: float | None = None  # the last Xid code seen (0: none yet)
+    ecc_uncorrected_errors: float | None = None  # volatile count, since the driver loaded
+    row_remap_pending: float | None = None  # 1: a remap waits for a GPU reset
+    row_remap_failure: float | None = None  # 1: a row could not be remapped
+    throttle_reasons: float | None = None  # NVML's clocks-event bitmask (THROTTLE_REASONS)
 
 
 Readings = tuple[GpuReading, ...]
@@ -97,6 +120,11 @@ class PynvmlBackend:
         self._lock = threading.Lock()
         self._initialised = False
         self._pynvml: Any = None
+        # Xid events: one event set for every GPU that supports them; counts
+        # per NVML index since the exporter started (the driver keeps none).
+        self._events: Any = None
+        self._xid_gpus: set[int] = set()
+        self._xid: dict[int, tuple[int, int]] = {}  # index -> (count, last Xid)
 
     def _module(self) -> Any:
         if self._pynvml is None:
@@ -128,6 +156,7 @@ class PynvmlBackend:
         nv = self._module()
         with self._lock:
             if self._initialised:
+                self._free_events(nv)
                 try:
                     nv.nvmlShutdown()
                 except nv.NVMLError:
@@ -138,11 +167,50 @@ class PynvmlBackend:
         if self._pynvml is not None:
             self._reset()
 
+    def _free_events(self, nv: Any) -> None:
+        if self._events is not None:
+            try:
+                nv.nvmlEventSetFree(self._events)
+            except nv.NVMLError:
+                log.debug("nvmlEventSetFree failed", exc_info=True)
+        self._events = None
+        self._xid_gpus = set()
+
+    def _drain_xid(self, nv: Any, count: int) -> None:
+        """Count the Xid events that arrived since the last round (never raises
+        for a GPU or a driver without events: those GPUs get no Xid series)."""
+        try:
+            if self._events is None:
+                self._events = nv.nvmlEventSetCreate()
+                for i in range(count):
+                    try:
+                        h = nv.nvmlDeviceGetHandleByIndex(i)
+                        nv.nvmlDeviceRegisterEvents(h, XID_CRITICAL_EVENT, self._events)
+                    except nv.NVMLError as exc:
+                        log.debug("GPU %d: no Xid events: %s", i, exc)
+                        continue
+                    self._xid_gpus.add(i)
+                    self._xid.setdefault(i, (0, 0))
+            for _ in range(10_000):  # a storm must not hold the round forever
+                try:
+                    data = nv.nvmlEventSetWait_v2(self._events, 0)
+                except nv.NVMLError as exc:
+                    if exc.value != nv.NVML_ERROR_TIMEOUT:
+                        log.debug("nvmlEventSetWait failed: %s", exc)
+                    break
+                i = int(nv.nvmlDeviceGetIndex(data.device))
+                n, _ = self._xid.get(i, (0, 0))
+                self._xid[i] = (n + 1, int(data.eventData))
+        except nv.NVMLError as exc:
+            log.debug("Xid events unavailable: %s", exc)
+            self._free_events(nv)
+
     def read(self) -> Readings:
         self.init()
         nv = self._pynvml
         try:
             count = int(nv.nvmlDeviceGetCount())
+            self._drain_xid(nv, count)
             out = []
             for i in range(count):
                 reading = self._read_gpu(nv, i)
@@ -198,12 +266,18 @@ class PynvmlBackend:
             uuid = get(lambda: nv.nvmlDeviceGetUUID(h))
             name = get(lambda: nv.nvmlDeviceGetName(h))
             pci = get(lambda: nv.nvmlDeviceGetPciInfo(h))
+            limit = get(lambda: nv.nvmlDeviceGetEnforcedPowerLimit(h))
+            ecc = get(lambda: nv.nvmlDeviceGetTotalEccErrors(
+                h, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nv.NVML_VOLATILE_ECC))
+            remap = get(lambda: nv.nvmlDeviceGetRemappedRows(h))
+            throttle = get(lambda: nv.nvmlDeviceGetCurrentClocksThrottleReasons(h))
         except nv.NVMLError as exc:
             if exc.value in lost:
                 log.debug("GPU %d lost: %s", i, exc)
                 return None
             raise
         sessions, fps, latency_us = stats if stats is not None else (None, None, None)
+        xid = self._xid.get(i) if i in self._xid_gpus else None
         return GpuReading(
             index=i,
             uuid=_text(uuid) if uuid is not None else None,
@@ -222,6 +296,13 @@ class PynvmlBackend:
             temperature_celsius=float(temp) if temp is not None else None,
             power_watts=power / 1000.0 if power is not None else None,  # mW
             video_clock_hz=clock * 1e6 if clock is not None else None,  # MHz
+            power_limit_watts=limit / 1000.0 if limit is not None else None,  # mW
+            xid_errors=float(xid[0]) if xid is not None else None,
+            last_xid=float(xid[1]) if xid is not None else None,
+            ecc_uncorrected_errors=float(ecc) if ecc is not None else None,
+            row_remap_pending=float(bool(remap[2])) if remap is not None else None,
+            row_remap_failure=float(bool(remap[3])) if remap is not None else None,
+            throttle_reasons=float(throttle) if throttle is not None else None,
         )
 
 
@@ -273,6 +354,12 @@ _GAUGES: tuple[tuple[str, str], ...] = (
     ("sigma_nvml_gpu_temperature_celsius", "temperature_celsius"),
     ("sigma_nvml_gpu_power_watts", "power_watts"),
     ("sigma_nvml_gpu_video_clock_hz", "video_clock_hz"),
+    ("sigma_nvml_gpu_power_limit_watts", "power_limit_watts"),
+    ("sigma_nvml_gpu_xid_errors_total", "xid_errors"),
+    ("sigma_nvml_gpu_last_xid", "last_xid"),
+    ("sigma_nvml_gpu_ecc_uncorrected_errors_total", "ecc_uncorrected_errors"),
+    ("sigma_nvml_gpu_row_remap_pending", "row_remap_pending"),
+    ("sigma_nvml_gpu_row_remap_failure", "row_remap_failure"),
 )
 
 
@@ -287,4 +374,9 @@ def nvml_samples(target: str, readings: Readings) -> Samples:
             value = getattr(r, attr)
             if value is not None:
                 out[metric].append(((target, gpu), float(value)))
+        if r.throttle_reasons is not None:  # every reason, active or not: a closed set
+            mask = int(r.throttle_reasons)
+            for reason, bit in THROTTLE_REASONS:
+                out["sigma_nvml_gpu_throttle_active"].append(
+                    ((target, gpu, reason), 1.0 if mask & bit else 0.0))
     return out

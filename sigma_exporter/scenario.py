@@ -27,7 +27,10 @@ produce each kind of mismatch on purpose. File format (YAML; JSON is YAML too)::
 
 GPU fields: name, uuid, pci_bus_id, total_mib, used_mib, reserved_mib (NVML
 only: the driver's reserved memory), gpu, mem, enc, dec (percent), temp
-(celsius), power_w, video_mhz, sessions, fps, latency_us.
+(celsius), power_w, video_mhz, sessions, fps, latency_us, and the health
+fields power_limit_w, xid (Xid events so far), last_xid, ecc_uncorrected,
+remap_pending, remap_failure (0/1) and throttle (NVML's clocks-event bitmask,
+sigma_exporter.nvml.THROTTLE_REASONS).
 Sigma perturbation keys: missing, from_round, name, and for each of Sigma's
 fields total, used, gpu, enc, dec, temp, count either an absolute value or
 `<field>_offset`. Sigma's `count` follows NVML's encoder sessions unless set.
@@ -69,6 +72,13 @@ _NUMERIC: dict[str, tuple[str, float]] = {
     "sessions": ("encoder_sessions", 1.0),
     "fps": ("encoder_fps", 1.0),
     "latency_us": ("encoder_latency_seconds", 1e-6),
+    "power_limit_w": ("power_limit_watts", 1.0),
+    "xid": ("xid_errors", 1.0),
+    "last_xid": ("last_xid", 1.0),
+    "ecc_uncorrected": ("ecc_uncorrected_errors", 1.0),
+    "remap_pending": ("row_remap_pending", 1.0),
+    "remap_failure": ("row_remap_failure", 1.0),
+    "throttle": ("throttle_reasons", 1.0),
 }
 _TEXT = ("name", "uuid", "pci_bus_id")
 _GPU_KEYS = {*_NUMERIC, *_TEXT}

@@ -19,6 +19,7 @@ from sigma_exporter.agent import AgentHook, after_dump_hook, select_target
 from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
 from sigma_exporter.nvml import (
     MIB,
+    THROTTLE_REASONS,
     FakeBackend,
     GpuReading,
     NvmlFailure,
@@ -176,7 +177,8 @@ class FakeNVMLError(Exception):
 
 
 def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = None,
-                fail_count: bool = False, memory_v2: bool = True) -> SimpleNamespace:
+                fail_count: bool = False, memory_v2: bool = True,
+                xids: list[tuple[int, int]] | None = None) -> SimpleNamespace:
     lost = lost or set()
     unsupported = unsupported or set()
 
@@ -202,6 +204,14 @@ def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = Non
             raise FakeNVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
         return 2
 
+    pending = list(xids or [])  # (gpu, Xid code) events the driver has queued
+
+    def xid_wait(event_set: object, timeout_ms: int) -> SimpleNamespace:
+        if not pending:
+            raise FakeNVMLError(pynvml.NVML_ERROR_TIMEOUT)
+        gpu, code = pending.pop(0)
+        return SimpleNamespace(device=gpu, eventType=0x8, eventData=code)
+
     calls: list[str] = []
     return SimpleNamespace(
         calls=calls,
@@ -213,6 +223,9 @@ def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = Non
         NVML_ERROR_GPU_IS_LOST=pynvml.NVML_ERROR_GPU_IS_LOST,
         NVML_TEMPERATURE_GPU=pynvml.NVML_TEMPERATURE_GPU,
         NVML_CLOCK_VIDEO=pynvml.NVML_CLOCK_VIDEO,
+        NVML_ERROR_TIMEOUT=pynvml.NVML_ERROR_TIMEOUT,
+        NVML_MEMORY_ERROR_TYPE_UNCORRECTED=pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+        NVML_VOLATILE_ECC=pynvml.NVML_VOLATILE_ECC,
         nvmlInit=lambda: calls.append("init"),
         nvmlShutdown=lambda: calls.append("shutdown"),
         nvmlSystemGetDriverVersion=lambda: b"550.54.15",
@@ -230,6 +243,15 @@ def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = Non
         nvmlDeviceGetUUID=call("uuid", lambda h: f"GPU-{h:04d}"),
         nvmlDeviceGetName=call("name", b"NVIDIA H100 80GB HBM3"),
         nvmlDeviceGetPciInfo=call("pci", lambda h: SimpleNamespace(busId=f"00000000:{h:02X}:00.0")),
+        nvmlDeviceGetEnforcedPowerLimit=call("limit", 300000),
+        nvmlDeviceGetTotalEccErrors=call("ecc", 0),
+        nvmlDeviceGetRemappedRows=call("remap", (0, 0, 1, 0)),
+        nvmlDeviceGetCurrentClocksThrottleReasons=call("throttle", 0x40 | 0x1),
+        nvmlEventSetCreate=lambda: calls.append("event_set") or "set",
+        nvmlDeviceRegisterEvents=call("events", None),
+        nvmlEventSetWait_v2=xid_wait,
+        nvmlEventSetFree=lambda s: calls.append("event_set_free"),
+        nvmlDeviceGetIndex=lambda h: h,
     )
 
 
@@ -250,7 +272,40 @@ def test_pynvml_backend_converts_units() -> None:
         memory_reserved_bytes=600 * MIB, utilization_ratio=0.37, memory_utilization_ratio=0.05,
         encoder_utilization_ratio=0.12, decoder_utilization_ratio=0.07, encoder_sessions=2,
         encoder_fps=59, encoder_latency_seconds=0.0025, temperature_celsius=41, power_watts=71.234,
-        video_clock_hz=1755e6)
+        video_clock_hz=1755e6, power_limit_watts=300.0, xid_errors=0.0, last_xid=0.0,
+        ecc_uncorrected_errors=0.0, row_remap_pending=1.0, row_remap_failure=0.0,
+        throttle_reasons=float(0x41))
+
+
+def test_pynvml_backend_counts_xid_events_per_gpu() -> None:
+    module = fake_pynvml(xids=[(1, 79), (1, 48), (0, 13)])
+    backend = backend_with(module)
+    first = {g.index: g for g in backend.read()}
+    assert (first[0].xid_errors, first[0].last_xid) == (1.0, 13.0)
+    assert (first[1].xid_errors, first[1].last_xid) == (2.0, 48.0)
+    module.nvmlEventSetWait_v2 = lambda s, t: (_ for _ in ()).throw(
+        FakeNVMLError(pynvml.NVML_ERROR_TIMEOUT))
+    again = {g.index: g for g in backend.read()}  # no new events: counts stay
+    assert again[1].xid_errors == 2.0 and module.calls.count("event_set") == 1
+
+
+def test_pynvml_backend_leaves_out_health_fields_a_gpu_does_not_support() -> None:
+    unsupported = {"limit", "ecc", "remap", "throttle", "events"}
+    g = backend_with(fake_pynvml(unsupported=unsupported)).read()[0]
+    assert (g.power_limit_watts, g.ecc_uncorrected_errors, g.row_remap_pending,
+            g.row_remap_failure, g.throttle_reasons, g.xid_errors, g.last_xid) == (None,) * 7
+    assert g.power_watts == 71.234  # the rest still read
+    samples = nvml_samples("t", (g,))
+    assert not samples["sigma_nvml_gpu_throttle_active"]
+    assert not samples["sigma_nvml_gpu_xid_errors_total"]
+
+
+def test_nvml_samples_give_every_throttle_reason() -> None:
+    g = backend_with(fake_pynvml()).read()[0]
+    samples = nvml_samples("t", (g,))["sigma_nvml_gpu_throttle_active"]
+    active = {labels[2]: v for labels, v in samples}
+    assert active == {r: (1.0 if r in {"gpu_idle", "hw_thermal_slowdown"} else 0.0)
+                      for r, _ in THROTTLE_REASONS}
 
 
 def test_pynvml_backend_falls_back_to_memory_v1_on_old_drivers() -> None:

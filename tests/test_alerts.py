@@ -7,9 +7,12 @@ without the tools the tests fail and say what to install.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,16 +26,21 @@ ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "alerts" / "sigma-alerts.yml"
 RECORDING = ROOT / "alerts" / "sigma-recording.yml"
 RULE_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))
+INCIDENT_TESTS = sorted((ROOT / "alerts" / "tests" / "incidents").glob("*.yml"))
+THRESHOLDS = ROOT / "alerts" / "thresholds.yml"
+LINKS = ROOT / "alerts" / "links.yml"
 AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 AM_ROUTES = ROOT / "deploy" / "alertmanager" / "tests" / "routes.yml"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
 ALERTING_DOC = ROOT / "docs" / "alerting.md"
 
-RUNBOOK_BASE = "https://github.com/sigma-exporter/sigma-exporter/blob/main/docs/runbooks.md#"
-SEVERITY_RECEIVER = {"critical": "sigma-pager", "warning": "sigma-chat", "info": "sigma-null"}
+SEVERITY_RECEIVERS = {"critical": ["sigma-pager", "sigma-chat"], "warning": ["sigma-chat"],
+                      "info": ["sigma-null"]}
+DASHBOARD_UIDS = ("sigma-fleet", "sigma-server", "sigma-jobs")
 EXPECTED_GROUPS = {
     f"sigma-{g}"
-    for g in ("exporter", "server", "host", "gpu", "crosscheck", "apps", "jobs", "storage")
+    for g in ("exporter", "server", "host", "gpu", "crosscheck", "nvml", "apps", "jobs",
+              "storage")
 }
 REQUIRED_ALERTS = {
     "SigmaServerDown",
@@ -59,8 +67,34 @@ REQUIRED_ALERTS = {
     "SigmaJobOutputBitrateLow",
     "SigmaLogFolderFillingUp",
     "SigmaStorageRetentionChanged",
+    # issue 14: paging that catches the outages viewers see
+    "SigmaExporterAbsent",
+    "SigmaExporterTargetMissing",
+    "SigmaMonitoringBlind",
+    "SigmaServerChannelsFailing",
+    "SigmaJobStalled",
+    "SigmaJobCrashLooping",
+    "SigmaJobVanished",
+    "SigmaJobOutputDown",
+    "SigmaJobErrorBudgetFastBurn",
+    "SigmaJobErrorBudgetSlowBurn",
+    "SigmaGPUXidErrors",
+    "SigmaGPUMemoryErrors",
+    "SigmaGPURowRemapPending",
+    "SigmaGPUThrottled",
+    "SigmaGPUPowerAtLimit",
+    "SigmaGPUEncoderSessionsNearCap",
 }
-RUNBOOK_PARTS = ("**Meaning**", "**Impact**", "**Confirm**", "**Act**", "**Threshold**")
+# The incidents of issue 14 and the quiet hours (alerts/tests/incidents/,
+# written by tests/incidents.py).
+INCIDENTS = {
+    "host-dies-agent", "exporter-dies-central", "exporter-target-dropped", "channel-frozen",
+    "channel-crash-loop", "channel-vanished", "output-dropped", "channel-half-speed",
+    "gpu-off-bus", "field-format-change",
+    "quiet-healthy-hour", "quiet-sigma-restart", "quiet-exporter-restart",
+}
+RUNBOOK_PARTS = ("**Meaning**", "**Impact**", "**Dashboard**", "**Confirm**", "**Act**",
+                 "**Escalate**", "**Threshold**")
 TOOL_TIMEOUT = 120
 
 
@@ -160,10 +194,53 @@ def test_rule_unit_tests_pass() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+@pytest.mark.parametrize("path", INCIDENT_TESTS, ids=lambda p: p.stem)
+def test_incident_replays_pass(path: Path) -> None:
+    """Each incident pages as its header says; each quiet file stays quiet."""
+    promtool = _tool("promtool")
+    res = _run(promtool, "test", "rules", str(path))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_every_incident_of_the_issue_has_its_file() -> None:
+    assert {p.stem for p in INCIDENT_TESTS} == INCIDENTS
+
+
+@pytest.mark.parametrize("path", INCIDENT_TESTS, ids=lambda p: p.stem)
+def test_incident_states_the_expectation_and_replays_a_real_scrape(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert "# Operator expects:" in text.split("rule_files:", 1)[0], path
+    doc = _load(path)
+    names = {re.match(r"[^{]+", s["series"]).group(0)  # type: ignore[union-attr]
+             for t in doc["tests"] for s in t["input_series"]}
+    # Every family a real scrape of an agent-mode host has (nvml included),
+    # bar the NVML ones in the central-exporter files.
+    scrape = {n for n in _agent_scrape_names()
+              if ("central" not in path.stem and "dropped" not in path.stem)
+              or not n.startswith(("sigma_nvml", "sigma_gpu_crosscheck"))}
+    missing = scrape - names
+    assert not missing, f"{path.name}: no input series for {sorted(missing)}"
+    assert "up" in names
+    for t in doc["tests"]:
+        for s in t["input_series"]:
+            assert 'job="sigma"' in s["series"] or s["series"].startswith("up{"), s["series"]
+            # Counters with open label values are born at their first increment.
+            if s["series"].startswith("sigma_parse_errors_total"):
+                assert s["values"].lstrip("_x0123456789 ").strip() != "", s
+                first = next(v for v in s["values"].split() if not v.startswith("_"))
+                assert not first.startswith("0"), s
+
+
+def _agent_scrape_names() -> set[str]:
+    import incidents
+
+    return {name for name, _, _ in incidents.base_samples(agent=True)}
+
+
 def test_every_alert_has_firing_and_quiet_unit_tests() -> None:
     firing: set[str] = set()
     quiet: set[str] = set()
-    for path in RULE_TESTS:
+    for path in RULE_TESTS + INCIDENT_TESTS:
         doc = _load(path)
         files = {(path.parent / f).resolve() for f in doc["rule_files"]}
         assert files == {ALERTS.resolve(), RECORDING.resolve()}, path
@@ -187,20 +264,48 @@ def test_required_alerts_and_groups_exist() -> None:
     assert groups == EXPECTED_GROUPS
 
 
+def _links() -> dict[str, str]:
+    data = _load(LINKS)
+    return {"runbooks": str(data["runbooks"]), "grafana": str(data["grafana"])}
+
+
 @pytest.mark.parametrize("rule", _alert_rules(), ids=lambda r: r["alert"])
 def test_alert_has_labels_and_annotations(rule: dict[str, Any]) -> None:
     name = rule["alert"]
     assert re.fullmatch(r"Sigma[A-Z][A-Za-z0-9]+", name)
     assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), f"{name}: explicit `for` needed"
-    assert rule.get("labels", {}).get("severity") in SEVERITY_RECEIVER, name
+    assert rule.get("labels", {}).get("severity") in SEVERITY_RECEIVERS, name
     ann = rule.get("annotations", {})
-    assert set(ann) == {"summary", "description", "runbook_url"}, name
+    assert set(ann) == {"summary", "description", "runbook_url", "dashboard_url"}, name
     summary = ann["summary"]
     assert "{{" not in summary, f"{name}: summary must be static"
     assert summary.endswith(".") and "\n" not in summary.strip(), f"{name}: one sentence"
     assert "$labels." in ann["description"], f"{name}: description must be templated"
-    assert re.search(r"\$labels\.(target|instance)", ann["description"]), name
-    assert ann["runbook_url"] == RUNBOOK_BASE + name.lower(), name
+    # Exporter-wide alerts (no target) name the exporter or the scrape job.
+    assert re.search(r"\$labels\.(target|instance|job)\b", ann["description"]), name
+    links = _links()
+    assert ann["runbook_url"] == f"{links['runbooks']}#{name.lower()}", name
+    uids = "|".join(DASHBOARD_UIDS)
+    assert re.fullmatch(re.escape(links["grafana"]) + rf"/d/({uids})/\1(\?.*)?",
+                        ann["dashboard_url"]), name
+
+
+def test_links_come_from_one_place() -> None:
+    """alerts/links.yml is the only place the link bases are written."""
+    res = _run(sys.executable, str(ROOT / "alerts" / "links.py"), "--check")
+    assert res.returncode == 0, res.stdout + res.stderr
+    links = _links()
+    assert "/blob/main/" not in links["runbooks"], "runbooks must not follow a moving branch"
+    spec = importlib.util.spec_from_file_location("links", ROOT / "alerts" / "links.py")
+    assert spec is not None and spec.loader is not None
+    links_tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(links_tool)
+    text = ALERTS.read_text(encoding="utf-8")
+    other = links_tool.rewrite(text, {"runbooks": "https://wiki.example.org/rb",
+                                      "grafana": "https://g.example.org"})
+    assert "https://wiki.example.org/rb#sigmajobdown" in other
+    assert "https://g.example.org/d/sigma-jobs/sigma-jobs?var-target=" in other
+    assert links["runbooks"] not in other and links["grafana"] not in other
 
 
 @pytest.mark.parametrize("name", sorted(_alert_names()))
@@ -240,6 +345,76 @@ def test_rules_use_only_defined_metrics() -> None:
     assert not used_records - recorded, f"not recorded: {sorted(used_records - recorded)}"
     # Recording rules no alert reads are for the dashboards; they too must be
     # built from defined metrics (checked above).
+
+
+# Which rules use each number of alerts/thresholds.yml (alerts or records).
+THRESHOLD_RULES: dict[str, tuple[str, ...]] = {
+    "clock_skew_seconds": ("SigmaClockSkew",),
+    "host_memory_utilization_ratio": ("SigmaHostMemoryHigh",),
+    "host_swap_growth_bytes": ("SigmaHostSwapActive",),
+    "gpu_temperature_celsius": ("SigmaGPUTemperatureHigh",),
+    "gpu_encoder_utilization_ratio": ("SigmaGPUEncoderSaturated",),
+    "gpu_decoder_utilization_ratio": ("SigmaGPUDecoderSaturated",),
+    "gpu_memory_utilization_ratio": ("SigmaGPUMemoryNearFull",),
+    "job_speed_ratio": ("SigmaJobBehindRealtime",),
+    "job_output_profile_ratio": ("SigmaJobOutputBitrateLow",),
+    "job_error_burst_lines": ("SigmaJobErrorBurst",),
+    "log_folder_bytes": ("SigmaLogFolderFillingUp",),
+    "log_folder_horizon_seconds": ("SigmaLogFolderFillingUp",),
+    "app_flapping_restarts": ("SigmaAppFlapping",),
+    "stale_poll_intervals": ("SigmaExporterStale", "SigmaMonitoringBlind"),
+    "server_failing_channels": ("SigmaServerChannelsFailing",),
+    "job_stalled_speed_ratio": ("SigmaJobStalled",),
+    "job_crashloop_up_ratio": ("SigmaJobCrashLooping",),
+    "job_crashloop_up_changes": ("SigmaJobCrashLooping",),
+    "job_crashloop_restarts": ("SigmaJobCrashLooping",),
+    "job_availability_objective": ("sigma:job_availability:objective",),
+    "slo_page_burn_rate_1h": ("SigmaJobErrorBudgetFastBurn",),
+    "slo_page_burn_rate_6h": ("SigmaJobErrorBudgetFastBurn",),
+    "slo_ticket_burn_rate_1d": ("SigmaJobErrorBudgetSlowBurn",),
+    "slo_ticket_burn_rate_3d": ("SigmaJobErrorBudgetSlowBurn",),
+    "gpu_power_limit_ratio": ("SigmaGPUPowerAtLimit",),
+    "gpu_geforce_nvenc_sessions": ("SigmaGPUEncoderSessionsNearCap",),
+}
+_NUMBER = re.compile(r"(?<![\w.:])(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![\w.])")
+
+
+def _numbers(expr: str) -> set[float]:
+    """Numeric literals of an expression: not in strings, ranges or offsets; not 0 or 1."""
+    bare = _STRING.sub('""', expr)
+    bare = re.sub(r"\[[^\]]*\]", "[]", bare)
+    bare = re.sub(r"offset\s+\d+[smhdwy]", "offset", bare)
+    return {float(n) for n in _NUMBER.findall(bare)} - {0.0, 1.0}
+
+
+def _rule_numbers() -> dict[str, set[float]]:
+    out: dict[str, set[float]] = {}
+    for path in (ALERTS, RECORDING):
+        for _, rule in _rules(path):
+            name = rule.get("alert") or rule["record"]
+            out.setdefault(name, set()).update(_numbers(str(rule["expr"])))
+    return out
+
+
+def test_rule_thresholds_are_those_of_thresholds_yml() -> None:
+    """Every number a rule fires at is in alerts/thresholds.yml, and the other way round."""
+    thresholds = _load(THRESHOLDS)
+    assert set(thresholds) == set(THRESHOLD_RULES), "map each threshold to its rules here"
+    numbers = _rule_numbers()
+    for key, value in thresholds.items():
+        for rule in THRESHOLD_RULES[key]:
+            assert rule in numbers, f"{key}: no rule {rule}"
+            if float(value) not in (0.0, 1.0):  # 0 and 1 are everywhere; not checkable
+                assert any(math.isclose(float(value), n) for n in numbers[rule]), (
+                    f"{rule} does not use {key} = {value}; its numbers: {numbers[rule]}")
+    for rule, found in numbers.items():
+        allowed = {float(thresholds[k]) for k, rules in THRESHOLD_RULES.items() if rule in rules}
+        stray = {n for n in found if not any(math.isclose(n, a) for a in allowed)}
+        assert not stray, f"{rule} fires at {stray}, which alerts/thresholds.yml does not say"
+
+
+def test_threshold_number_parser() -> None:
+    assert _numbers('rate(x{a="0.5"}[5m]) > 0.97 and y offset 10m < -10 * 3') == {0.97, 10, 3}
 
 
 def test_expression_parser_ignores_strings() -> None:
@@ -296,11 +471,11 @@ def test_alertmanager_routes(case: dict[str, Any]) -> None:
     _route({k: str(v) for k, v in case["labels"].items()}, case["receivers"])
 
 
-@pytest.mark.parametrize("severity", sorted(SEVERITY_RECEIVER))
+@pytest.mark.parametrize("severity", sorted(SEVERITY_RECEIVERS))
 def test_every_severity_routes_to_its_receiver(severity: str) -> None:
     _route(
         {"alertname": "SigmaTest", "target": "edge1", "severity": severity},
-        [SEVERITY_RECEIVER[severity]],
+        SEVERITY_RECEIVERS[severity],
     )
 
 
@@ -313,8 +488,83 @@ def test_every_alert_routes_by_its_severity() -> None:
         seen.add(key)
         _route(
             {"alertname": key[0], "target": "edge1", "severity": key[1]},
-            [SEVERITY_RECEIVER[key[1]]],
+            SEVERITY_RECEIVERS[key[1]],
         )
+
+
+def _route_for(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The routes (root first) an alert with these labels takes to its first receiver."""
+    def walk(route: dict[str, Any], path: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for child in route.get("routes", []):
+            if all(_matches(m, labels) for m in child.get("matchers", [])):
+                return walk(child, [*path, child])
+        return path
+
+    root = _load(AM_CONFIG)["route"]
+    return walk(root, [root])
+
+
+def _group_by(labels: dict[str, str]) -> list[str]:
+    group: list[str] = []
+    for route in _route_for(labels):
+        group = route.get("group_by", group)
+    return group
+
+
+def test_channel_pages_of_one_server_are_grouped_into_one_notification() -> None:
+    """Many channels of one server failing at once: one page, not one per channel."""
+    for name in ("SigmaJobDown", "SigmaJobStalled", "SigmaJobInputLost",
+                 "SigmaServerChannelsFailing"):
+        labels = {"alertname": name, "severity": "critical", "job_name": "VTV3"}
+        assert _group_by(labels) == ["job", "instance", "target"], name
+    assert _group_by({"alertname": "SigmaServerDown", "severity": "critical"}) == [
+        "alertname", "target"]
+    rule = _inhibit_rule("SigmaServerChannelsFailing")
+    assert rule["equal"] == ["job", "instance", "target"]
+    for name in ("SigmaJobDown", "SigmaJobStalled", "SigmaJobCrashLooping", "SigmaJobInputLost",
+                 "SigmaJobOutputDown", "SigmaJobErrorBudgetFastBurn"):
+        assert _inhibited(rule, name), name
+
+
+def test_a_dead_exporter_hands_over_every_alert_of_it() -> None:
+    """Held channel pages of a dead host are muted under the host page."""
+    rule = _inhibit_rule("SigmaExporterDown")
+    assert rule["equal"] == ["job", "instance"]
+    assert _inhibit_rule("SigmaExporterTargetMissing") == rule
+    for name in _alert_names():
+        exporter_level = name in {"SigmaExporterDown", "SigmaExporterTargetMissing",
+                                  "SigmaExporterAbsent"}
+        assert _inhibited(rule, name) == (not exporter_level), name
+
+
+def _silences() -> list[list[str]]:
+    """The matchers of each `amtool silence add` command in docs/alerting.md."""
+    text = ALERTING_DOC.read_text(encoding="utf-8").replace("\\\n", " ")
+    out = []
+    for line in text.splitlines():
+        if line.strip().startswith("amtool silence add"):
+            out.append(re.findall(r"'(\w+\s*(?:=~|!~|!=|=)\s*\"[^\"]*\")'", line))
+    return out
+
+
+def test_documented_maintenance_silences_cover_a_whole_host_and_nothing_else() -> None:
+    silences = _silences()
+    assert len(silences) >= 2, "docs/alerting.md: the maintenance silences (agent, central)"
+    agent, central = silences[0], silences[1]
+    assert agent and central
+    host = {"job": "sigma", "instance": "sigma-host-1:9877"}
+    other_host = {"job": "sigma", "instance": "sigma-host-2:9877"}
+    for name in _alert_names() - {"SigmaExporterAbsent"}:  # the fleet alert has no host
+        exporter_level = name.startswith("SigmaExporter") and name != "SigmaExporterStale" \
+            and name != "SigmaExporterParseErrors"
+        labels = {"alertname": name, **host, **({} if exporter_level else {"target": "sigma-01"})}
+        assert all(_matches(m, labels) for m in agent), (name, agent)
+        assert not all(_matches(m, {**labels, **other_host}) for m in agent), name
+        if not exporter_level:  # central mode: one Sigma server behind a shared exporter
+            labels = {"alertname": name, "job": "sigma", "instance": "exp:9877",
+                      "target": "sigma-01"}
+            assert all(_matches(m, labels) for m in central), (name, central)
+            assert not all(_matches(m, {**labels, "target": "sigma-02"}) for m in central)
 
 
 def _matches(matcher: str, labels: dict[str, str]) -> bool:

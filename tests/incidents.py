@@ -1,0 +1,861 @@
+"""The incidents the alert rules must page for, and the quiet hours they must not.
+
+Writes alerts/tests/incidents/*.yml: one promtool test file per incident of
+issue 14 plus the quiet ones. Run it after a rule or metric change and review
+the diff like code:
+
+    .venv/bin/python tests/incidents.py           # rewrite every file
+    .venv/bin/python tests/incidents.py NAME ...  # only these
+
+Input series are what a real scrape of sigma-exporter holds for one Sigma host
+with two GPUs and two channels: the exposition the exporter's own code renders
+for a simulated server (`base_samples`, agent mode adds the NVML series), with
+`job="sigma"` and `instance` as Prometheus adds them, replayed every 15 s
+while a script changes the world (a channel's media time freezes, the host
+dies, ...). Prometheus' own behaviour is kept: a series that disappears, or
+every series of a failed scrape, gets a staleness marker; counters reset when
+the exporter restarts; counters with open label values (parse errors by
+field) are born at their first increment.
+
+Each file starts with the operator's expectation in words and asserts it:
+alerts that must fire (exact label sets; annotations are filled in from the
+rules by running promtool once, so the file pins them too) and alerts that
+must stay quiet. tests/test_alerts.py runs every file.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from sigma_exporter import exposition  # noqa: E402
+from sigma_exporter.client import Answer, SSLContexts  # noqa: E402
+from sigma_exporter.config import TargetConfig  # noqa: E402
+from sigma_exporter.crosscheck import CrossCheck, crosscheck_samples  # noqa: E402
+from sigma_exporter.metrics import BY_NAME  # noqa: E402
+from sigma_exporter.nvml import GpuReading, nvml_samples  # noqa: E402
+from sigma_exporter.poller import TargetState  # noqa: E402
+from sigma_exporter.simulator import make_servers, render_dump, render_progress  # noqa: E402
+
+OUT = ROOT / "alerts" / "tests" / "incidents"
+ALERTS = ROOT / "alerts" / "sigma-alerts.yml"
+STEP = 15  # scrape and evaluation interval, seconds
+JOB, TARGET = "sigma", "sigma-01"
+AGENT_INSTANCE = "sigma-host-1:9877"  # agent mode: the exporter on the Sigma host
+CENTRAL_INSTANCE = "sigma-exporter:9877"  # one exporter polling remote servers
+CHANNELS = ("VTV3", "HTV7")  # HTV7 has two outputs: HLS and an RTMP push
+SIM_EPOCH = 1767225600.0
+SIM_NOW = SIM_EPOCH + 1234.0
+
+Labels = tuple[tuple[str, str], ...]
+Key = tuple[str, Labels]
+
+
+# --- the exposition of a healthy host -------------------------------------------
+
+
+def base_samples(agent: bool) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of one scrape: two GPUs, the two channels, NVML if agent."""
+    server = make_servers(1, gpus=2, jobs=3, seed=1, epoch=SIM_EPOCH)[0]
+    state = TargetState(TargetConfig(name=TARGET, url="http://127.0.0.1:9999"), SSLContexts())
+    parts, dump = state.ingest(Answer(render_dump(server, SIM_NOW), SIM_NOW, 0.0125),
+                               Answer(render_progress(server, SIM_NOW), SIM_NOW, 0.0045))
+    if agent and dump is not None:
+        readings = tuple(
+            GpuReading(
+                index=int(g.index), uuid=f"GPU-5e1d0c2a-0000-4000-8000-00000000000{g.index}",
+                name=g.name, pci_bus_id=f"00000000:{0x17 + int(g.index):02X}:00.0",
+                memory_total_bytes=g.memory_total_bytes, memory_used_bytes=g.memory_used_bytes,
+                utilization_ratio=g.utilization_ratio, memory_utilization_ratio=0.04,
+                encoder_utilization_ratio=g.encoder_utilization_ratio,
+                decoder_utilization_ratio=g.decoder_utilization_ratio, encoder_sessions=2.0,
+                encoder_fps=25.0, encoder_latency_seconds=0.0012,
+                temperature_celsius=g.temperature_celsius, power_watts=31.5,
+                video_clock_hz=1.545e9, power_limit_watts=72.0, xid_errors=0.0, last_xid=0.0,
+                ecc_uncorrected_errors=0.0, row_remap_pending=0.0, row_remap_failure=0.0,
+                throttle_reasons=1.0)
+            for g in dump.gpus)
+        state.health.nvml_up = True
+        state.health.durations["nvml"] = 0.003
+        state.health.poll_errors.setdefault(("nvml", "nvml_error"), 0)
+        parts.append(nvml_samples(TARGET, readings))
+        parts.append(crosscheck_samples(TARGET, CrossCheck(target=TARGET).update(
+            dump.gpus, readings)))
+    state.publish(parts)
+    text = exposition.merge([state.published.rendered], False).decode()
+    out: list[tuple[str, dict[str, str], float]] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("job_name", CHANNELS[0]) in CHANNELS:
+                out.append((s.name, dict(s.labels), float(s.value)))
+    # The exporter's own series (serve.py renders them beside the targets').
+    out += [("sigma_exporter_build_info", {"version": "0.1.0", "python_version": "3.11.2"}, 1.0),
+            ("sigma_targets", {}, 1.0),
+            ("sigma_config_last_reload_successful", {}, 1.0),
+            ("sigma_config_last_reload_success_timestamp_seconds", {}, -3600.0)]
+    return out
+
+
+# --- the world a script changes -------------------------------------------------
+
+
+@dataclass
+class Channel:
+    base: str  # the channel whose base series it reuses
+    up: bool = True
+    speed: float = 1.0
+    frozen: bool = False  # media time (PTS) stands still while it claims to run
+    media: float = 22150.0
+    uptime: float = 22149.0
+    restarts: int = 0
+    zero_outputs: set[str] = field(default_factory=set)
+    unparsable: bool = False  # its state field no longer parses: no up/state series
+
+
+@dataclass
+class World:
+    t: int = 0
+    scraped: bool = True  # the scrape of the exporter succeeds
+    discovered: bool = True  # the exporter is a target of Prometheus at all
+    sigma_up: bool = True
+    progress_up: bool = True
+    nvml_up: bool = True
+    server_start: float = -22287.0
+    server_restarts: int = 0
+    sigma_gpus: set[str] = field(default_factory=lambda: {"0", "1"})
+    nvml_gpus: set[str] = field(default_factory=lambda: {"0", "1"})
+    xid: dict[str, tuple[int, int]] = field(default_factory=dict)
+    poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
+    parse_errors: dict[str, int] = field(default_factory=dict)
+    last_success: float = 0.0
+    jobs_dropped: int = 0
+    channels: dict[str, Channel] = field(
+        default_factory=lambda: {c: Channel(c) for c in CHANNELS})
+
+    def restart_exporter(self) -> None:
+        """Its counters start again from 0; the error lines Sigma lists are counted once."""
+        self.server_restarts = 0
+        self.poll_errors = {}
+        self.parse_errors = {}
+        self.xid = {}
+        for ch in self.channels.values():
+            ch.restarts = 0
+
+    def restart_channel(self, ch: Channel) -> None:
+        ch.media, ch.uptime = 1.0, 0.0
+        ch.restarts += 1
+
+
+Script = Callable[[World], None]
+
+
+def _advance(w: World) -> None:
+    for ch in w.channels.values():
+        if ch.up:
+            ch.uptime += STEP
+            if not ch.frozen:
+                ch.media += STEP * ch.speed
+    if w.sigma_up and w.scraped:
+        w.last_success = float(w.t)
+
+
+def _fail_poll(w: World) -> None:
+    for source in ("dump", "progress"):
+        key = (source, "connect")
+        w.poll_errors[key] = w.poll_errors.get(key, 0) + 1
+
+
+def _value(w: World, name: str, labels: dict[str, str], value: float,
+           agent: bool) -> float | None:
+    """This step's value of a base series, or None when the scrape has none."""
+    d = BY_NAME[name] if name in BY_NAME else BY_NAME[name + "_total"]
+    gpu = labels.get("gpu")
+    if d.source == "self":
+        return value
+    if d.source == "health":
+        special: dict[str, float] = {
+            "sigma_up": float(w.sigma_up),
+            "sigma_progress_up": float(w.sigma_up and w.progress_up),
+            "sigma_nvml_up": float(w.nvml_up),
+            "sigma_last_poll_success_timestamp_seconds": w.last_success,
+            "sigma_server_restarts_total": float(w.server_restarts),
+        }
+        if name == "sigma_poll_errors_total":
+            return float(w.poll_errors.get((labels["source"], labels["reason"]), 0))
+        return special.get(name, value)
+    if d.source == "nvml":
+        if not (agent and w.nvml_up):
+            return None
+        if name.startswith("sigma_gpu_crosscheck"):  # needs both sides this round
+            if not w.sigma_up or gpu not in (w.sigma_gpus & w.nvml_gpus):
+                return None
+            return value
+        if gpu is not None and gpu not in w.nvml_gpus:
+            return None
+        if name == "sigma_nvml_gpu_xid_errors_total":
+            return float(w.xid.get(gpu or "", (0, 0))[0])
+        if name == "sigma_nvml_gpu_last_xid":
+            return float(w.xid.get(gpu or "", (0, 0))[1])
+        return value
+    if not w.sigma_up:
+        return None
+    if d.source == "dump":
+        if gpu is not None and gpu not in w.sigma_gpus:
+            return None
+        if name == "sigma_server_start_timestamp_seconds":
+            return w.server_start
+        if name == "sigma_host_stats_timestamp_seconds":
+            return float(w.t)
+        if name == "sigma_jobs":
+            return float(len(w.channels))
+        if name == "sigma_tasks":
+            return float(sum(ch.up for ch in w.channels.values()))
+        return value
+    if not w.progress_up:  # progress
+        return None
+    if name == "sigma_jobs_dropped":
+        return float(w.jobs_dropped)
+    return value
+
+
+def _job_value(ch: Channel, name: str, labels: dict[str, str], value: float) -> float | None:
+    if name == "sigma_job_up":
+        return None if ch.unparsable else float(ch.up)
+    if name == "sigma_job_speed":
+        return ch.speed if ch.up else 0.0
+    if name == "sigma_job_uptime_seconds":
+        return ch.uptime
+    if name == "sigma_job_media_time_seconds":
+        return ch.media
+    if name == "sigma_job_start_timestamp_seconds":
+        return -ch.uptime  # relative to promtool's time 0; moves on a restart
+    if name == "sigma_job_restarts_total":
+        return float(ch.restarts)
+    if name in ("sigma_job_input_bytes_per_second", "sigma_job_profile_bytes_per_second"):
+        return value if ch.up else 0.0
+    if name == "sigma_job_output_bytes_per_second":
+        return value if ch.up and labels["output"] not in ch.zero_outputs else 0.0
+    return value
+
+
+def scrape(w: World, base: list[tuple[str, dict[str, str], float]], agent: bool,
+           instance: str) -> dict[Key, float]:
+    """The samples Prometheus stores for this step (with `up`)."""
+    out: dict[Key, float] = {}
+    prom = {"job": JOB, "instance": instance}
+    if w.discovered:
+        out[("up", tuple(sorted(prom.items())))] = float(w.scraped)
+    if not (w.discovered and w.scraped):
+        return out
+
+    def put(name: str, labels: dict[str, str], value: float | None) -> None:
+        if value is not None:
+            out[(name, tuple(sorted({**prom, **labels}.items())))] = value
+
+    for name, labels, value in base:
+        v = _value(w, name, labels, value, agent)
+        job = labels.get("job_name")
+        if v is None or job is None:
+            put(name, labels, v)
+            continue
+        for current, ch in w.channels.items():
+            if ch.base != job:
+                continue
+            renamed = {**labels, "job_name": current}
+            if name == "sigma_job_state":
+                if not ch.unparsable:
+                    put(name, {**renamed, "state": "started" if ch.up else "stopped"}, 1.0)
+            else:
+                put(name, renamed, _job_value(ch, name, labels, v))
+    if w.sigma_up:
+        for path, count in w.parse_errors.items():  # born at the first error
+            put("sigma_parse_errors_total", {"target": TARGET, "field": path}, float(count))
+    return out
+
+
+# --- promtool's series notation -------------------------------------------------
+
+
+def _num(v: float) -> str:
+    text = f"{v:.10g}"
+    return text if "e" not in text else repr(v)
+
+
+def notation(values: list[float | str | None]) -> str:
+    """Values (None: no sample, "stale": a staleness marker) in promtool's notation."""
+    out: list[str] = []
+    i = 0
+    while i < len(values):
+        v = values[i]
+        if v is None:
+            j = i
+            while j < len(values) and values[j] is None:
+                j += 1
+            out.append("_" if j - i == 1 else f"_x{j - i}")
+            i = j
+            continue
+        if isinstance(v, str):
+            out.append(v)
+            i += 1
+            continue
+        # The longest arithmetic run from i: a+bxN covers N+1 values.
+        j = i + 1
+        step: float | None = None
+        while j < len(values):
+            nxt = values[j]
+            if not isinstance(nxt, float):
+                break
+            d = round(nxt - float(values[j - 1] or 0.0), 9)
+            if step is None:
+                step = d
+            elif d != step:
+                break
+            j += 1
+        n = j - i - 1
+        if n == 0:
+            out.append(_num(v))
+        elif not step:
+            out.append(f"{_num(v)}x{n}")
+        else:
+            sign = "+" if step > 0 else "-"
+            out.append(f"{_num(v)}{sign}{_num(abs(step))}x{n}")
+        i = j
+    return " ".join(out)
+
+
+def _series_text(key: Key) -> str:
+    name, labels = key
+    inner = ", ".join(f'{k}="{v}"' for k, v in labels)
+    return f"{name}{{{inner}}}"
+
+
+# --- incidents ----------------------------------------------------------------
+
+
+@dataclass
+class Expect:
+    """At `minute`, alert `alert` fires with exactly these label sets (none: quiet)."""
+
+    minute: float
+    alert: str
+    fired: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Incident:
+    name: str
+    title: str
+    expectation: str  # the operator's expectation, in words
+    minutes: int
+    script: Callable[[World], None]
+    expects: list[Expect]
+    agent: bool = True
+    quiet_alerts: tuple[str, ...] = ()  # must stay quiet at every `quiet_minutes`
+    quiet_minutes: tuple[float, ...] = ()
+
+    @property
+    def instance(self) -> str:
+        return AGENT_INSTANCE if self.agent else CENTRAL_INSTANCE
+
+
+def _all_alerts() -> list[str]:
+    doc = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    names = [r["alert"] for g in doc["groups"] for r in g["rules"] if "alert" in r]
+    return sorted(set(names))
+
+
+def _severity(alert: str) -> set[str]:
+    doc = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    return {r["labels"]["severity"] for g in doc["groups"] for r in g["rules"]
+            if r.get("alert") == alert}
+
+
+def pages() -> tuple[str, ...]:
+    return tuple(a for a in _all_alerts() if "critical" in _severity(a))
+
+
+def play(incident: Incident) -> dict[Key, list[float | str | None]]:
+    base = base_samples(incident.agent)
+    w = World()
+    steps = incident.minutes * 60 // STEP + 1
+    frames: list[dict[Key, float]] = []
+    for i in range(steps):
+        w.t = i * STEP
+        if i:
+            _advance(w)
+        incident.script(w)
+        if not w.sigma_up and w.scraped:
+            _fail_poll(w)
+        frames.append(scrape(w, base, incident.agent, incident.instance))
+    keys: dict[Key, None] = {}
+    for frame in frames:
+        keys.update(dict.fromkeys(frame))
+    series: dict[Key, list[float | str | None]] = {}
+    for key in keys:
+        values: list[float | str | None] = []
+        seen = False
+        for frame in frames:
+            if key in frame:
+                values.append(frame[key])
+                seen = True
+            elif seen and values and not (values[-1] is None or values[-1] == "stale"):
+                values.append("stale")  # Prometheus marks a vanished series stale
+            else:
+                values.append(None)
+        while values and values[-1] is None:
+            values.pop()
+        series[key] = values
+    return series
+
+
+def _labels(instance: str, **extra: str) -> dict[str, str]:
+    return {"job": JOB, "instance": instance, "target": TARGET, **extra}
+
+
+def render(incident: Incident, annotations: dict[tuple[str, float], list[dict[str, str]]]
+           ) -> str:
+    series = play(incident)
+    tests: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    for e in incident.expects:
+        ann = annotations.get((e.alert, e.minute), [])
+        exp = []
+        for n, labels in enumerate(e.fired):
+            item: dict[str, Any] = {"exp_labels": labels}
+            if n < len(ann):
+                item["exp_annotations"] = ann[n]
+            exp.append(item)
+        checks.append({"eval_time": _minutes(e.minute), "alertname": e.alert,
+                       "exp_alerts": exp})
+    expected = {(e.alert, e.minute) for e in incident.expects}
+    for minute in incident.quiet_minutes:
+        for alert in incident.quiet_alerts:
+            if (alert, minute) not in expected:
+                checks.append({"eval_time": _minutes(minute), "alertname": alert,
+                               "exp_alerts": []})
+    tests.append({
+        "interval": f"{STEP}s",
+        "input_series": [{"series": _series_text(k), "values": notation(v)}
+                         for k, v in sorted(series.items())],
+        "alert_rule_test": checks,
+    })
+    doc = {"rule_files": ["../../sigma-recording.yml", "../../sigma-alerts.yml"],
+           "evaluation_interval": f"{STEP}s", "tests": tests}
+    header = [f"# {incident.title}", "#"]
+    header += [f"# {line}".rstrip() for line in incident.expectation.strip().splitlines()]
+    header += ["#", "# Written by tests/incidents.py from the exporter's own exposition of a",
+               "# host with two GPUs and two channels (VTV3, HTV7), scraped every 15 s.",
+               "# Do not edit by hand: change tests/incidents.py and run it.", ""]
+    body = yaml.dump(doc, sort_keys=False, width=1000, allow_unicode=True)
+    return "\n".join(header) + body
+
+
+def _minutes(m: float) -> str:
+    seconds = round(m * 60)
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+# --- annotations from the rules themselves --------------------------------------
+
+_BLOCK = re.compile(r"alertname: (\S+), time: (\S+), \n(.*?)(?=\n    alertname: |\Z)", re.S)
+_PAIR = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _go_labels(text: str) -> dict[str, str]:
+    return {k: bytes(v, "utf-8").decode("unicode_escape").encode("latin-1").decode("utf-8")
+            for k, v in _PAIR.findall(text)}
+
+
+Annotations = dict[tuple[str, float], list[dict[str, str]]]
+
+
+def fill_annotations(incident: Incident, path: Path) -> Annotations:
+    """Annotations of the expected alerts, as promtool renders them from the rules."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        raise SystemExit("promtool not found (Debian: apt-get install prometheus)")
+    res = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True,
+                         timeout=300, check=False)
+    found: dict[tuple[str, float], list[dict[str, str]]] = {}
+    for alert, time_text, block in _BLOCK.findall(res.stdout + res.stderr):
+        got = block.split("got:", 1)[-1]
+        entries = re.findall(r"Labels:(\{.*?\})\n\s*Annotations:(\{.*?\}),?\n", got)
+        minute = _parse_duration(time_text) / 60
+        expect = next((e for e in incident.expects
+                       if e.alert == alert and abs(e.minute - minute) < 1e-9), None)
+        if expect is None:
+            continue
+        by_labels = {tuple(sorted((k, v) for k, v in _go_labels(lb).items()
+                                  if k != "alertname")): _go_labels(an) for lb, an in entries}
+        ordered = []
+        for labels in expect.fired:
+            ann = by_labels.get(tuple(sorted(labels.items())))
+            if ann is None:
+                break
+            ordered.append(ann)
+        found[(alert, expect.minute)] = ordered
+    return found
+
+
+def _parse_duration(text: str) -> float:
+    total = 0.0
+    for n, unit in re.findall(r"(\d+(?:\.\d+)?)(d|h|ms|m|s)", text):
+        total += float(n) * {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}[unit]
+    return total
+
+
+def write(incident: Incident) -> Path:
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{incident.name}.yml"
+    path.write_text(render(incident, {}), encoding="utf-8")
+    path.write_text(render(incident, fill_annotations(incident, path)), encoding="utf-8")
+    return path
+
+
+# --- the incidents of issue 14 --------------------------------------------------
+
+
+def at(w: World, minute: float) -> bool:
+    return w.t == round(minute * 60)
+
+
+def between(w: World, start: float, end: float | None = None) -> bool:
+    return start * 60 <= w.t and (end is None or w.t < end * 60)
+
+
+def every(minutes: Iterable[float]) -> tuple[float, ...]:
+    return tuple(minutes)
+
+
+
+
+def _job(instance: str, job_name: str, **extra: str) -> dict[str, str]:
+    return {"severity": "critical", **_labels(instance, job_name=job_name), **extra}
+
+
+def _host_dies(w: World) -> None:
+    if at(w, 10):
+        w.channels["VTV3"].up = False  # a channel page is open when the host dies
+    if at(w, 20):
+        w.scraped = False  # power gone: the exporter on the host dies with it
+
+
+def _exporter_dies(w: World) -> None:
+    if at(w, 10):
+        w.scraped = False
+
+
+def _target_dropped(w: World) -> None:
+    if at(w, 10):
+        w.discovered = False
+
+
+def _frozen(w: World) -> None:
+    w.channels["VTV3"].frozen = between(w, 10, 40)
+
+
+def _crash_loop(w: World) -> None:
+    ch = w.channels["HTV7"]
+    if between(w, 10, 40):
+        phase = (w.t - 600) % 105  # down 90 s, up 15 s
+        if phase == 0:
+            ch.up = False
+        elif phase == 90:
+            w.restart_channel(ch)
+            ch.up = True
+    elif at(w, 40):
+        ch.up = True
+
+
+def _vanished(w: World) -> None:
+    if at(w, 10):  # renamed in Sigma's UI
+        w.channels["HTV7-HD"] = w.channels.pop("HTV7")
+    if at(w, 30):  # cut by jobs.max (or deleted)
+        del w.channels["VTV3"]
+        w.jobs_dropped = 1
+
+
+def _output_dropped(w: World) -> None:
+    w.channels["HTV7"].zero_outputs = {"1"} if between(w, 10, 40) else set()
+
+
+def _half_speed(w: World) -> None:
+    w.channels["VTV3"].speed = 0.5 if between(w, 10, 14) else 1.0
+
+
+def _gpu_off_bus(w: World) -> None:
+    if at(w, 10):
+        w.xid["1"] = (1, 79)  # Xid 79: GPU has fallen off the bus
+    if at(w, 10.25):
+        w.sigma_gpus.discard("1")
+        w.nvml_gpus.discard("1")
+
+
+def _format_change(w: World) -> None:
+    if between(w, 10):
+        for ch in w.channels.values():
+            ch.unparsable = True
+            key = "progress.job.state"
+            w.parse_errors[key] = w.parse_errors.get(key, 0) + 1
+
+
+JITTER = (1.0, 0.98, 1.02, 0.99, 1.01, 1.0, 1.02, 0.98)
+
+
+def _healthy(w: World) -> None:
+    for n, ch in enumerate(w.channels.values()):
+        ch.speed = JITTER[(w.t // STEP + 3 * n) % len(JITTER)]
+
+
+def _sigma_restart(w: World) -> None:
+    _healthy(w)
+    if at(w, 120):
+        w.sigma_up = False  # planned restart: 45 s without an answer
+    if at(w, 120.75):
+        w.sigma_up = True
+        w.server_start = float(w.t - 5)
+        w.server_restarts += 1
+        for ch in w.channels.values():
+            w.restart_channel(ch)
+            ch.up = False  # starting
+    if at(w, 121):
+        for ch in w.channels.values():
+            ch.up = True
+
+
+def _exporter_restart(w: World) -> None:
+    _healthy(w)
+    if at(w, 20):
+        w.scraped = False  # the exporter restarts between two scrapes
+    if at(w, 20.25):
+        w.scraped = True
+        w.restart_exporter()
+
+
+def _incidents() -> list[Incident]:
+    a, c = AGENT_INSTANCE, CENTRAL_INSTANCE
+    everything = tuple(_all_alerts())
+    paging = pages()
+
+    def quiet(*fired: str) -> tuple[str, ...]:
+        return tuple(x for x in paging if x not in fired)
+
+    exporter = {"severity": "critical", "job": JOB, "instance": a}
+    return [
+        Incident(
+            "host-dies-agent",
+            "Agent mode: the Sigma host dies (power, kernel panic); its exporter dies with it.",
+            """
+Operator expects: a critical page within 5 minutes (SigmaExporterDown), which
+keeps paging while the host is dead. Channel VTV3 went down 10 minutes before:
+its page (SigmaJobDown, and its error-budget page) stays open while the host is
+dead instead of resolving because its series went stale; Alertmanager hands it
+over to the host page (inhibition). No other page.
+""",
+            125, _host_dies,
+            [Expect(19, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(19, "SigmaJobErrorBudgetFastBurn", [_job(a, "VTV3")]),
+             Expect(19, "SigmaExporterDown", []),
+             Expect(25, "SigmaExporterDown", [exporter]),
+             Expect(25, "SigmaExporterAbsent", [{"severity": "critical", "job": JOB}]),
+             Expect(25, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(25, "SigmaJobErrorBudgetFastBurn", [_job(a, "VTV3")]),
+             Expect(120, "SigmaExporterDown", [exporter]),
+             Expect(120, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(120, "SigmaJobErrorBudgetFastBurn", [_job(a, "VTV3")])],
+            quiet_alerts=quiet("SigmaJobDown", "SigmaJobErrorBudgetFastBurn",
+                               "SigmaExporterDown", "SigmaExporterAbsent"),
+            quiet_minutes=(19, 25, 60, 120)),
+        Incident(
+            "exporter-dies-central",
+            "The central exporter dies (process killed, OOM, node lost).",
+            """
+Operator expects: a critical page within 5 minutes (SigmaExporterDown, and
+SigmaExporterAbsent as it was the only exporter), paging for as long as it is
+dead. No Sigma alert pretends a server or channel failed.
+""",
+            70, _exporter_dies,
+            [Expect(12, "SigmaExporterDown", []),
+             Expect(15, "SigmaExporterDown", [{**exporter, "instance": c}]),
+             Expect(15, "SigmaExporterAbsent", [{"severity": "critical", "job": JOB}]),
+             Expect(70, "SigmaExporterDown", [{**exporter, "instance": c}]),
+             Expect(70, "SigmaExporterAbsent", [{"severity": "critical", "job": JOB}])],
+            agent=False, quiet_alerts=quiet("SigmaExporterDown", "SigmaExporterAbsent"),
+            quiet_minutes=(15, 70)),
+        Incident(
+            "exporter-target-dropped",
+            "The exporter's scrape target drops out of service discovery.",
+            """
+Operator expects: a critical page within 5 minutes naming the exporter that
+vanished (SigmaExporterTargetMissing; SigmaExporterAbsent as it was the only
+one), still paging 3 hours later. `up` itself is gone, so `up == 0` alone
+would never fire.
+""",
+            185, _target_dropped,
+            [Expect(15, "SigmaExporterTargetMissing", [{**exporter, "instance": c}]),
+             Expect(15, "SigmaExporterAbsent", [{"severity": "critical", "job": JOB}]),
+             Expect(180, "SigmaExporterTargetMissing", [{**exporter, "instance": c}]),
+             Expect(180, "SigmaExporterAbsent", [{"severity": "critical", "job": JOB}])],
+            agent=False,
+            quiet_alerts=quiet("SigmaExporterTargetMissing", "SigmaExporterAbsent"),
+            quiet_minutes=(15, 180)),
+        Incident(
+            "channel-frozen",
+            "A channel says `running` at speed 1 but its media time (PTS) stopped.",
+            """
+Operator expects: SigmaJobStalled pages for VTV3 within 5 minutes of the
+freeze (minute 10) and keeps paging while it is frozen (until minute 40);
+it resolves once the media time moves again. HTV7 stays quiet.
+""",
+            50, _frozen,
+            [Expect(14, "SigmaJobStalled", [_job(a, "VTV3")]),
+             Expect(39, "SigmaJobStalled", [_job(a, "VTV3")]),
+             Expect(45, "SigmaJobStalled", [])],
+            quiet_alerts=quiet("SigmaJobStalled"), quiet_minutes=(14, 39, 45)),
+        Incident(
+            "channel-crash-loop",
+            "A channel crash-loops: down 90 s, up 15 s, for half an hour.",
+            """
+Operator expects: HTV7 pages within 10 minutes of the first crash (minute 10)
+as crash-looping (SigmaJobCrashLooping; its availability error budget burns
+too) and keeps paging while it loops, whatever the speed average does.
+SigmaJobDown never fires (no down stretch lasts 2 minutes); VTV3 stays quiet.
+""",
+            45, _crash_loop,
+            [Expect(20, "SigmaJobCrashLooping", [_job(a, "HTV7")]),
+             Expect(39, "SigmaJobCrashLooping", [_job(a, "HTV7")]),
+             Expect(20, "SigmaJobErrorBudgetFastBurn", [_job(a, "HTV7")]),
+             Expect(39, "SigmaJobErrorBudgetFastBurn", [_job(a, "HTV7")])],
+            quiet_alerts=quiet("SigmaJobCrashLooping", "SigmaJobErrorBudgetFastBurn"),
+            quiet_minutes=every(range(10, 41, 2))),
+        Incident(
+            "channel-vanished",
+            "A channel is renamed, another is cut by jobs.max, while the server is up.",
+            """
+Operator expects: a warning (chat) within 10 minutes for each channel that
+vanished while its server answers (SigmaJobVanished): HTV7 renamed to HTV7-HD
+at minute 10, VTV3 cut by jobs.max at minute 30. Each warns for an hour. No
+page: nothing says the channel is down, only that it is gone.
+""",
+            80, _vanished,
+            [Expect(17, "SigmaJobVanished", [{**_job(a, "HTV7"), "severity": "warning"}]),
+             Expect(37, "SigmaJobVanished", [{**_job(a, "HTV7"), "severity": "warning"},
+                                             {**_job(a, "VTV3"), "severity": "warning"}]),
+             Expect(75, "SigmaJobVanished", [{**_job(a, "VTV3"), "severity": "warning"}])],
+            quiet_alerts=paging, quiet_minutes=(17, 37, 75)),
+        Incident(
+            "output-dropped",
+            "One of a channel's two outputs (the RTMP push) drops to 0.",
+            """
+Operator expects: SigmaJobOutputDown pages for HTV7's output 1 (rtmp) within
+5 minutes, judged on its own although the HLS output still carries data, and
+keeps paging while it is at 0.
+""",
+            45, _output_dropped,
+            [Expect(14, "SigmaJobOutputDown", [_job(a, "HTV7", output="1", format="rtmp")]),
+             Expect(39, "SigmaJobOutputDown", [_job(a, "HTV7", output="1", format="rtmp")]),
+             Expect(44, "SigmaJobOutputDown", [])],
+            quiet_alerts=quiet("SigmaJobOutputDown"), quiet_minutes=(14, 39, 44)),
+        Incident(
+            "channel-half-speed",
+            "A channel runs at half speed for 4 minutes.",
+            """
+Operator expects: a page within 4 minutes (SigmaJobStalled: the 2-minute
+mean speed is far below real time), resolved a few minutes after the channel
+recovers. Viewers saw a stuttering channel; the slow-drift alert
+SigmaJobBehindRealtime is not the one to catch it.
+""",
+            30, _half_speed,
+            [Expect(13, "SigmaJobStalled", [_job(a, "VTV3")]),
+             Expect(20, "SigmaJobStalled", [])],
+            quiet_alerts=quiet("SigmaJobStalled"), quiet_minutes=(13, 20, 25)),
+        Incident(
+            "gpu-off-bus",
+            "A GPU falls off the bus (Xid 79); Sigma and the driver lose it.",
+            """
+Operator expects: a warning within 10 minutes (SigmaGPUMissing) that keeps
+firing while the GPU is gone: still at minute 75 and at 3 hours, not
+clearing itself after an hour. The Xid event itself is reported
+(SigmaGPUXidErrors). No page from the GPU alone.
+""",
+            185, _gpu_off_bus,
+            [Expect(11, "SigmaGPUXidErrors", [
+                {"severity": "warning", **_labels(a, gpu="1")}]),
+             Expect(20, "SigmaGPUMissing", [{"severity": "warning", **_labels(a)}]),
+             Expect(75, "SigmaGPUMissing", [{"severity": "warning", **_labels(a)}]),
+             Expect(180, "SigmaGPUMissing", [{"severity": "warning", **_labels(a)}])],
+            quiet_alerts=paging, quiet_minutes=(20, 75, 180)),
+        Incident(
+            "field-format-change",
+            "Sigma changes a field's format; the channels' job series vanish.",
+            """
+Operator expects: a page within 15 minutes that monitoring is blind
+(SigmaMonitoringBlind, reason channel_fields_unparsable, naming the field),
+since no channel page can fire meanwhile; each vanished channel warns too.
+""",
+            30, _format_change,
+            [Expect(17, "SigmaJobVanished", [{**_job(a, "HTV7"), "severity": "warning"},
+                                             {**_job(a, "VTV3"), "severity": "warning"}]),
+             Expect(19, "SigmaMonitoringBlind", []),
+             Expect(21, "SigmaMonitoringBlind", [
+                 {"severity": "critical", **_labels(a), "blind": "channel_fields_unparsable",
+                  "field": "progress.job.state"}])],
+            quiet_alerts=quiet("SigmaMonitoringBlind"), quiet_minutes=(17, 21, 29)),
+        Incident(
+            "quiet-healthy-hour",
+            "A healthy hour: speeds jitter between 0.98 and 1.02.",
+            """
+Operator expects: nothing at all, no page, no warning, no info.
+""",
+            60, _healthy, [],
+            quiet_alerts=everything, quiet_minutes=every(range(5, 61, 5))),
+        Incident(
+            "quiet-sigma-restart",
+            "A planned Sigma restart: 45 s without an answer, every channel restarts.",
+            """
+Operator expects: no page, and no warning but the one that says the server
+restarted (SigmaServerRestarted, chat). Channels come back on their own. The
+restart comes after two healthy hours, as in a real Prometheus with history:
+one scrape of a starting channel is not an error-budget ticket.
+""",
+            175, _sigma_restart,
+            [Expect(122, "SigmaServerRestarted", [{"severity": "warning", **_labels(a)}]),
+             Expect(135, "SigmaServerRestarted", [{"severity": "warning", **_labels(a)}]),
+             Expect(140, "SigmaServerRestarted", [])],
+            quiet_alerts=tuple(x for x in everything if x != "SigmaServerRestarted"),
+            quiet_minutes=every([*range(119, 136), 140, 150, 170])),
+        Incident(
+            "quiet-exporter-restart",
+            "The exporter restarts: one failed scrape, its counters start again from 0.",
+            """
+Operator expects: nothing at all.
+""",
+            45, _exporter_restart, [],
+            quiet_alerts=everything, quiet_minutes=every([*range(19, 36), 40, 44])),
+    ]
+
+
+def main(argv: list[str]) -> int:
+    chosen = set(argv)
+    for incident in _incidents():
+        if chosen and incident.name not in chosen:
+            continue
+        print("wrote", write(incident).relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

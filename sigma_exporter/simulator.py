@@ -9,7 +9,8 @@ Two layers:
 * an aiohttp front (`Simulator`, `run_simulator`, `main_simulate`) that serves
   N servers on consecutive ports, with fault modes that reproduce the ways
   real servers and the proxies in front of them misbehave, and an optional
-  control API to change faults, job speeds and job states at run time.
+  control API to change faults, job speeds and job states, and to freeze a
+  job's media time (PTS), at run time.
 
 The answers copy the quirks of the real API on purpose (mixed key case, units
 in strings, numbers as plain strings, server-local times in `progress`), so
@@ -303,7 +304,8 @@ def _default_epoch() -> float:
 @dataclass
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
-    override fields (`fault`, `speed_overrides`, `state_overrides`, `gpu_override`)."""
+    override fields (`fault`, `speed_overrides`, `state_overrides`, `pts_frozen_at`,
+    `gpu_override`)."""
 
     index: int
     seed: int = 1
@@ -322,6 +324,8 @@ class SimServer:
     fault: str | None = None
     speed_overrides: dict[str, float] = field(default_factory=dict)
     state_overrides: dict[str, str] = field(default_factory=dict)  # job -> e.g. "stopped"
+    # job -> when its media time (PTS) froze: it claims to run, PTS stands still.
+    pts_frozen_at: dict[str, float] = field(default_factory=dict)
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
 
@@ -751,7 +755,7 @@ def _render_job(server: SimServer, j: int, job: str, now: float) -> JSON:
         "startup": _local_str(server, startup),
         "state": server.state_overrides.get(job, "started"),
         "Life": _life(life),
-        "PTS": _life(life + 1.0),
+        "PTS": _life(_pts_life(server, job, startup, now, life)),
         "error": error_lines(server, job, now),
         "input": inputs,
         "profile": profiles,
@@ -759,6 +763,14 @@ def _render_job(server: SimServer, j: int, job: str, now: float) -> JSON:
         "weight": 2 if j % 4 == 3 else 1,
         "_id": "",
     }
+
+
+def _pts_life(server: SimServer, job: str, startup: float, now: float, life: float) -> float:
+    """Media time reached: one second ahead of Life, unless frozen by the control API."""
+    frozen = server.pts_frozen_at.get(job)
+    if frozen is None:
+        return life + 1.0
+    return max(0.0, min(now, frozen) - startup) + 1.0
 
 
 def render_progress(server: SimServer, now: float, name: str = "*") -> JSON:
@@ -902,6 +914,17 @@ class Simulator:
             await self._close_site(slot)
         elif slot.site is None:
             await self._open_site(slot)
+
+    def set_job_frozen(self, index: int, job: str, frozen: bool) -> None:
+        """Freeze (or thaw) a job's media time: it keeps claiming to run at its speed."""
+        srv = self._slots[index].server
+        if job not in job_names(srv):
+            raise KeyError(job)
+        if frozen:
+            srv.pts_frozen_at.setdefault(job, self.clock())
+        else:
+            srv.pts_frozen_at.pop(job, None)
+        self._slots[index].cache.clear()
 
     def set_job_speed(self, index: int, job: str, speed: float | None) -> None:
         srv = self._slots[index].server
@@ -1159,6 +1182,17 @@ class Simulator:
             except KeyError:
                 return _json_response({"error": f"no job {job!r}"}, 404)
             return _json_response({"index": slot.server.index, "job": job, "state": state})
+        index = self._slots.index(slot)
+        freeze = request.query.get("freeze")
+        if freeze is not None and freeze not in ("0", "1"):
+            return _json_response({"error": f"bad freeze {freeze!r} (0 or 1)"}, 400)
+        if job not in job_names(slot.server):
+            return _json_response({"error": f"no job {job!r}"}, 404)
+        if freeze is not None:  # PTS only: speed stays as it is unless given too
+            self.set_job_frozen(index, job, freeze == "1")
+            if "speed" not in request.query:
+                return _json_response({"index": slot.server.index, "job": job,
+                                       "frozen": freeze == "1"})
         raw = request.query.get("speed", "")
         speed: float | None = None
         if raw not in ("", "clear"):
@@ -1168,10 +1202,7 @@ class Simulator:
                 return _json_response({"error": f"bad speed {raw!r}"}, 400)
             if not math.isfinite(speed) or speed < 0:
                 return _json_response({"error": f"bad speed {raw!r}"}, 400)
-        try:
-            self.set_job_speed(self._slots.index(slot), job, speed)
-        except KeyError:
-            return _json_response({"error": f"no job {job!r}"}, 404)
+        self.set_job_speed(index, job, speed)
         return _json_response({"index": slot.server.index, "job": job, "speed": speed})
 
     async def _c_emitted(self, request: web.Request) -> web.Response:

@@ -16,8 +16,17 @@ Scenario A takes simulated server sim-2 down (control API fault=refuse):
 SigmaServerDown must page (sigma-pager, critical) for sim-2 only, any other
 alert of sim-2 must be inhibited, and the page must resolve once sim-2 answers
 again. Scenario B slows channel VTV3 on sim-1 to half speed:
-SigmaJobBehindRealtime must page with the channel in `job` and in the
-description.
+SigmaJobBehindRealtime must page with the channel in `job_name` and in the
+description. Scenario C freezes the media time (PTS) of channel HTV7 on sim-3
+while it keeps claiming speed 1: SigmaJobStalled must page, grouped per
+server. Scenario D kills the exporter itself: a critical page
+(SigmaExporterDown, or SigmaExporterAbsent which inhibits it as this is the
+only exporter) must arrive and keep firing while it is dead, and resolve
+once a new exporter process answers on the same port.
+
+Only the rule timings are compressed (a test-only copy of the rules, see
+`compress_rules`); expressions, thresholds and the routing tree are the
+shipped ones.
 
 Nothing sleeps to decide pass or fail: each step polls with a deadline.
 """
@@ -59,6 +68,7 @@ AM_CONFIG = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 NAMES = ("sim-1", "sim-2", "sim-3")
 DOWN_INDEX, DOWN = 1, "sim-2"  # scenario A
 SLOW_INDEX, SLOW_TARGET, SLOW_JOB = 0, "sim-1", "VTV3"  # scenario B
+FROZEN_INDEX, FROZEN_TARGET, FROZEN_JOB = 2, "sim-3", "HTV7"  # scenario C
 
 # --------------------------------------------------------------------------
 # Time compression of the rules.
@@ -262,6 +272,7 @@ class Stack:
     am: Alertmanager
     webhook: Webhook
     procs: list[LoggedProc]
+    restart_exporter: Any = None  # () -> LoggedProc: a new exporter on the same port
 
     def control_post(self, path: str, **params: str) -> None:
         response = httpx.post(f"{self.control}{path}", params=params, timeout=5,
@@ -331,6 +342,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                           rule_files=rule_files, alertmanager=am.address)
         stack = Stack(control, exporter_url,
                       f"127.0.0.1:{exporter_port}", prom, am, webhook, procs)
+
+        def restart_exporter() -> LoggedProc:
+            proc = sigma_exporter_proc(config, exporter_port, tmp / "exporter-2.log")
+            procs.append(proc)
+            return proc
+
+        stack.restart_exporter = restart_exporter
         poll(lambda: all(value(get(exporter_url + "/metrics").text, "sigma_up", target=n) == 1
                          for n in NAMES), 30, "the exporter sees every server up",
              stack.diagnose)
@@ -429,7 +447,10 @@ def test_a_down_server_pages_once_inhibits_the_rest_and_resolves(stack: Stack) -
         for alert in note.alerts:
             if alert["labels"].get("target") == DOWN:
                 assert alert["labels"]["alertname"] == "SigmaServerDown", stack.diagnose()
-                assert note.receiver == "sigma-pager", stack.diagnose()
+                # Paged, and (criticals reach chat too) posted in chat.
+                assert note.receiver in ("sigma-pager", "sigma-chat"), stack.diagnose()
+    assert stack.webhook.find("sigma-chat", "firing", "SigmaServerDown", target=DOWN), (
+        stack.diagnose())
     # Nothing paged for the servers that stayed healthy.
     pages = [a["labels"] for n in notes if n.receiver == "sigma-pager" for a in n.alerts]
     assert all(ls.get("target") == DOWN for ls in pages), stack.diagnose()
@@ -461,8 +482,86 @@ def test_a_job_behind_real_time_pages_with_its_name(stack: Stack) -> None:
     behind = {a["labels"].get("job_name") for n in stack.webhook.notifications() for a in n.alerts
               if a["labels"]["alertname"] == "SigmaJobBehindRealtime"}
     assert behind == {SLOW_JOB}, stack.diagnose()
-    assert note.body["groupLabels"] == {"alertname": "SigmaJobBehindRealtime",
+    # Channel pages are grouped per server, whatever the alert.
+    assert note.body["groupLabels"] == {"job": "sigma", "instance": stack.instance,
                                         "target": SLOW_TARGET}
+    # Criticals reach chat too.
+    poll(lambda: stack.webhook.find("sigma-chat", "firing", "SigmaJobBehindRealtime",
+                                    target=SLOW_TARGET),
+         20, "the page also in chat", stack.diagnose)
+
+
+def test_a_stalled_channel_pages(stack: Stack) -> None:
+    """Running at speed 1 by its own account, but its media time stands still."""
+    path = f"/servers/{FROZEN_INDEX}/jobs/{FROZEN_JOB}"
+    stack.control_post(path, freeze="1")
+    try:
+        found = poll(lambda: stack.webhook.find("sigma-pager", "firing", "SigmaJobStalled",
+                                                target=FROZEN_TARGET, job_name=FROZEN_JOB),
+                     40, f"SigmaJobStalled for {FROZEN_JOB} paged", stack.diagnose)
+    finally:
+        stack.control_post(path, freeze="0")
+    note, alert = found
+    assert alert["labels"]["severity"] == "critical"
+    assert alert["labels"]["job"] == "sigma" and alert["labels"]["instance"] == stack.instance
+    assert note.body["groupLabels"] == {"job": "sigma", "instance": stack.instance,
+                                        "target": FROZEN_TARGET}
+    assert alert["annotations"]["runbook_url"].endswith("#sigmajobstalled")
+    assert "/d/sigma-jobs/" in alert["annotations"]["dashboard_url"]
+    # The channel did not go down: no SigmaJobDown for it.
+    assert not stack.webhook.find("sigma-pager", "firing", "SigmaJobDown",
+                                  target=FROZEN_TARGET), stack.diagnose()
+    poll(lambda: stack.webhook.find("sigma-pager", "resolved", "SigmaJobStalled",
+                                    target=FROZEN_TARGET, job_name=FROZEN_JOB),
+         40, "SigmaJobStalled resolved once the media time moves", stack.diagnose)
+
+
+EXPORTER_DEAD = ("SigmaExporterDown", "SigmaExporterAbsent")
+
+
+def test_a_dead_exporter_pages_and_keeps_paging(stack: Stack) -> None:
+    """Runs last: the exporter is killed, then a new one starts on the same port."""
+    exporter = stack.procs[1]
+    assert exporter.alive()
+    before = len(stack.webhook.notifications())
+    exporter.stop()
+
+    def paged() -> tuple[Notification, dict[str, Any]] | None:
+        for name in EXPORTER_DEAD:
+            found = stack.webhook.find("sigma-pager", "firing", name, job="sigma")
+            if found:
+                return found
+        return None
+
+    try:
+        _, alert = poll(paged, 40, "a page for the dead exporter", stack.diagnose)
+        assert alert["labels"]["severity"] == "critical"
+        if alert["labels"]["alertname"] == "SigmaExporterDown":
+            assert alert["labels"]["instance"] == stack.instance
+
+        # Still paging a while later: firing in Prometheus, active in Alertmanager.
+        def still_firing() -> bool:
+            time.sleep(0.5)
+            firing = {a["labels"]["alertname"] for a in stack.prom.alerts()
+                      if a["state"] == "firing"}
+            active = {a["labels"]["alertname"] for a in stack.am.alerts()
+                      if a["status"]["state"] == "active"}
+            return bool(firing & set(EXPORTER_DEAD)) and bool(active & set(EXPORTER_DEAD))
+
+        for _ in range(3):
+            assert poll(still_firing, 20, "the exporter page still firing", stack.diagnose)
+        # The dead exporter's server and channel alerts stay quiet: no page
+        # pretends a Sigma server or channel failed.
+        for n in stack.webhook.notifications()[before:]:
+            if n.receiver == "sigma-pager" and n.status == "firing":
+                names = {a["labels"]["alertname"] for a in n.alerts}
+                assert not names & {"SigmaServerDown", "SigmaJobDown"}, stack.diagnose()
+    finally:
+        stack.restart_exporter()
+    poll(lambda: all(stack.webhook.find("sigma-pager", "resolved", name, job="sigma")
+                     or not stack.webhook.find("sigma-pager", "firing", name, job="sigma")
+                     for name in EXPORTER_DEAD),
+         60, "the exporter page resolved once a new exporter answers", stack.diagnose)
 
 
 def _rfc3339(ts: float) -> str:

@@ -569,6 +569,23 @@ def test_control_api() -> None:
             assert p["result"]["VTV3"]["state"] == "started"
             assert (await c.post(f"{base}/servers/1/jobs/NOPE?state=stopped")).status_code == 404
 
+            # Freezing a job's media time: it still claims to run at its speed.
+            await c.post(f"{base}/servers/1/jobs/HTV7", params={"speed": "1"})
+            r = await c.post(f"{base}/servers/1/jobs/HTV7", params={"freeze": "1"})
+            assert r.status_code == 200 and r.json()["frozen"] is True
+            frozen = (await c.post(sim.url(1), json=PROGRESS)).json()["result"]["HTV7"]
+            assert frozen["speed"] == 1 and frozen["state"] == "started"
+            now += 30.0
+            later = (await c.post(sim.url(1), json=PROGRESS)).json()["result"]["HTV7"]
+            assert later["PTS"] == frozen["PTS"] and later["Life"] != frozen["Life"]
+            assert sim.servers[1].speed_overrides["HTV7"] == 1  # freezing kept the speed
+            await c.post(f"{base}/servers/1/jobs/HTV7", params={"freeze": "0"})
+            thawed = (await c.post(sim.url(1), json=PROGRESS)).json()["result"]["HTV7"]
+            assert thawed["PTS"] != frozen["PTS"]
+            assert (await c.post(f"{base}/servers/1/jobs/HTV7?freeze=2")).status_code == 400
+            assert (await c.post(f"{base}/servers/1/jobs/NOPE?freeze=1")).status_code == 404
+            now -= 30.0
+
             assert (await c.post(f"{base}/servers/0/fault?mode=http-502-html")).status_code == 200
             assert (await c.get(sim.url(0))).status_code == 502
             await c.post(f"{base}/servers/0/fault", params={"mode": "refuse"})

@@ -308,6 +308,13 @@ def test_links_come_from_one_place() -> None:
     assert links["runbooks"] not in other and links["grafana"] not in other
 
 
+def test_runbooks_say_how_to_use_auth_tls() -> None:
+    text = RUNBOOKS.read_text(encoding="utf-8")
+    for var in ("SIGMA_AUTH=", "SIGMA_TLS=", "EXPORTER_AUTH=", "EXPORTER_TLS=", "PROM_AUTH="):
+        assert var in text, var
+    assert "alerts/links.py" in text and "alerts/links.yml" in text
+
+
 @pytest.mark.parametrize("name", sorted(_alert_names()))
 def test_runbook_section_exists_and_is_complete(name: str) -> None:
     sections = _runbook_sections()
@@ -316,8 +323,13 @@ def test_runbook_section_exists_and_is_complete(name: str) -> None:
     text = sections[anchor]
     for part in RUNBOOK_PARTS:
         assert part in text, f"runbook {name} lacks {part}"
-    assert re.search(r"curl -s -X POST http://HOST:9999", text), f"runbook {name}: no curl"
-    assert "| jq " in text, f"runbook {name}: no jq filter"
+    # Commands that work with basic auth and TLS (the variables of "Before you start").
+    assert re.search(r'curl -s (?:"\$\{(SIGMA|EXPORTER)_TLS\[@\]\}" "\$\{\1_AUTH\[@\]\}"'
+                     r'|"\$\{PROM_AUTH\[@\]\}")', text), f"runbook {name}: no curl with auth/TLS"
+    assert "http://HOST:9999" not in text, f"runbook {name}: plain-HTTP command"
+    dashboard = text.split("**Dashboard**", 1)[1].split("\n\n", 1)[0]
+    uids = "|".join(DASHBOARD_UIDS)
+    assert re.search(rf"`GRAFANA/d/({uids})/", dashboard), f"runbook {name}: no dashboard link"
 
 
 def test_recording_rule_names_follow_convention() -> None:
@@ -428,8 +440,8 @@ def test_expression_parser_ignores_strings() -> None:
 
 def test_alerting_doc_lists_every_alert() -> None:
     text = ALERTING_DOC.read_text(encoding="utf-8")
-    section = text.split("\n## 5. The alerts\n", 1)
-    assert len(section) == 2, "docs/alerting.md lacks the section `## 5. The alerts`"
+    section = text.split("\n## 6. The alerts\n", 1)
+    assert len(section) == 2, "docs/alerting.md lacks the section `## 6. The alerts`"
     table = section[1].split("\n## ", 1)[0]
     rows = [ln for ln in table.splitlines() if ln.startswith("|")]
     for rule in _alert_rules():
@@ -439,6 +451,27 @@ def test_alerting_doc_lists_every_alert() -> None:
         row = matching[0]
         assert rule["labels"]["severity"] in row, f"{name}: severity missing in the table"
         assert str(rule["for"]) in row, f"{name}: `for` missing in the table"
+
+
+def test_alerting_doc_has_the_incident_table() -> None:
+    """incident -> alert -> time to page -> who, one row per replayed incident."""
+    text = ALERTING_DOC.read_text(encoding="utf-8")
+    section = text.split("\n## 5. The incidents and who hears about them\n", 1)
+    assert len(section) == 2, "docs/alerting.md lacks the incident table"
+    table = section[1].split("\n## ", 1)[0]
+    rows = [ln for ln in table.splitlines() if ln.startswith("| ") and "---" not in ln]
+    assert rows[0] == "| incident | alert | time to page | who |"
+    names = _alert_names()
+    for incident in INCIDENTS:
+        row = [r for r in rows if f"`{incident}`" in r]
+        assert len(row) == 1, f"no row for {incident}"
+        cells = [c.strip() for c in row[0].strip("|").split("|")]
+        assert len(cells) == 4 and all(cells), row
+        for alert in re.findall(r"`(Sigma\w+)`", cells[1]):
+            assert alert in names, alert
+        if not incident.startswith("quiet-"):
+            assert re.search(r"`Sigma\w+`", cells[1]), row
+            assert "on-call" in cells[3] or "owners" in cells[3], row
 
 
 # --- Alertmanager -------------------------------------------------------------

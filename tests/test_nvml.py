@@ -213,6 +213,11 @@ def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = Non
         return SimpleNamespace(device=gpu, eventType=0x8, eventData=code)
 
     calls: list[str] = []
+
+    def event_set() -> str:
+        calls.append("event_set")
+        return "set"
+
     return SimpleNamespace(
         calls=calls,
         NVMLError=FakeNVMLError,
@@ -247,7 +252,7 @@ def fake_pynvml(lost: set[int] | None = None, unsupported: set[str] | None = Non
         nvmlDeviceGetTotalEccErrors=call("ecc", 0),
         nvmlDeviceGetRemappedRows=call("remap", (0, 0, 1, 0)),
         nvmlDeviceGetCurrentClocksThrottleReasons=call("throttle", 0x40 | 0x1),
-        nvmlEventSetCreate=lambda: calls.append("event_set") or "set",
+        nvmlEventSetCreate=event_set,
         nvmlDeviceRegisterEvents=call("events", None),
         nvmlEventSetWait_v2=xid_wait,
         nvmlEventSetFree=lambda s: calls.append("event_set_free"),

@@ -69,6 +69,21 @@ NOT_CHARTED: dict[str, str] = {
         "poll errors per minute and whether each server answers."
     ),
 }
+# GPU health from NVML (issue 14): alerted on in tiers (SigmaGPUXidErrors,
+# SigmaGPUMemoryErrors, SigmaGPURowRemapPending, SigmaGPUThrottled,
+# SigmaGPUPowerAtLimit), so they show through the firing-alerts panels; a
+# per-GPU health panel is still to be drawn.
+_GPU_HEALTH = ("alerted on (GPU health alerts, see docs/runbooks.md); shown through the "
+               "firing-alerts panels until a per-GPU health panel is drawn.")
+NOT_CHARTED.update({name: _GPU_HEALTH for name in (
+    "sigma_nvml_gpu_xid_errors_total",
+    "sigma_nvml_gpu_last_xid",
+    "sigma_nvml_gpu_ecc_uncorrected_errors_total",
+    "sigma_nvml_gpu_row_remap_pending",
+    "sigma_nvml_gpu_row_remap_failure",
+    "sigma_nvml_gpu_throttle_active",
+    "sigma_nvml_gpu_power_limit_watts",
+)})
 
 
 def build(thresholds: Thresholds | None = None) -> tuple[Dashboard, ...]:

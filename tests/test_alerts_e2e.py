@@ -81,8 +81,13 @@ FROZEN_INDEX, FROZEN_TARGET, FROZEN_JOB = 2, "sim-3", "HTV7"  # scenario C
 # them changes):
 #
 #   for: D        ->  for: D/60, at least 2s and at most 5s; `for: 0m` stays
-#   [D] in PromQL ->  [D/60], at least 5s (5 scrapes at 1 s, so rate(),
-#                     increase() and avg_over_time() have points to use)
+#   [D] in PromQL ->  [D/60], at least 30s (30 scrapes at 1 s, so rate(),
+#                     increase(), deriv() and avg_over_time() have points to
+#                     use, and polls delayed a few seconds on a loaded test
+#                     machine, which repeat every job's media time meanwhile,
+#                     do not look like stalled channels as they do over 5
+#                     or 10 scrapes; in production the window is 2 minutes of
+#                     15 s polls and `for` a minute)
 #
 # D is a single-unit Prometheus duration (30s, 5m, 1h, 6h, 1d); the rules use
 # no other form, which `compress_rules` asserts. Annotations keep the original
@@ -91,7 +96,7 @@ FROZEN_INDEX, FROZEN_TARGET, FROZEN_JOB = 2, "sim-3", "HTV7"  # scenario C
 
 SCALE = 60
 FOR_MIN_S, FOR_MAX_S = 2, 5
-RANGE_MIN_S = 5
+RANGE_MIN_S = 30
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _FOR = re.compile(r"^(?P<head>\s*for:\s*)(?P<n>\d+)(?P<unit>[smhd])\s*$", re.MULTILINE)
 _RANGE = re.compile(r"\[(?P<n>\d+)(?P<unit>[smhd])\]")
@@ -372,6 +377,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # in production, twelve scrapes) can be shorter than a slow first
         # scrape. Wait until nothing fires and every notification sent so far
         # has its "resolved"; the tests look at what comes after.
+        # And the shortest window of the compressed rules must hold data first.
+        poll(lambda: (prom.value(
+                f"min(count_over_time(sigma_job_media_time_seconds[{RANGE_MIN_S}s]))") or 0)
+             >= RANGE_MIN_S * 0.8, 3 * RANGE_MIN_S, "full rule windows", stack.diagnose)
         poll(lambda: prom.alerts() == [] and stack.am.alerts() == []
              and stack.webhook.quiet(), 60, "a quiet start", stack.diagnose)
         stack.baseline = len(webhook.notifications())
@@ -399,7 +408,7 @@ def test_prometheus_and_alertmanager_are_installed() -> None:
 def test_rule_compression_is_the_documented_one() -> None:
     text = "        for: 15m\n        for: 0m\n        for: 1m\n  expr: rate(x[5m]) + y[1h]\n"
     assert compress_rules(text) == (
-        "        for: 5s\n        for: 0m\n        for: 2s\n  expr: rate(x[5s]) + y[60s]\n")
+        "        for: 5s\n        for: 0m\n        for: 2s\n  expr: rate(x[30s]) + y[60s]\n")
     shipped = compress_rules((ALERTS_DIR / "sigma-alerts.yml").read_text())
     assert not re.search(r"^\s*for: (?!0m$)\d+[mhd]$", shipped, re.MULTILINE)
 
@@ -474,9 +483,9 @@ def test_a_down_server_pages_once_inhibits_the_rest_and_resolves(stack: Stack) -
     # Nothing paged for the servers that stayed healthy.
     pages = [a["labels"] for n in notes if n.receiver == "sigma-pager" for a in n.alerts]
     assert all(ls.get("target") == DOWN for ls in pages), stack.diagnose()
-    # And Prometheus itself had no critical alert for them either.
+    # And Prometheus itself had no critical alert firing for them either.
     critical = [a["labels"] for a in stack.prom.alerts()
-                if a["labels"].get("severity") == "critical"
+                if a["labels"].get("severity") == "critical" and a["state"] == "firing"
                 and a["labels"].get("target") != DOWN]
     assert critical == [], stack.diagnose()
 

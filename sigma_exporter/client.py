@@ -1,18 +1,22 @@
 """Fetching one answer from a Sigma server (httpx, async).
 
 Every failure becomes a `PollError` with exactly one `reason`:
-timeout, connect, tls, http_status, too_large, invalid_json, invalid_schema
-(and `internal`, which the poller records for a bug of its own).
+timeout, connect, tls, http_status, too_large, protocol, invalid_json,
+invalid_schema (and `internal`, for a bug of ours: the poller records it for
+its own, `fetch` for an exception nobody foresaw). `fetch` raises nothing else.
 Redirects are never followed (a redirect is `http_status`): the exporter only
-talks to URLs it was configured with. The body is capped while it streams in.
+talks to URLs it was configured with. The body is capped while it streams in,
+and a compressed body again while it is inflated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import ssl
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +26,9 @@ import orjson
 from . import __version__
 from .config import TargetConfig, TLSConfig
 from .redact import redact_url
-from .transport import BodyTooLarge, SigmaTransport
+from .transport import BodyTooLarge, MalformedAnswer, SigmaTransport
+
+log = logging.getLogger("sigma_exporter.client")
 
 REASONS = (
     "timeout",
@@ -30,10 +36,12 @@ REASONS = (
     "tls",
     "http_status",
     "too_large",
+    "protocol",  # not valid HTTP: bad framing, a truncated or undecodable body
     "invalid_json",
     "invalid_schema",
-    # Not a fetch failure: the exporter's own bug while ingesting or rendering
-    # a good answer (poller.TargetState records it; the target then reads up 0).
+    # A bug of ours, never the server's doing: while ingesting or rendering a
+    # good answer (poller.TargetState records it; the target then reads up 0),
+    # or an exception of a fetch nobody foresaw.
     "internal",
 )
 
@@ -55,6 +63,61 @@ class Answer:
     body: dict[str, Any]
     received_at: float  # exporter wall clock when the answer was complete
     duration: float
+
+
+# zlib window bits per Content-Encoding we ask for (Accept-Encoding: gzip, deflate).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+_INFLATE_STEP = 64 * 1024  # most bytes one zlib call may produce
+
+
+def _zlib_header(body: bytes) -> bool:
+    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+
+
+def inflate(body: bytes, content_encoding: str, cap: int) -> bytes:
+    """The body with its Content-Encoding undone, never more than `cap` bytes.
+
+    Inflating in one call lets a 2 KB answer become gigabytes before any cap
+    is checked; here zlib hands out at most `_INFLATE_STEP` bytes at a time.
+    Stacked encodings (`gzip, gzip`) multiply the ratio and no server needs
+    them: refused as too large. Bad or truncated data is `protocol`.
+    """
+    codings = [c.strip().lower() for c in content_encoding.split(",")]
+    codings = [c for c in codings if c and c != "identity"]
+    if not codings:
+        return body
+    if len(codings) > 1:
+        raise PollError("too_large", f"stacked Content-Encoding {content_encoding!r} refused "
+                        "(a compression bomb's shape)")
+    wbits = _WBITS.get(codings[0])
+    if wbits is None:
+        raise PollError("protocol", f"Content-Encoding {codings[0]!r} was not asked for")
+    if wbits == zlib.MAX_WBITS and not _zlib_header(body):
+        wbits = -zlib.MAX_WBITS  # "deflate" sent raw, without the zlib header
+    out: list[bytes] = []
+    size = 0
+    data = body
+    try:
+        while True:
+            decoder = zlib.decompressobj(wbits)
+            while True:
+                chunk = decoder.decompress(data, _INFLATE_STEP)
+                size += len(chunk)
+                if size > cap:
+                    raise PollError("too_large",
+                                    f"answer inflates past {cap} bytes; stopped inflating")
+                out.append(chunk)
+                data = decoder.unconsumed_tail
+                if decoder.eof or (not chunk and not data):
+                    break
+            if not decoder.eof:
+                raise PollError("protocol", f"{codings[0]} body is truncated")
+            data = decoder.unused_data
+            if not data or wbits != _WBITS["gzip"]:
+                break  # a gzip body may hold several members; deflate is one stream
+    except zlib.error as exc:
+        raise PollError("protocol", f"body is not valid {codings[0]}: {exc}") from None
+    return b"".join(out)
 
 
 def _is_tls_error(exc: BaseException) -> bool:
@@ -135,12 +198,31 @@ class SigmaClient:
         self._requests[("dump", "GET")] = httpx.Request("GET", target.url, headers=headers,
                                                         extensions=extensions)
         self._safe_url = redact_url(target.url)
+        self._internal_logged = False
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     async def fetch(self, payload: dict[str, str], method: str = "POST") -> Answer:
-        """Send one request; the whole exchange is bounded by the target timeout."""
+        """Send one request; the whole exchange is bounded by the target timeout.
+
+        Raises PollError and nothing else (cancellation aside): whatever the
+        server does, the poll of this target fails with a reason.
+        """
+        try:
+            return await self._fetch(payload, method)
+        except PollError:
+            raise
+        except MemoryError:
+            raise PollError("too_large", "out of memory reading the answer") from None
+        except Exception as exc:  # a bug of ours: counted, with its traceback logged once
+            if not self._internal_logged:
+                self._internal_logged = True
+                log.exception("unexpected error polling %s", self._safe_url)
+            raise PollError("internal", f"{type(exc).__name__} polling {self._safe_url}") \
+                from None
+
+    async def _fetch(self, payload: dict[str, str], method: str) -> Answer:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.target.timeout):
@@ -162,7 +244,6 @@ class SigmaClient:
         return Answer(decoded, received_at, time.perf_counter() - started)
 
     async def _request(self, payload: dict[str, str], method: str) -> bytes:
-        cap = self.target.max_body_bytes
         request = self._requests.get((payload["type"], method))
         if request is None:
             raise ValueError(f"no {method} request for {payload['type']}")
@@ -174,21 +255,17 @@ class SigmaClient:
                         "http_status", f"HTTP {response.status_code} from {self._safe_url}"
                     )
                 # The transport already refused a raw answer over the cap (declared
-                # or streamed); this bounds what a Content-Encoding inflates it to.
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        raise PollError("too_large", f"answer exceeds {cap} bytes; stopped reading")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+                # or streamed); the encoding is undone here, under the same cap.
+                raw = b"".join([chunk async for chunk in response.aiter_raw()])
             finally:
                 await response.aclose()
         except BodyTooLarge as exc:
             raise PollError("too_large", str(exc)) from None
         except httpx.TimeoutException:
             raise PollError("timeout", f"timed out talking to {self._safe_url}") from None
+        except MalformedAnswer as exc:
+            raise PollError("protocol", f"malformed answer from {self._safe_url}: {exc}") \
+                from None
         except httpx.ConnectError as exc:
             reason = "tls" if _is_tls_error(exc) else "connect"
             raise PollError(reason, f"cannot connect to {self._safe_url}: {exc}") from None
@@ -196,3 +273,5 @@ class SigmaClient:
             # Reset or closed mid-answer; a TLS failure can surface here too.
             reason = "tls" if _is_tls_error(exc) else "connect"
             raise PollError(reason, f"connection to {self._safe_url} failed: {exc}") from None
+        encoding = response.headers.get("Content-Encoding", "")
+        return inflate(raw, encoding, self.target.max_body_bytes) if encoding else raw

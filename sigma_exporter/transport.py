@@ -23,6 +23,11 @@ from typing import Any, cast
 import httptools
 import httpx
 
+# Most bytes of status line and headers we read before giving up on an answer.
+# Go's client allows 10 MiB; Python keeps each header as objects several times
+# its size, so the cap is lower: a Sigma answer's head is a few hundred bytes.
+MAX_HEAD_BYTES = 64 * 1024
+
 
 class BodyTooLarge(httpx.TransportError):
     """The answer is bigger than the cap; `declared` is its Content-Length if it said."""
@@ -30,6 +35,10 @@ class BodyTooLarge(httpx.TransportError):
     def __init__(self, message: str, declared: int | None) -> None:
         super().__init__(message)
         self.declared = declared
+
+
+class MalformedAnswer(httpx.RemoteProtocolError):
+    """The server answered, but not in valid HTTP/1.1 (or cut its answer short)."""
 
 
 class _Exchange(asyncio.Protocol):
@@ -72,10 +81,15 @@ class _Exchange(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(httpx.RemoteProtocolError("unexpected protocol upgrade"))
+            self._fail(MalformedAnswer("unexpected protocol upgrade"))
+            return
         except httptools.HttpParserError as exc:
             if not self._waiter.done():  # not a callback's own failure
-                self._fail(httpx.RemoteProtocolError(f"malformed HTTP answer: {exc}"))
+                self._fail(MalformedAnswer(f"malformed HTTP answer: {exc}"))
+            return
+        # The parser buffers a header until it ends: bound what it may hold.
+        if not self._headers_done and self.received > MAX_HEAD_BYTES and not self._waiter.done():
+            self._fail(BodyTooLarge(f"answer headers exceed {MAX_HEAD_BYTES} bytes", None))
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -92,6 +106,8 @@ class _Exchange(asyncio.Protocol):
         elif self.received == 0:
             error = httpx.RemoteProtocolError("server closed the connection without answering")
             self._fail(error, exc)
+        elif exc is None:  # a clean close in the middle of a framed answer
+            self._fail(MalformedAnswer("answer truncated: connection closed before its end"))
         else:
             self._fail(httpx.ReadError("connection closed before the answer was complete"), exc)
 
@@ -276,6 +292,8 @@ class SigmaTransport(httpx.AsyncBaseTransport):
                                        request=request) from None
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, handshake
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        except (UnicodeError, ValueError) as exc:  # a host name IDNA or the resolver refuses
+            raise httpx.ConnectError(f"unusable host name: {exc}", request=request) from exc
         self._open.add(protocol)
         return protocol
 

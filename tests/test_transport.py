@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import make_ca, make_cert
 
-from sigma_exporter.transport import BodyTooLarge, SigmaTransport
+from sigma_exporter.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
 
 # What a scripted server does with one request on one connection: it gets the
 # request head and body, and writes to the stream; returning False closes.
@@ -229,12 +229,12 @@ def test_malformed_answer_is_a_protocol_error() -> None:
     run(main())
 
 
-def test_close_mid_body_is_a_read_error() -> None:
+def test_clean_close_mid_body_is_a_malformed_answer() -> None:
     async def main() -> None:
         truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut"
         async with Scripted(answering(truncated, keep=False)) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(httpx.ReadError):
+            with pytest.raises(MalformedAnswer, match="truncated"):
                 await post(transport, server.url())
             await transport.aclose()
     run(main())

@@ -1,0 +1,254 @@
+"""Hostile Sigma servers (issue 15): whatever one sends, its cost is bounded and counted.
+
+Each test here failed on 0.1: a compression bomb that inflated to gigabytes,
+answers whose failure escaped the poll as an exception (the target then never
+appeared and /-/ready stayed 503), malformed HTTP counted as `connect`, and
+headers without a size cap. Memory is measured as the peak RSS of a fresh
+subprocess around one fetch, with a generous bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from typing import Any
+
+import orjson
+import pytest
+from conftest import FIXTURES
+from test_transport import Scripted, answering, ok
+
+from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
+from sigma_exporter.config import Config, JobsConfig, TargetConfig
+from sigma_exporter.poller import Poller
+
+# gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
+BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
+DUMP = (FIXTURES / "dump-sample.json").read_bytes()
+# The most a single fetch may add to the peak RSS, whatever the server sends
+# (the cap on the body is 8 MiB; the bombs below would add 1-2 GiB unbounded).
+RSS_BOUND_MIB = 96
+
+
+def answer(head: bytes, body: bytes) -> bytes:
+    return head + b"\r\n\r\n" + body
+
+
+async def fetch(url: str, **overrides: Any) -> Answer | PollError:
+    target = replace(TargetConfig(name="t", url=url, timeout=5.0), **overrides)
+    client = SigmaClient(target, SSLContexts())
+    try:
+        return await client.fetch(DUMP_REQUEST)
+    except PollError as error:
+        return error
+    finally:
+        await client.aclose()
+
+
+def fetch_from(*answers: bytes, keep: bool = False, **overrides: Any) -> Answer | PollError:
+    async def main() -> Answer | PollError:
+        async with Scripted(answering(*answers, keep=keep)) as server:
+            return await fetch(server.url(), **overrides)
+    return asyncio.run(main())
+
+
+def reason(result: Answer | PollError) -> str:
+    assert isinstance(result, PollError), f"expected a failure, got {result!r}"
+    return result.reason
+
+
+# --- finding 1: compression bombs ------------------------------------------------
+
+# One fetch in a fresh interpreter, against a loopback server in the same
+# process that answers with BODY under the given head; prints the reason and
+# how far the fetch raised the peak RSS.
+_RSS_SCRIPT = r"""
+import asyncio, json, resource, sys
+from sigma_exporter.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
+from sigma_exporter.config import TargetConfig
+
+head_lines, body = sys.argv[1], open(sys.argv[2], "rb").read()
+header_flood = int(sys.argv[3])
+
+async def serve(reader, writer):
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n" + head_lines.encode().replace(b"|", b"\r\n"))
+        line = b"X-Pad: " + b"a" * 1000 + b"\r\n"
+        for _ in range(header_flood // len(line)):  # headers that never end, if asked
+            writer.write(line)
+            await writer.drain()
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+async def main():
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = SigmaClient(TargetConfig(name="t", url=f"http://127.0.0.1:{port}/",
+                                      timeout=60.0, interval=120.0), SSLContexts())
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:
+        await client.fetch(DUMP_REQUEST)
+        result = "ok"
+    except PollError as error:
+        result = error.reason
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    await client.aclose()
+    server.close()
+    print(json.dumps({"reason": result, "grown_mib": grown / 1024}))
+
+asyncio.run(main())
+"""
+
+
+def one_fetch_in_subprocess(tmp_path: Any, head: str, body: bytes,
+                            header_flood: int = 0) -> dict[str, Any]:
+    path = tmp_path / "body.bin"
+    path.write_bytes(body)
+    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, head, str(path), str(header_flood)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_stacked_gzip_bomb_is_refused_in_bounded_memory(tmp_path: Any) -> None:
+    result = one_fetch_in_subprocess(tmp_path, "Content-Encoding: gzip, gzip|", BOMB)
+    assert result["reason"] == "too_large"
+    assert result["grown_mib"] < RSS_BOUND_MIB, result
+
+
+def test_gzip_bomb_stops_at_the_inflated_cap_in_bounded_memory(tmp_path: Any) -> None:
+    single = gzip.decompress(BOMB)  # gzip of 1 GiB of zeros: 1 MB, under the 8 MiB cap
+    result = one_fetch_in_subprocess(tmp_path, "Content-Encoding: gzip|", single)
+    assert result["reason"] == "too_large"
+    assert result["grown_mib"] < RSS_BOUND_MIB, result
+
+
+def test_compressed_answers_that_fit_are_read() -> None:
+    deflated = gzip.compress(DUMP)
+    for head, body in ((b"Content-Encoding: gzip", deflated),
+                       (b"Content-Encoding: x-gzip", deflated),
+                       (b"Content-Encoding: deflate", __import__("zlib").compress(DUMP)),
+                       (b"Content-Encoding: identity", DUMP),
+                       # two gzip members, as `cat a.gz b.gz` makes: one body
+                       (b"Content-Encoding: gzip",
+                        gzip.compress(DUMP[:100]) + gzip.compress(DUMP[100:]))):
+        framed = answer(b"HTTP/1.1 200 OK\r\n" + head
+                        + b"\r\nContent-Length: %d" % len(body), body)
+        result = fetch_from(framed)
+        assert isinstance(result, Answer), (head, result)
+        assert result.body == orjson.loads(DUMP)
+
+
+# --- finding 2: every failure of a fetch is a counted reason -------------------------
+
+
+def test_plain_body_labelled_gzip_is_protocol() -> None:
+    # nginx with `gzip_static` misconfigured: plain JSON under Content-Encoding: gzip.
+    framed = answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: %d" % len(DUMP), DUMP)
+    assert reason(fetch_from(framed)) == "protocol"
+
+
+def test_truncated_gzip_is_protocol() -> None:
+    packed = gzip.compress(DUMP)[:-20]
+    framed = answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                    b"Content-Length: %d" % len(packed), packed)
+    assert reason(fetch_from(framed)) == "protocol"
+
+
+def test_an_encoding_we_did_not_ask_for_is_protocol() -> None:
+    framed = answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 2", b"{}")
+    assert reason(fetch_from(framed)) == "protocol"
+
+
+def test_duplicate_content_length_is_protocol() -> None:
+    framed = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3", b"{}")
+    assert reason(fetch_from(framed)) == "protocol"
+
+
+def test_body_cut_short_of_its_content_length_is_protocol() -> None:
+    framed = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 4000", DUMP[:100])
+    assert reason(fetch_from(framed, keep=False)) == "protocol"
+
+
+def test_host_name_with_a_64_character_label_is_connect() -> None:
+    url = "http://" + "a" * 64 + ".example:9/"
+    assert reason(asyncio.run(fetch(url))) == "connect"
+
+
+def test_memory_error_while_decoding_is_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(data: bytes) -> object:
+        raise MemoryError
+    monkeypatch.setattr("sigma_exporter.client.orjson.loads", exhausted)
+    assert reason(fetch_from(ok(DUMP))) == "too_large"
+
+
+def test_failed_fetch_never_escapes_the_poll_and_readiness_still_comes() -> None:
+    """One target per hostile answer beside a healthy one: every target is polled,
+    the round completes (what /-/ready waits for), each failure counted."""
+    hostile = {
+        "bad-gzip": (answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n"
+                            b"Content-Length: %d" % len(DUMP), DUMP), "protocol"),
+        "bomb": (answer(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\n"
+                        b"Content-Length: %d" % len(BOMB), BOMB), "too_large"),
+        "dup-length": (answer(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2",
+                              b"{}"), "protocol"),
+    }
+
+    async def main() -> Poller:
+        async with Scripted(answering(ok(DUMP))) as healthy:
+            servers = {name: Scripted(answering(raw, keep=False))
+                       for name, (raw, _) in hostile.items()}
+            for server in servers.values():
+                await server.__aenter__()
+            try:
+                targets = [TargetConfig(name="healthy", url=healthy.url(), timeout=5.0,
+                                        jobs=JobsConfig(enabled=False))]
+                targets += [TargetConfig(name=name, url=server.url(), timeout=5.0,
+                                         jobs=JobsConfig(enabled=False))
+                            for name, server in servers.items()]
+                targets.append(TargetConfig(name="idna", url="http://" + "a" * 64 + ".x:9/",
+                                            timeout=5.0, jobs=JobsConfig(enabled=False)))
+                poller = Poller(Config(tuple(targets)))
+                await poller.poll_all_once()
+                await poller.stop()
+                return poller
+            finally:
+                for server in servers.values():
+                    await server.__aexit__(None, None, None)
+
+    poller = asyncio.run(main())
+    assert poller.first_round.is_set()
+    assert poller.targets["healthy"].health.up is True
+    expected = {name: why for name, (_, why) in hostile.items()} | {"idna": "connect"}
+    for name, why in expected.items():
+        health = poller.targets[name].health
+        assert health.up is False, name
+        assert health.poll_errors == {("dump", why): 1}, (name, health.poll_errors)
+
+
+# --- finding 6: response headers are capped --------------------------------------------
+
+
+def test_endless_headers_are_too_large_in_bounded_memory(tmp_path: Any) -> None:
+    result = one_fetch_in_subprocess(tmp_path, "", b"{}", header_flood=48 * 1024 * 1024)
+    assert result["reason"] == "too_large"
+    assert result["grown_mib"] < RSS_BOUND_MIB, result
+
+
+def test_one_huge_header_is_too_large() -> None:
+    framed = answer(b"HTTP/1.1 200 OK\r\nX-Junk: " + b"j" * 200_000
+                    + b"\r\nContent-Length: 2", b"{}")
+    assert reason(fetch_from(framed)) == "too_large"

@@ -380,11 +380,14 @@ def _bits_to_bytes(bits: float | None) -> float | None:
     return bits / 8.0 if bits is not None else None
 
 
-def parse_progress(obj: object) -> Parsed[Progress] | None:
+def parse_progress(obj: object, wanted: Callable[[str], bool] | None = None,
+                   max_jobs: int | None = None) -> Parsed[Progress] | None:
     """Read a decoded `progress` answer; None when it is not a progress answer.
 
-    `result` maps job name to job. Field paths in errors use `job.` rather than
-    the job name so that the error label stays bounded.
+    `result` maps job name to job. Only jobs whose name is `wanted`, and at
+    most `max_jobs` of them, have their fields read: the rest are counted in
+    `dropped` and cost nothing more. Field paths in errors use `job.` rather
+    than the job name so that the error label stays bounded.
     """
     if not isinstance(obj, dict):
         return None
@@ -393,16 +396,24 @@ def parse_progress(obj: object) -> Parsed[Progress] | None:
     if not isinstance(result, dict):
         return None
     errors: list[str] = []
-    jobs = []
+    jobs: list[Job] = []
     seen: set[str] = set()
-    for raw_name, raw_job in list(result.items())[: MAX_ITEMS * 16]:
+    limit = MAX_ITEMS * 16 if max_jobs is None else min(max_jobs, MAX_ITEMS * 16)
+    dropped = 0
+    for position, (raw_name, raw_job) in enumerate(result.items()):
+        if len(jobs) >= limit:  # the rest is left out unread
+            dropped += len(result) - position
+            break
         name = text(raw_name)
         if not name or name in seen:  # cleaning can make two names one series
             errors.append("result")
             continue
         seen.add(name)
+        if wanted is not None and not wanted(name):
+            dropped += 1
+            continue
         if not isinstance(raw_job, dict):
             errors.append("job")
             continue
         jobs.append(_job(name, _Fields(raw_job, "job.", errors)))
-    return Parsed(Progress(tuple(jobs)), tuple(errors))
+    return Parsed(Progress(tuple(jobs), dropped), tuple(errors))

@@ -38,7 +38,7 @@ from .config import Config, TargetConfig
 from .counters import ErrorLineCounter, RestartDetector
 from .parse import parse_dump, parse_progress
 from .redact import redact_text
-from .snapshot import Dump, Job, Progress
+from .snapshot import Dump, Job
 from .status import TargetStatus, summarize
 
 log = logging.getLogger("sigma_exporter.poller")
@@ -161,19 +161,11 @@ class TargetState:
             del self.app_uptimes[gone]
         return {name: d.restarts for name, d in self.app_uptimes.items()}
 
-    def select_jobs(self, progress: Progress) -> tuple[tuple[Job, ...], int]:
-        """Apply include/exclude and max; returns the kept jobs and how many were cut."""
+    def wants_job(self, name: str) -> bool:
+        """Whether the include/exclude rules keep the job named `name`."""
         rules = self.config.jobs
-        kept = [
-            job for job in progress.jobs
-            if (rules.include is None or rules.include.search(job.name))
-            and (rules.exclude is None or not rules.exclude.search(job.name))
-        ]
-        dropped = len(progress.jobs) - len(kept)
-        if len(kept) > rules.max:
-            dropped += len(kept) - rules.max
-            kept = kept[: rules.max]
-        return tuple(kept), dropped
+        return ((rules.include is None or rules.include.search(name) is not None)
+                and (rules.exclude is None or rules.exclude.search(name) is None))
 
     def observe_jobs(self, jobs: tuple[Job, ...]) -> dict[str, int]:
         names = {job.name for job in jobs}
@@ -323,7 +315,9 @@ class TargetState:
             self._fail("progress", result, secrets)
             return collect.new_samples()
         self.health.durations["progress"] = result.duration
-        parsed = parse_progress(result.body)
+        # Filters and the max apply before a job's fields are read: a job we
+        # leave out costs no parsing, however its fields are written.
+        parsed = parse_progress(result.body, self.wants_job, self.config.jobs.max)
         if parsed is None:
             self.health.progress_up = False
             self._fail("progress", PollError("invalid_schema",
@@ -332,9 +326,9 @@ class TargetState:
         self._parse_errors("progress", parsed.errors)
         self.health.progress_up = True
         self._recovered("progress")
-        jobs, dropped = self.select_jobs(parsed.value)
-        job_restarts = self.observe_jobs(jobs)
-        return collect.progress_samples(self.name, Progress(jobs), self.timezone, dropped,
+        job_restarts = self.observe_jobs(parsed.value.jobs)
+        return collect.progress_samples(self.name, parsed.value, self.timezone,
+                                        parsed.value.dropped,
                                         self.job_errors, job_restarts)
 
 

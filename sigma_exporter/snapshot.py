@@ -144,6 +144,7 @@ class Progress:
     """What a `progress` answer told us, jobs in the server's order."""
 
     jobs: tuple[Job, ...] = ()
+    dropped: int = 0  # jobs left out by the include/exclude filters or the max
 
 
 @dataclass(frozen=True, slots=True)

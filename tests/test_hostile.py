@@ -13,8 +13,10 @@ import asyncio
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -23,9 +25,10 @@ import pytest
 from conftest import FIXTURES
 from test_transport import Scripted, answering, ok
 
+from sigma_exporter import collect, units
 from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import Config, JobsConfig, TargetConfig
-from sigma_exporter.poller import Poller
+from sigma_exporter.poller import Poller, TargetState
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
 BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
@@ -69,6 +72,7 @@ def reason(result: Answer | PollError) -> str:
 # how far the fetch raised the peak RSS.
 _RSS_SCRIPT = r"""
 import asyncio, json, resource, sys
+from sigma_exporter import collect, units
 from sigma_exporter.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import TargetConfig
 
@@ -252,3 +256,62 @@ def test_one_huge_header_is_too_large() -> None:
     framed = answer(b"HTTP/1.1 200 OK\r\nX-Junk: " + b"j" * 200_000
                     + b"\r\nContent-Length: 2", b"{}")
     assert reason(fetch_from(framed)) == "too_large"
+
+
+# --- finding 3: CPU per answer is linear ----------------------------------------------
+
+# 64 bytes each: spaces (and digits) that made the old duration pattern backtrack.
+HOSTILE_DURATIONS = (" " * 63 + "x", "1" + " " * 62 + "x", "1 " * 31 + " x", "1d" + " " * 61 + "x")
+
+
+def _state(**overrides: Any) -> TargetState:
+    config = replace(TargetConfig(name="t", url="http://127.0.0.1:9/"), **overrides)
+    return TargetState(config, SSLContexts())
+
+
+def _progress(jobs: dict[str, Any]) -> Answer:
+    return Answer({"result": jobs}, time.time(), 0.01)
+
+
+def _progress_errors(state: TargetState) -> dict[str, int]:
+    return {k: v for k, v in state.health.parse_errors.items() if k.startswith("progress.")}
+
+
+def test_hostile_durations_cost_microseconds_not_tenths_of_seconds() -> None:
+    started = time.process_time()
+    for _ in range(10):
+        for text in HOSTILE_DURATIONS:
+            assert units.duration_seconds(text) is None
+    # 0.1 spent up to 0.25 s on one: 2.5 s or more here. Now about a millisecond.
+    assert time.process_time() - started < 1.0
+
+
+def test_a_progress_answer_of_hostile_durations_is_cheap_to_ingest() -> None:
+    jobs = {f"job-{i}": {"state": "running", "Life": HOSTILE_DURATIONS[i % 4],
+                         "PTS": HOSTILE_DURATIONS[(i + 1) % 4]} for i in range(40)}
+    state = _state()
+    started = time.process_time()
+    state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    assert time.process_time() - started < 1.0  # 0.1: 2.5 s and more, every poll
+    assert state.health.progress_up is True
+    assert _progress_errors(state) == {"progress.job.life": 40, "progress.job.pts": 40}
+
+
+def test_jobs_left_out_by_the_filters_are_not_parsed() -> None:
+    jobs = {f"skip-{i}": {"state": None, "Life": None, "error": "x"} for i in range(2000)}
+    jobs["keep-1"] = {"state": "running", "Life": "1h"}
+    state = _state(jobs=JobsConfig(include=re.compile("^keep")))
+    parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    # No field of a skipped job was read: none of their bad fields is reported.
+    assert _progress_errors(state) == {}
+    samples = collect.merge(parts)
+    assert samples["sigma_jobs_dropped"] == [(("t",), 2000.0)]
+    assert samples["sigma_job_uptime_seconds"] == [(("t", "keep-1"), 3600.0)]
+
+
+def test_jobs_beyond_the_max_are_not_parsed() -> None:
+    jobs = {f"job-{i}": {"state": None} for i in range(600)}
+    state = _state(jobs=JobsConfig(max=10))
+    parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    assert _progress_errors(state) == {"progress.job.state": 10}
+    assert collect.merge(parts)["sigma_jobs_dropped"] == [(("t",), 590.0)]

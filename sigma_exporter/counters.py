@@ -13,6 +13,9 @@ from collections import OrderedDict, defaultdict
 # `[08-13 11:48:24] Input timeout (code: INPUT_TIMEOUT)` -> INPUT_TIMEOUT
 _CODE = re.compile(r"\(\s*code\s*:\s*([A-Za-z0-9_.\-]{1,64})\s*\)")
 UNKNOWN_CODE = "unknown"
+# Lines whose code arrives after a job already has MAX_CODES codes count here.
+OTHER_CODE = "other"
+MAX_CODES = 32
 
 
 def error_code(line: str) -> str:
@@ -28,13 +31,17 @@ class ErrorLineCounter:
     time it is seen (also at the exporter's first poll); while it stays listed
     it is not counted again; a line that drops out and is replaced by another
     is new. Memory is bounded: only `max_remembered` lines are kept, and the
-    lines currently listed are never forgotten.
+    lines currently listed are never forgotten. So are the codes, each a
+    series for as long as the job exists: a server that invents a new code
+    every poll gets `max_codes` of them, and every later new code's lines
+    count under `other` (the total stays exact).
     """
 
-    __slots__ = ("by_code", "max_remembered", "seen")
+    __slots__ = ("by_code", "max_codes", "max_remembered", "seen")
 
-    def __init__(self, max_remembered: int = 512) -> None:
+    def __init__(self, max_remembered: int = 512, max_codes: int = MAX_CODES) -> None:
         self.max_remembered = max_remembered
+        self.max_codes = max_codes
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.by_code: defaultdict[str, int] = defaultdict(int)
 
@@ -44,7 +51,10 @@ class ErrorLineCounter:
                 self.seen.move_to_end(line)
                 continue
             self.seen[line] = None
-            self.by_code[error_code(line)] += 1
+            code = error_code(line)
+            if code not in self.by_code and len(self.by_code) >= self.max_codes:
+                code = OTHER_CODE
+            self.by_code[code] += 1
         current = set(lines)
         # Forget the oldest lines no longer listed.
         while len(self.seen) > max(self.max_remembered, len(current)):

@@ -28,6 +28,7 @@ from test_transport import Scripted, answering, ok
 from sigma_exporter import collect, units
 from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import Config, JobsConfig, TargetConfig
+from sigma_exporter.counters import MAX_CODES
 from sigma_exporter.poller import Poller, TargetState
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
@@ -315,3 +316,21 @@ def test_jobs_beyond_the_max_are_not_parsed() -> None:
     parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
     assert _progress_errors(state) == {"progress.job.state": 10}
     assert collect.merge(parts)["sigma_jobs_dropped"] == [(("t",), 590.0)]
+
+
+# --- finding 4: error codes per job are bounded ----------------------------------------
+
+
+def test_error_codes_that_change_every_poll_stay_bounded_and_counted() -> None:
+    state = _state()
+    for poll in range(300):
+        line = f"[08-13 11:48:{poll % 60:02d}] failure {poll} (code: E{poll})"
+        state.ingest(Answer({}, time.time(), 0.01),
+                     _progress({"ch": {"state": "running", "error": [line]}}))
+    parts, _ = state.ingest(Answer({}, time.time(), 0.01),
+                            _progress({"ch": {"state": "running", "error": []}}))
+    codes = dict((labels[2], count) for labels, count
+                 in collect.merge(parts)["sigma_job_errors_total"])
+    assert len(codes) == MAX_CODES + 1  # 0.1: one series per code, 300 and growing
+    assert codes["other"] == 300 - MAX_CODES
+    assert sum(codes.values()) == 300  # no line lost

@@ -39,6 +39,7 @@ REASONS = (
     "protocol",  # not valid HTTP: bad framing, a truncated or undecodable body
     "invalid_json",
     "invalid_schema",
+    "series_limit",  # more series than the target's max_series: its data is dropped
     # A bug of ours, never the server's doing: while ingesting or rendering a
     # good answer (poller.TargetState records it; the target then reads up 0),
     # or an exception of a fetch nobody foresaw.

@@ -46,6 +46,7 @@ class Health:
     poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
     parse_errors: dict[str, int] = field(default_factory=dict)
     server_restarts: int = 0
+    series_dropped: int = 0  # data series over the series budget, last poll
     last_error: str | None = None  # for logs and `once`
     errors: dict[str, str] = field(default_factory=dict)  # source -> last poll's error
 
@@ -62,6 +63,7 @@ def health_samples(target: str, health: Health) -> Samples:
         _add(out, "sigma_up", t, 1.0 if health.up else 0.0)
         # Counters start existing with the first poll so rate() sees their start.
         _add(out, "sigma_server_restarts_total", t, float(health.server_restarts))
+        _add(out, "sigma_series_dropped", t, float(health.series_dropped))
     if health.progress_up is not None:
         _add(out, "sigma_progress_up", t, 1.0 if health.progress_up else 0.0)
     if health.nvml_up is not None:

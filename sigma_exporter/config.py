@@ -23,6 +23,9 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_MAX_JOBS = 500
 DEFAULT_MAX_CONCURRENT_POLLS = 256
+# Series one target may export (data series; its health series always stay).
+# 500 jobs, the default max, make about 9,000; docs/security.md has the cost.
+DEFAULT_MAX_SERIES = 20_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 
@@ -93,6 +96,7 @@ class TargetConfig:
     auth: AuthConfig = AuthConfig()
     headers: tuple[tuple[str, str], ...] = ()
     max_body_bytes: int = DEFAULT_MAX_BODY
+    max_series: int = DEFAULT_MAX_SERIES
     jobs: JobsConfig = JobsConfig()
 
     @property
@@ -283,7 +287,7 @@ class _Reader:
 # --- sections ------------------------------------------------------------------
 
 _TARGET_KEYS = {"name", "url", "interval", "timeout", "method", "tls", "auth", "headers",
-                "max_body_bytes", "jobs"}
+                "max_body_bytes", "max_series", "jobs"}
 _DEFAULT_KEYS = _TARGET_KEYS - {"name", "url"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}
 _AUTH_KEYS = {"username", "password", "password_file", "password_env",
@@ -382,6 +386,8 @@ def _target_fields(r: _Reader, block: Mapping[str, Any], key: str,
         values["headers"] = base.headers + _headers(r, block["headers"], f"{key}.headers")
     if "max_body_bytes" in block:
         values["max_body_bytes"] = r.size(block["max_body_bytes"], f"{key}.max_body_bytes")
+    if "max_series" in block:
+        values["max_series"] = r.integer(block["max_series"], f"{key}.max_series")
     if "jobs" in block:
         values["jobs"] = _jobs(r, block["jobs"], f"{key}.jobs", base.jobs)
     return values

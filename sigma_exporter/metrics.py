@@ -103,14 +103,20 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "the denominator of sigma_poll_errors_total.", ("target", "source"), "health"),
     _d("sigma_poll_errors_total", "counter",
        "Failed polls by source and reason (timeout, connect, tls, http_status, "
-       "too_large, invalid_json, invalid_schema; internal for a bug of the exporter's own; "
-       "nvml_error for the driver). Every source and reason exists at 0 from the first poll.",
+       "too_large, protocol, invalid_json, invalid_schema, series_limit; internal for a bug "
+       "of the exporter's own; nvml_error for the driver). Every source and reason exists "
+       "at 0 from the first poll.",
        ("target", "source", "reason"), "health"),
     _d("sigma_last_poll_success_timestamp_seconds", "gauge",
        "Unix time of the last successful dump poll.", T, "health"),
     _d("sigma_parse_errors_total", "counter",
-       "Fields present but unparsable (or of the wrong type) in answers, by field path.",
+       "Fields present but unparsable (or of the wrong type, or a list cut at 1,024 "
+       "entries) in answers, by field path.",
        ("target", "field"), "health"),
+    _d("sigma_series_dropped", "gauge",
+       "Data series of the target's last poll left out because they exceeded its series "
+       "budget (max_series; an estimate from below when the answer was too big to read "
+       "in full). 0 when within budget.", T, "health"),
     _d("sigma_server_restarts_total", "counter",
        "Times the server's start time moved since the exporter started (first sight "
        "is not a restart).", T, "health"),

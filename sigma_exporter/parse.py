@@ -36,7 +36,8 @@ V = TypeVar("V")
 
 # Label values are capped: an answer must not be able to blow up a scrape.
 MAX_LABEL_LENGTH = 256
-# Lists are capped for the same reason (a GPU list of a million entries).
+# Lists are capped for the same reason (a GPU list of a million entries); a
+# list cut at its cap is reported as a parse error of its path.
 MAX_ITEMS = 1024
 # GPU fields with a meaning of their own; every other numeric field is
 # exported as reported under its own name.
@@ -61,12 +62,36 @@ def text(value: object) -> str | None:
     return cleaned[:MAX_LABEL_LENGTH]
 
 
+class Budget:
+    """How many more entries (list items, GPU fields, task states, jobs) one
+    answer may yield. Caps per list multiply when lists nest; this bounds the
+    whole answer, so what one server sends costs at most this many series
+    (and their memory) before the poller refuses the rest."""
+
+    __slots__ = ("exceeded", "left")
+
+    def __init__(self, entries: int | None) -> None:
+        self.left = entries
+        self.exceeded = False
+
+    def take(self, wanted: int) -> int:
+        """How many of `wanted` entries may be read; the rest is over budget."""
+        if self.left is None:
+            return wanted
+        granted = min(wanted, self.left)
+        self.left -= granted
+        if granted < wanted:
+            self.exceeded = True
+        return granted
+
+
 class _Fields:
     """Case-insensitive view of one JSON object that records parse errors."""
 
-    __slots__ = ("_errors", "_items", "_path")
+    __slots__ = ("_budget", "_errors", "_items", "_path")
 
-    def __init__(self, obj: dict[str, Any], path: str, errors: list[str]) -> None:
+    def __init__(self, obj: dict[str, Any], path: str, errors: list[str],
+                 budget: Budget) -> None:
         try:
             # Reversed, so that of keys differing only in case the first wins.
             items = {key.lower(): value for key, value in reversed(obj.items())}
@@ -78,6 +103,7 @@ class _Fields:
         self._items = items
         self._path = path
         self._errors = errors
+        self._budget = budget
 
     def _error(self, key: str) -> None:
         # Keys come from the server: clean them like a label value (no lone
@@ -101,7 +127,7 @@ class _Fields:
     def child(self, key: str, required: bool = False) -> _Fields | None:
         raw = self._items.get(key)
         if isinstance(raw, dict):
-            return _Fields(raw, f"{self._path}{key}.", self._errors)
+            return _Fields(raw, f"{self._path}{key}.", self._errors, self._budget)
         if key in self._items or required:
             self._error(key)
         return None
@@ -110,7 +136,9 @@ class _Fields:
         """The entries of a list field (capped); null or a non-list is an error."""
         raw = self._items.get(key)
         if isinstance(raw, list):
-            return raw[:MAX_ITEMS]
+            if len(raw) > MAX_ITEMS:
+                self._error(key)  # cut at its cap: counted, not silent
+            return raw[:self._budget.take(min(len(raw), MAX_ITEMS))]
         if key in self._items:
             self._error(key)
         return []
@@ -121,7 +149,7 @@ class _Fields:
         path = f"{self._path}{key}[]."
         for entry in self._list(key):
             if isinstance(entry, dict):
-                out.append(_Fields(entry, path, self._errors))
+                out.append(_Fields(entry, path, self._errors, self._budget))
             else:
                 self._error(f"{key}[]")
         return out
@@ -141,7 +169,9 @@ class _Fields:
         return key in self._items
 
     def raw_items(self) -> list[tuple[str, Any]]:
-        return list(self._items.items())
+        """Every key and value, as many as the answer's budget still allows."""
+        items = list(self._items.items())
+        return items[:self._budget.take(len(items))]
 
 
 def _lower_text(value: object) -> str | None:
@@ -234,12 +264,17 @@ def _unique_by(items: list[V], key: Callable[[V], object]) -> tuple[V, ...]:
     return tuple(out)
 
 
-def parse_dump(obj: object) -> Parsed[Dump]:
-    """Read a decoded `dump` answer. Never raises."""
+def parse_dump(obj: object, max_entries: int | None = None) -> Parsed[Dump]:
+    """Read a decoded `dump` answer. Never raises.
+
+    Past `max_entries` entries (see `Budget`) the rest is left unread and
+    the result says `over_budget`.
+    """
     errors: list[str] = []
     if not isinstance(obj, dict):
         return Parsed(Dump(), ("dump",))
-    dump = _Fields(obj, "", errors)
+    budget = Budget(max_entries)
+    dump = _Fields(obj, "", errors, budget)
     system = dump.child("system")
 
     networks: list[NetworkInterface] = []
@@ -318,7 +353,7 @@ def parse_dump(obj: object) -> Parsed[Dump]:
     )
     if system is None:
         errors.append("system")
-    return Parsed(snapshot, tuple(errors))
+    return Parsed(snapshot, tuple(errors), budget.exceeded)
 
 
 def _zone_name(value: object) -> str | None:
@@ -381,13 +416,15 @@ def _bits_to_bytes(bits: float | None) -> float | None:
 
 
 def parse_progress(obj: object, wanted: Callable[[str], bool] | None = None,
-                   max_jobs: int | None = None) -> Parsed[Progress] | None:
+                   max_jobs: int | None = None,
+                   max_entries: int | None = None) -> Parsed[Progress] | None:
     """Read a decoded `progress` answer; None when it is not a progress answer.
 
     `result` maps job name to job. Only jobs whose name is `wanted`, and at
     most `max_jobs` of them, have their fields read: the rest are counted in
-    `dropped` and cost nothing more. Field paths in errors use `job.` rather
-    than the job name so that the error label stays bounded.
+    `dropped` and cost nothing more. Every kept job and its list entries
+    count against `max_entries` (see `Budget`). Field paths in errors use
+    `job.` rather than the job name so that the error label stays bounded.
     """
     if not isinstance(obj, dict):
         return None
@@ -399,6 +436,7 @@ def parse_progress(obj: object, wanted: Callable[[str], bool] | None = None,
     jobs: list[Job] = []
     seen: set[str] = set()
     limit = MAX_ITEMS * 16 if max_jobs is None else min(max_jobs, MAX_ITEMS * 16)
+    budget = Budget(max_entries)
     dropped = 0
     for position, (raw_name, raw_job) in enumerate(result.items()):
         if len(jobs) >= limit:  # the rest is left out unread
@@ -415,5 +453,7 @@ def parse_progress(obj: object, wanted: Callable[[str], bool] | None = None,
         if not isinstance(raw_job, dict):
             errors.append("job")
             continue
-        jobs.append(_job(name, _Fields(raw_job, "job.", errors)))
-    return Parsed(Progress(tuple(jobs), dropped), tuple(errors))
+        if not budget.take(1):
+            break  # over budget: the poller drops this answer's series anyway
+        jobs.append(_job(name, _Fields(raw_job, "job.", errors, budget)))
+    return Parsed(Progress(tuple(jobs), dropped), tuple(errors), budget.exceeded)

@@ -145,6 +145,26 @@ class TargetState:
             log.debug("unparsable fields target=%s source=%s fields=%s",
                       self.name, source, ",".join(sorted(set(paths))))
 
+    def _within_budget(self, source: str, over: bool, samples: collect.Samples,
+                       budget: int) -> int | None:
+        """The series count of `samples`, or None when the series budget refuses them.
+
+        Refused: the source's data is dropped (health series stay), counted as
+        `series_limit` and in sigma_series_dropped, and logged as the source
+        going down (a change is logged, not every poll).
+        """
+        count = sum(map(len, samples.values()))
+        if not over and count <= budget:
+            return count
+        # Reading stopped at the budget: more than `budget` were on their way.
+        dropped = max(count, budget + 1) if over else count
+        self.health.series_dropped += dropped
+        self._fail(source, PollError(
+            "series_limit", f"series budget exceeded, data dropped: {dropped}"
+            f"{' or more' if over else ''} series, {budget} left of max_series "
+            f"{self.config.max_series}"), ())
+        return None
+
     def observe_dump(self, dump: Dump) -> dict[str, int]:
         if dump.timezone is not None:
             self.timezone = dump.timezone
@@ -253,6 +273,8 @@ class TargetState:
         self.health.last_error = None
         self.health.errors.clear()
         self.health.count_poll("dump")
+        self.health.series_dropped = 0
+        budget = self.config.max_series  # series left for this round's data
         parts: list[collect.Samples] = []
         dump: Dump | None = None
         if isinstance(dump_result, PollError):
@@ -262,25 +284,29 @@ class TargetState:
         else:
             self.health.durations["dump"] = dump_result.duration
             try:
-                parsed = parse_dump(dump_result.body)
+                parsed = parse_dump(dump_result.body, budget)
                 self._parse_errors("dump", parsed.errors)
                 app_restarts = self.observe_dump(parsed.value)
-                parts.append(collect.dump_samples(self.name, parsed.value,
-                                                  dump_result.received_at, app_restarts))
+                samples = collect.dump_samples(self.name, parsed.value,
+                                               dump_result.received_at, app_restarts)
+                used = self._within_budget("dump", parsed.over_budget, samples, budget)
             except Exception as exc:  # up 0, never a half-read dump
                 self._internal("dump", exc)
             else:
-                dump = parsed.value
-                self.health.up = True
-                self._recovered("dump")
-                self.health.last_success_timestamp = dump_result.received_at
+                self.health.up = used is not None
+                if used is not None:
+                    dump = parsed.value
+                    budget -= used
+                    self._recovered("dump")
+                    self.health.last_success_timestamp = dump_result.received_at
+                    parts.append(samples)
         if progress_result is None:
             self.health.progress_up = None
             self.health.durations.pop("progress", None)
         else:
             self.health.count_poll("progress")
             try:
-                parts.append(self._progress(progress_result, secrets, elapsed))
+                parts.append(self._progress(progress_result, secrets, elapsed, budget))
             except Exception as exc:  # the dump side stays good
                 self._internal("progress", exc)
         return parts, dump
@@ -308,7 +334,7 @@ class TargetState:
             self.published = Published({})
 
     def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
-                  elapsed: float) -> collect.Samples:
+                  elapsed: float, budget: int) -> collect.Samples:
         if isinstance(result, PollError):
             self.health.durations["progress"] = elapsed
             self.health.progress_up = False
@@ -317,19 +343,22 @@ class TargetState:
         self.health.durations["progress"] = result.duration
         # Filters and the max apply before a job's fields are read: a job we
         # leave out costs no parsing, however its fields are written.
-        parsed = parse_progress(result.body, self.wants_job, self.config.jobs.max)
+        parsed = parse_progress(result.body, self.wants_job, self.config.jobs.max, budget)
         if parsed is None:
             self.health.progress_up = False
             self._fail("progress", PollError("invalid_schema",
                                              "progress answer has no `result` object"), secrets)
             return collect.new_samples()
         self._parse_errors("progress", parsed.errors)
-        self.health.progress_up = True
-        self._recovered("progress")
         job_restarts = self.observe_jobs(parsed.value.jobs)
-        return collect.progress_samples(self.name, parsed.value, self.timezone,
-                                        parsed.value.dropped,
-                                        self.job_errors, job_restarts)
+        samples = collect.progress_samples(self.name, parsed.value, self.timezone,
+                                           parsed.value.dropped, self.job_errors, job_restarts)
+        within = self._within_budget("progress", parsed.over_budget, samples, budget)
+        self.health.progress_up = within is not None
+        if within is None:
+            return collect.new_samples()
+        self._recovered("progress")
+        return samples
 
 
 def tune_gc() -> None:

@@ -153,3 +153,4 @@ class Parsed(Generic[T]):
 
     value: T
     errors: tuple[str, ...]
+    over_budget: bool = False  # more entries than the target's series budget allows

@@ -25,9 +25,16 @@ import pytest
 from conftest import FIXTURES
 from test_transport import Scripted, answering, ok
 
-from sigma_exporter import collect, units
+from sigma_exporter import collect, exposition, units
 from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
-from sigma_exporter.config import Config, JobsConfig, TargetConfig
+from sigma_exporter.config import (
+    DEFAULT_MAX_SERIES,
+    Config,
+    ConfigError,
+    JobsConfig,
+    TargetConfig,
+    parse_config,
+)
 from sigma_exporter.counters import MAX_CODES
 from sigma_exporter.poller import Poller, TargetState
 
@@ -73,7 +80,7 @@ def reason(result: Answer | PollError) -> str:
 # how far the fetch raised the peak RSS.
 _RSS_SCRIPT = r"""
 import asyncio, json, resource, sys
-from sigma_exporter import collect, units
+from sigma_exporter import collect, exposition, units
 from sigma_exporter.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import TargetConfig
 
@@ -334,3 +341,78 @@ def test_error_codes_that_change_every_poll_stay_bounded_and_counted() -> None:
     assert len(codes) == MAX_CODES + 1  # 0.1: one series per code, 300 and growing
     assert codes["other"] == 300 - MAX_CODES
     assert sum(codes.values()) == 300  # no line lost
+
+
+# --- finding 5: a series budget per target ---------------------------------------------
+
+
+def _dump_with(**system: Any) -> Answer:
+    body = orjson.loads(DUMP)
+    body["System"].update(system)
+    return Answer(body, time.time(), 0.01)
+
+
+def _series(parts: list[collect.Samples]) -> int:
+    return sum(len(v) for v in collect.merge(parts).values())
+
+
+def test_nested_lists_cannot_multiply_past_the_series_budget(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # 512 devices of 1,024 codecs: under every per-list cap, 512k series in 0.1.
+    devices = [{"name": f"d{i}", "encoder": [f"c{j}" for j in range(1024)]} for i in range(512)]
+    body = orjson.loads(DUMP)
+    body["supported"] = devices
+    state = _state()
+    started = time.process_time()
+    for _ in range(2):
+        parts, dump = state.ingest(Answer(body, time.time(), 0.01), None)
+        state.publish(parts)
+    assert time.process_time() - started < 2.0  # 0.1: about 5 s and 500 MB per poll
+    samples = exposition.read_back(state.published.rendered)
+    assert dump is None and state.health.up is False
+    assert state.health.poll_errors == {("dump", "series_limit"): 2}
+    assert samples["sigma_up"] == [(("t",), 0.0)]
+    assert samples["sigma_series_dropped"][0][1] > DEFAULT_MAX_SERIES
+    assert "sigma_codec_info" not in samples and "sigma_host_cpu_cores" not in samples
+    warnings = [r for r in caplog.records if "series budget exceeded" in r.getMessage()]
+    assert len(warnings) == 1  # logged once, not every poll
+
+
+def test_one_gpu_with_a_hundred_thousand_keys_is_over_budget() -> None:
+    gpu = {"index": 0, "name": "A10"} | {f"k{i}": i for i in range(100_000)}
+    state = _state()
+    parts, _ = state.ingest(_dump_with(gpu=[gpu]), None)
+    assert state.health.up is False
+    assert _series(parts) == 0  # 0.1: 100,000 series of sigma_gpu_reported_value
+
+
+def test_progress_over_budget_keeps_the_dump() -> None:
+    jobs = {f"job-{i}": {"state": "running", "speed": 1, "Life": "1h"} for i in range(400)}
+    state = _state(max_series=1000)
+    parts, dump = state.ingest(Answer(orjson.loads(DUMP), time.time(), 0.01), _progress(jobs))
+    assert dump is not None and state.health.up is True
+    assert state.health.progress_up is False
+    assert state.health.poll_errors == {("progress", "series_limit"): 1}
+    samples = collect.merge(parts)
+    assert "sigma_job_up" not in samples and samples["sigma_host_cpu_cores"]
+    # Back within budget: the progress data returns.
+    parts, _ = state.ingest(Answer(orjson.loads(DUMP), time.time(), 0.01),
+                            _progress(dict(list(jobs.items())[:10])))
+    assert state.health.progress_up is True and state.health.series_dropped == 0
+    assert len(collect.merge(parts)["sigma_job_up"]) == 10
+
+
+def test_max_series_is_configurable() -> None:
+    config = parse_config({"targets": [{"url": "http://a:1", "max_series": 50}]}, "t.yml")
+    assert config.targets[0].max_series == 50
+    assert parse_config({"targets": [{"url": "http://a:1"}]}, "t.yml").targets[0].max_series \
+        == DEFAULT_MAX_SERIES
+    with pytest.raises(ConfigError, match="max_series"):
+        parse_config({"targets": [{"url": "http://a:1", "max_series": 0}]}, "t.yml")
+
+
+def test_a_list_cut_at_its_cap_is_counted() -> None:
+    state = _state()
+    state.ingest(_dump_with(network=[{"name": f"eth{i}", "ip": "10.0.0.1"}
+                                     for i in range(2000)]), None)
+    assert state.health.parse_errors.get("system.network") == 1  # 0.1: cut silently

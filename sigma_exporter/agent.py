@@ -10,24 +10,31 @@ driver (NVML) about the GPUs and check Sigma's own GPU figures against it.
   series and no error.
 * `true`: on, or refuse to start (ConfigError) naming the key and the fix.
 
-Only the chosen target gets NVML samples. The driver is read in a worker
-thread (NVML calls block), once per poll of that target, right after its dump.
+Only the chosen target gets NVML samples. The driver is read once per poll
+of that target, right after its dump, in a daemon thread of its own (NVML
+calls block, and a wedged driver can block one for ever): the poll waits at
+most `nvml.timeout` for it. A read that misses that deadline is left to
+finish on its own; until it does no other read starts, and every round
+counts `nvml_error` with sigma_nvml_up 0. Being a daemon thread, it never
+holds up the exporter's exit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from .collect import Samples, merge, new_samples
-from .config import Config, ConfigError, TargetConfig
+from .config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
 from .crosscheck import CrossCheck, Tolerances, crosscheck_samples
-from .nvml import NvmlBackend, NvmlFailure, PynvmlBackend, nvml_samples
+from .nvml import NvmlBackend, NvmlFailure, PynvmlBackend, Readings, nvml_samples
 from .poller import AfterDump, TargetState
 from .snapshot import Dump
 
@@ -81,11 +88,43 @@ def select_target(config: Config, names: Iterable[str] | None = None
 class AgentHook:
     """The after-dump hook: reads NVML for one target and cross-checks its dump."""
 
-    def __init__(self, target: str, backend: NvmlBackend, crosscheck: CrossCheck) -> None:
+    def __init__(self, target: str, backend: NvmlBackend, crosscheck: CrossCheck,
+                 timeout: float = DEFAULT_NVML_TIMEOUT) -> None:
         self.target = target
         self.backend = backend
         self.crosscheck = crosscheck
+        self.timeout = timeout
         self._answering: bool | None = None
+        self._reading: concurrent.futures.Future[Readings] | None = None  # the read in flight
+        self._reading_since = 0.0
+
+    def _start_read(self) -> concurrent.futures.Future[Readings]:
+        future: concurrent.futures.Future[Readings] = concurrent.futures.Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self.backend.read())
+            except BaseException as exc:  # handed to the waiting poll, whatever it is
+                future.set_exception(exc)
+
+        # Not the loop's executor: asyncio.run() joins that at exit, and a read
+        # stuck in the driver would hold up SIGTERM for ever.
+        threading.Thread(target=read, name="sigma-nvml-read", daemon=True).start()
+        self._reading, self._reading_since = future, time.monotonic()
+        return future
+
+    async def _read(self) -> Readings:
+        if self._reading is not None and not self._reading.done():
+            raise NvmlFailure(f"the NVML read started {time.monotonic() - self._reading_since:.0f}"
+                              "s ago has not returned; not starting another")
+        waiter = asyncio.wrap_future(self._start_read())
+        # A read that ends after its deadline fails or succeeds unheard: say so to asyncio.
+        waiter.add_done_callback(lambda done: done.cancelled() or done.exception())
+        try:
+            # shield: the deadline abandons the wait, never the thread's future.
+            return await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+        except TimeoutError:
+            raise NvmlFailure(f"NVML did not answer within {self.timeout:g}s") from None
 
     async def __call__(self, state: TargetState, dump: Dump | None) -> Samples:
         if state.name != self.target:
@@ -96,13 +135,20 @@ class AgentHook:
         state.health.count_poll("nvml")
         started = time.perf_counter()
         try:
-            readings = await asyncio.to_thread(self.backend.read)
-        except NvmlFailure as exc:
+            readings = await self._read()
+            samples = nvml_samples(self.target, readings)
+            if dump is not None:  # no Sigma side this round: nothing to compare
+                samples = merge([samples, crosscheck_samples(
+                    self.target, self.crosscheck.update(dump.gpus, readings))])
+        except Exception as exc:  # NvmlFailure, a missed deadline, or a bug: all counted
             state.health.durations["nvml"] = time.perf_counter() - started
             key = ("nvml", "nvml_error")
             state.health.poll_errors[key] = state.health.poll_errors.get(key, 0) + 1
             if self._answering is not False:  # log the change, not every round
-                log.warning("NVML read failed target=%s error=%r", self.target, str(exc))
+                if isinstance(exc, NvmlFailure):
+                    log.warning("NVML read failed target=%s error=%r", self.target, str(exc))
+                else:
+                    log.exception("NVML round failed target=%s", self.target)
             self._answering = False
             return new_samples()
         state.health.durations["nvml"] = time.perf_counter() - started
@@ -110,13 +156,14 @@ class AgentHook:
             log.info("NVML answers again target=%s", self.target)
         self._answering = True
         state.health.nvml_up = True
-        parts = [nvml_samples(self.target, readings)]
-        if dump is not None:  # no Sigma side this round: nothing to compare
-            parts.append(crosscheck_samples(
-                self.target, self.crosscheck.update(dump.gpus, readings)))
-        return merge(parts)
+        return samples
 
     def close(self) -> None:
+        if self._reading is not None and not self._reading.done():
+            # nvmlShutdown would wait for the stuck call: let the process end instead.
+            log.warning("NVML read still stuck at shutdown target=%s; not closing NVML",
+                        self.target)
+            return
         self.backend.close()
 
 
@@ -153,4 +200,4 @@ def after_dump_hook(config: Config, backend: NvmlBackend | None = None,
     log.info("agent mode on target=%s (%s) driver=%s gpus=%d window=%d",
              target.name, why, info.driver_version, info.gpu_count, config.nvml.window)
     check = CrossCheck(Tolerances.from_config(config.nvml), config.nvml.window, target.name)
-    return AgentHook(target.name, nvml, check)
+    return AgentHook(target.name, nvml, check, config.nvml.timeout)

@@ -113,11 +113,16 @@ DEFAULT_TOLERANCES: dict[str, float] = {
 }
 
 
+# Most seconds a poll waits for one NVML read (it takes milliseconds when well).
+DEFAULT_NVML_TIMEOUT = 2.0
+
+
 @dataclass(frozen=True, slots=True)
 class NvmlConfig:
     enabled: str = "auto"  # auto | true | false
     target: str | None = None
     window: int = 4
+    timeout: float = DEFAULT_NVML_TIMEOUT
     tolerances: tuple[tuple[str, float], ...] = tuple(sorted(DEFAULT_TOLERANCES.items()))
 
     def tolerance(self, key: str) -> float:
@@ -293,7 +298,7 @@ _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}
 _AUTH_KEYS = {"username", "password", "password_file", "password_env",
               "bearer_token", "bearer_token_file", "bearer_token_env"}
 _JOBS_KEYS = {"enabled", "include", "exclude", "max"}
-_NVML_KEYS = {"enabled", "target", "window", "tolerances"}
+_NVML_KEYS = {"enabled", "target", "window", "timeout", "tolerances"}
 _TOP_KEYS = {"targets", "defaults", "nvml", "poll"}
 _POLL_KEYS = {"max_concurrent"}
 
@@ -517,6 +522,8 @@ def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
         values["target"] = target
     if "window" in block:
         values["window"] = r.integer(block["window"], "nvml.window")
+    if "timeout" in block:
+        values["timeout"] = r.duration(block["timeout"], "nvml.timeout")
     if "tolerances" in block:
         tol = r.mapping(block["tolerances"], "nvml.tolerances", set(DEFAULT_TOLERANCES))
         merged = dict(DEFAULT_TOLERANCES)

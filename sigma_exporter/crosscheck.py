@@ -133,7 +133,8 @@ def looks_like_mb_mib(sigma_total: float, nvml_total: float) -> bool:
 
 
 def _gpu_order(gpu: str) -> tuple[int, str]:
-    return (int(gpu), "") if gpu.isdigit() else (1 << 30, gpu)
+    # isdigit() alone admits "²", which int() refuses: ASCII digits only.
+    return (int(gpu), "") if gpu.isascii() and gpu.isdigit() else (1 << 30, gpu)
 
 
 @dataclass(frozen=True, slots=True)

@@ -189,8 +189,16 @@ def _process(fields: _Fields | None) -> ProcessStats | None:
     )
 
 
+def _gpu_index(value: object) -> str | None:
+    """A GPU index: a whole number in ASCII digits (`"²"` passes isdigit, not int)."""
+    index = text(value)
+    if index is None or not (index.isascii() and index.isdigit() and len(index) <= 6):
+        return None
+    return str(int(index))
+
+
 def _gpu(fields: _Fields, position: int) -> Gpu:
-    index = fields.get("index", text) or str(position)
+    index = fields.get("index", _gpu_index) or str(position)
     reported = []
     for key, raw in fields.raw_items():
         if key in _GPU_KNOWN or not _FIELD_NAME.match(key):

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from typing import Any
@@ -26,6 +27,7 @@ from conftest import FIXTURES
 from test_transport import Scripted, answering, ok
 
 from sigma_exporter import collect, exposition, units
+from sigma_exporter.agent import AgentHook
 from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import (
     DEFAULT_MAX_SERIES,
@@ -36,6 +38,9 @@ from sigma_exporter.config import (
     parse_config,
 )
 from sigma_exporter.counters import MAX_CODES
+from sigma_exporter.crosscheck import CrossCheck
+from sigma_exporter.crosscheck import _gpu_order as crosscheck_order
+from sigma_exporter.nvml import DriverInfo, GpuReading
 from sigma_exporter.poller import Poller, TargetState
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
@@ -81,6 +86,7 @@ def reason(result: Answer | PollError) -> str:
 _RSS_SCRIPT = r"""
 import asyncio, json, resource, sys
 from sigma_exporter import collect, exposition, units
+from sigma_exporter.agent import AgentHook
 from sigma_exporter.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import TargetConfig
 
@@ -416,3 +422,116 @@ def test_a_list_cut_at_its_cap_is_counted() -> None:
     state.ingest(_dump_with(network=[{"name": f"eth{i}", "ip": "10.0.0.1"}
                                      for i in range(2000)]), None)
     assert state.health.parse_errors.get("system.network") == 1  # 0.1: cut silently
+
+
+# --- findings 8 and 9, and the agent's other failures ------------------------------------
+
+
+class ScriptedNvml:
+    """An NVML backend whose reads return `readings`, raise `error`, or hang until released."""
+
+    def __init__(self, error: BaseException | None = None, hang: bool = False) -> None:
+        self.error, self.hang = error, hang
+        self.released = threading.Event()
+        self.reads = 0
+        self.closed = False
+
+    def init(self) -> DriverInfo:
+        return DriverInfo("550.54.15", 1)
+
+    def read(self) -> tuple[GpuReading, ...]:
+        self.reads += 1
+        if self.hang:
+            self.released.wait()
+        if self.error is not None:
+            raise self.error
+        return (GpuReading(index=0, name="NVIDIA A10", memory_total_bytes=24 * 2**30),)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _agent(backend: ScriptedNvml, timeout: float = 0.2) -> tuple[AgentHook, TargetState]:
+    return AgentHook("t", backend, CrossCheck(target="t"), timeout=timeout), _state()
+
+
+def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
+    backend = ScriptedNvml(hang=True)
+    hook, state = _agent(backend)
+
+    async def main() -> None:
+        async with asyncio.timeout(30):  # 0.1 waited here for ever
+            for _ in range(3):
+                assert await hook(state, None) == {}
+        backend.released.set()
+        backend.hang = False
+        while hook._reading is not None and not hook._reading.done():
+            await asyncio.sleep(0.01)
+        assert await hook(state, None)  # the driver answers again: samples again
+
+    try:
+        asyncio.run(main())
+    finally:
+        backend.released.set()
+    assert state.health.poll_errors == {("nvml", "nvml_error"): 3}
+    assert state.health.nvml_up is True
+    assert backend.reads == 2  # the stuck read was never piled on: one thread at a time
+
+
+_HUNG_EXIT_SCRIPT = r"""
+import asyncio, threading
+from sigma_exporter.agent import AgentHook
+from sigma_exporter.client import SSLContexts
+from sigma_exporter.config import TargetConfig
+from sigma_exporter.crosscheck import CrossCheck
+from sigma_exporter.poller import TargetState
+
+class Stuck:
+    def init(self): pass
+    def read(self): threading.Event().wait()
+    def close(self): threading.Event().wait()
+
+async def main():
+    hook = AgentHook("t", Stuck(), CrossCheck(target="t"), timeout=0.2)
+    state = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9/"), SSLContexts())
+    await hook(state, None)
+    hook.close()
+    print("nvml_up", state.health.nvml_up)
+
+asyncio.run(main())
+"""
+
+
+def test_a_stuck_nvml_read_does_not_hold_up_the_exit() -> None:
+    done = subprocess.run([sys.executable, "-c", _HUNG_EXIT_SCRIPT], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "nvml_up False" in done.stdout
+
+
+def test_any_exception_of_an_nvml_round_is_counted(caplog: pytest.LogCaptureFixture) -> None:
+    hook, state = _agent(ScriptedNvml(error=RuntimeError("pynvml bug")))
+    for _ in range(2):
+        assert asyncio.run(hook(state, None)) == {}
+    assert state.health.poll_errors == {("nvml", "nvml_error"): 2}
+    assert state.health.nvml_up is False
+    assert sum("NVML round failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_gpu_index_that_is_not_a_number_is_a_parse_error_not_an_exception() -> None:
+    state = _state()
+    gpu = {"index": "²", "name": "A10", "total": "22731MB"}
+    _, dump = state.ingest(_dump_with(gpu=[gpu]), None)
+    assert dump is not None and [g.index for g in dump.gpus] == ["0"]
+    assert state.health.parse_errors.get("system.gpu[].index") == 1
+    hook, _ = _agent(ScriptedNvml())
+    for _ in range(2):  # 0.1: ValueError from int("²") every round, nvml_up left at 1
+        samples = asyncio.run(hook(state, dump))
+        assert samples["sigma_gpu_crosscheck_gpu_missing"]
+    assert state.health.nvml_up is True and state.health.poll_errors == {}
+    assert crosscheck_order("²") == (1 << 30, "²")
+
+
+def test_nvml_timeout_is_configurable() -> None:
+    assert parse_config({"targets": [{"url": "http://a:1"}], "nvml": {"timeout": "500ms"}},
+                        "t.yml").nvml.timeout == 0.5

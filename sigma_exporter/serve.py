@@ -30,6 +30,7 @@ from . import __version__, collect, exposition, status
 from .poller import Poller
 from .redact import redact_url
 from .webconfig import (
+    AuthBusy,
     Authenticator,
     RateLimiter,
     WebConfigWatcher,
@@ -47,7 +48,20 @@ def wants_openmetrics(accept: str) -> bool:
 
 
 def wants_gzip(accept_encoding: str) -> bool:
-    return any(part.split(";")[0].strip() == "gzip" for part in accept_encoding.split(","))
+    """Whether the client takes gzip: listed, and not with `q=0` (which means refused)."""
+    for part in accept_encoding.split(","):
+        coding, *params = part.split(";")
+        if coding.strip().lower() != "gzip":
+            continue
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    return float(value) > 0
+                except ValueError:
+                    return False
+        return True
+    return False
 
 
 class GzipPrefix:
@@ -178,7 +192,7 @@ DEFAULT_MAX_REQUESTS = 40
 
 @dataclass
 class InFlight:
-    """Requests being handled right now (auth included), against `--web.max-requests`."""
+    """Authorised requests being handled right now, against `--web.max-requests`."""
 
     limit: int = DEFAULT_MAX_REQUESTS  # 0: no limit
     current: int = 0
@@ -188,16 +202,24 @@ class InFlight:
 IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
 
 
+def _busy() -> web.Response:
+    return web.Response(status=503, text="too many concurrent requests; "
+                        "retry later (--web.max-requests)\n", headers={"Retry-After": "1"})
+
+
 def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
-    """Middlewares: the in-flight cap first (cheap), then basic auth."""
+    """Middlewares: the rate limit (if configured), basic auth, then the in-flight cap.
+
+    Only authorised work takes an in-flight slot: clients without valid
+    credentials (their bcrypt checks bounded on their own, see Authenticator)
+    cannot fill `--web.max-requests` and starve Prometheus.
+    """
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if in_flight.limit and in_flight.current >= in_flight.limit:
             in_flight.refused += 1
-            return web.Response(status=503, text="too many concurrent requests; "
-                                "retry later (--web.max-requests)\n",
-                                headers={"Retry-After": "1"})
+            return _busy()
         in_flight.current += 1
         try:
             return await handler(request)
@@ -228,12 +250,18 @@ def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
         users = watcher.refresh().user_hashes()
         if users:
             given = parse_basic(request.headers.get("Authorization", ""))
-            if given is None or not await authenticator.check(users, *given):
+            try:
+                ok = given is not None and await authenticator.check(users, *given)
+            except AuthBusy:
+                return _busy()
+            if not ok:
                 return web.Response(status=401, text="Unauthorized\n",
                                     headers={"WWW-Authenticate": "Basic"})
         return await handler(request)
 
-    return [limit, rate_limit, auth]
+    # The toolkit's rate limit stays first (one bucket, before any bcrypt);
+    # the in-flight cap comes last, so that only authorised work takes a slot.
+    return [rate_limit, auth, limit]
 
 
 def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,

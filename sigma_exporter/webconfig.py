@@ -504,12 +504,25 @@ def _bcrypt_ok(password: bytes, hashed: bytes) -> bool:
         return False
 
 
+class AuthBusy(Exception):
+    """Too many credentials wait for bcrypt already: try again later (503)."""
+
+
+# bcrypt checks at once (each holds a CPU for tens of milliseconds), and how
+# many more may wait for one. Cached credentials (Prometheus' own, after its
+# first scrape) never wait: strangers guessing passwords cannot queue ahead.
+BCRYPT_AT_ONCE = 2
+BCRYPT_WAITING = 32
+
+
 class Authenticator:
     """Checks basic-auth credentials; bcrypt runs in a thread, results cached."""
 
     def __init__(self, cache_size: int = CACHE_SIZE) -> None:
         self._cache: OrderedDict[bytes, bool] = OrderedDict()
         self._cache_size = cache_size
+        self._bcrypt_slots = asyncio.Semaphore(BCRYPT_AT_ONCE)
+        self._bcrypt_waiting = 0
         # A random key per process: the cache's keys reveal nothing if dumped.
         self._key = os.urandom(32)
 
@@ -548,11 +561,21 @@ class Authenticator:
         return cached and known
 
     async def check(self, users: Mapping[str, str], user: bytes, password: bytes) -> bool:
-        """Whether `user:password` matches; the cache is only touched on the loop."""
+        """Whether `user:password` matches; the cache is only touched on the loop.
+
+        Raises AuthBusy when BCRYPT_WAITING checks already wait for bcrypt.
+        """
         known, hashed, key, cached = self._lookup(users, user, password)
         if cached is None:
-            # bcrypt takes tens of milliseconds on purpose: never on the event loop.
-            cached = await asyncio.to_thread(_bcrypt_ok, password, hashed)
+            if self._bcrypt_waiting >= BCRYPT_WAITING:
+                raise AuthBusy("too many credentials being checked")
+            self._bcrypt_waiting += 1
+            try:
+                async with self._bcrypt_slots:
+                    # bcrypt takes tens of milliseconds on purpose: never on the event loop.
+                    cached = await asyncio.to_thread(_bcrypt_ok, password, hashed)
+            finally:
+                self._bcrypt_waiting -= 1
             self._store(key, cached)
         # An unknown user went through the same bcrypt work against DUMMY_HASH.
         return cached and known

@@ -183,27 +183,95 @@ def test_bad_limit_flags_exit_2(procs: Callable[..., Proc]) -> None:
 # --- too many requests ----------------------------------------------------------------
 
 
-def test_requests_beyond_max_requests_get_503(exporter: Callable[..., str],
-                                              tmp_path: Path) -> None:
-    # A cost-12 hash keeps each request busy (in bcrypt, off the event loop) long
-    # enough that eight requests sent together overlap.
+def _exporter_for_tests() -> Any:
+    from sigma_exporter.config import config_from_urls
+    from sigma_exporter.poller import Poller
+    from sigma_exporter.serve import Exporter
+
+    return Exporter(Poller(config_from_urls(["http://127.0.0.1:9"])))
+
+
+def test_requests_beyond_max_requests_get_503() -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from sigma_exporter.serve import build_app
+
+    async def main() -> list[int]:
+        release = asyncio.Event()
+        app = build_app(_exporter_for_tests(), None, max_requests=2)
+
+        async def slow(request: web.Request) -> web.Response:
+            await release.wait()
+            return web.Response(text="done")
+
+        app.router.add_get("/slow", slow)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        try:
+            async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+                url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+                held = [asyncio.create_task(client.get(url + "/slow")) for _ in range(2)]
+                while app[IN_FLIGHT].current < 2:
+                    await asyncio.sleep(0.01)
+                third = (await client.get(url + "/-/healthy")).status_code
+                release.set()
+                codes = [(await task).status_code for task in held]
+                after = (await client.get(url + "/-/healthy")).status_code
+            return [*codes, third, after]
+        finally:
+            await runner.cleanup()
+
+    from sigma_exporter.serve import IN_FLIGHT
+
+    assert asyncio.run(main()) == [200, 200, 503, 200]
+
+
+def test_clients_without_credentials_cannot_starve_prometheus(tmp_path: Path) -> None:
+    """Sixteen clients guessing passwords as fast as they can, against
+    --web.max-requests 4: every scrape with the right credentials is answered
+    (0.1: bad clients held the slots while bcrypt ran, most scrapes got 503)."""
+    from sigma_exporter.cli import WebThread
+    from sigma_exporter.webconfig import WebConfigWatcher
+
     web = tmp_path / "web.yml"
-    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(12)).decode()
-    web.write_text(f"basic_auth_users:\n  u: '{hashed}'\n")
-    base = exporter("--target", "http://127.0.0.1:9", "--web.config.file", str(web),
-                    "--web.max-requests", "2")
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(10)).decode()
+    web.write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    port = free_port()
+    server = WebThread(_exporter_for_tests(), f"127.0.0.1:{port}", WebConfigWatcher(str(web)),
+                       max_requests=4, read_timeout=10.0)
+    server.start()
+    base = f"http://127.0.0.1:{port}"
+    stop = threading.Event()
+    bad_codes: list[int] = []
 
-    def attempt(i: int) -> int:
-        return httpx.get(base + "/metrics", auth=("u", f"wrong-{i}"), trust_env=False,
-                         timeout=30).status_code
+    def guess(worker: int) -> None:
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            attempt = 0
+            while not stop.is_set():
+                attempt += 1
+                bad_codes.append(client.get(base + "/metrics",
+                                            auth=("prom", f"guess-{worker}-{attempt}")).status_code)
 
-    with ThreadPoolExecutor(8) as pool:
-        codes = list(pool.map(attempt, range(8)))
-    assert codes.count(503) >= 1, codes
-    assert set(codes) <= {401, 503}, codes
-    # Once the burst is over the exporter answers again.
-    assert httpx.get(base + "/metrics", auth=("u", "right"), trust_env=False,
-                     timeout=30).status_code == 200
+    try:
+        with httpx.Client(trust_env=False, timeout=30) as prometheus, \
+                ThreadPoolExecutor(16) as pool:
+            assert prometheus.get(base + "/metrics", auth=("prom", "right")).status_code == 200
+            attackers = [pool.submit(guess, i) for i in range(16)]
+            wait_until(lambda: len(bad_codes) >= 16, 30, "the guessing under way")
+            codes = [prometheus.get(base + "/metrics", auth=("prom", "right")).status_code
+                     for _ in range(30)]
+            stop.set()
+            for attacker in attackers:
+                attacker.result()
+    finally:
+        stop.set()
+        server.stop()
+    assert codes == [200] * 30, codes
+    assert set(bad_codes) <= {401, 503}, set(bad_codes)
 
 
 # --- concurrent polls ----------------------------------------------------------------

@@ -245,7 +245,7 @@ class WebThread:
                 for host, port in self.addresses:
                     new.append(ExporterSite(runner, host, port, ssl_context=context,
                                             read_timeout=read_timeout,
-                                            allowed_sans=allowed_sans))
+                                            allowed_sans=allowed_sans, replacing=bool(sites)))
                     await new[-1].start()
                 for sock in self.sockets:
                     new.append(ExporterSite(runner, None, 0, ssl_context=context,

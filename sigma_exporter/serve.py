@@ -406,13 +406,16 @@ class ExporterSite(web.TCPSite):
 
     `reuse_port` (TLS only) lets a replacement listener with new TLS settings
     bind before the old one closes, so a certificate change refuses no
-    connection.
+    connection. It would also let a second exporter bind the same port and
+    take half the scrapes: unless `replacing` our own listener, the port is
+    first checked free with a plain bind, as without TLS.
     """
 
     def __init__(self, runner: web.BaseRunner, host: str | None, port: int, *,
                  ssl_context: ssl.SSLContext | None, read_timeout: float,
                  sock: socket.socket | None = None,
-                 allowed_sans: Callable[[], tuple[str, ...] | None] | None = None) -> None:
+                 allowed_sans: Callable[[], tuple[str, ...] | None] | None = None,
+                 replacing: bool = False) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, reuse_address=True,
                          reuse_port=ssl_context is not None)
         self._read_timeout = read_timeout
@@ -421,6 +424,7 @@ class ExporterSite(web.TCPSite):
         # settings closes the duplicate and never the socket systemd gave.
         self._sock = sock
         self._allowed_sans = allowed_sans
+        self._replacing = replacing
 
     @property
     def name(self) -> str:
@@ -456,12 +460,30 @@ class ExporterSite(web.TCPSite):
                 factory, sock=self._sock.dup(), ssl=self._ssl_context, backlog=self._backlog,
                 ssl_handshake_timeout=handshake)
         else:
+            if self._reuse_port and not self._replacing and self._port != 0:
+                await ensure_port_free(self._host, self._port)
             self._server = await loop.create_server(
                 factory, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
                 reuse_address=self._reuse_address, reuse_port=self._reuse_port,
                 ssl_handshake_timeout=handshake)
         if self._server.sockets:
             self._bound_port = self._server.sockets[0].getsockname()[1]
+
+
+async def ensure_port_free(host: str | None, port: int) -> None:
+    """Raise OSError (address in use) when any listener holds host:port already.
+
+    A bind without SO_REUSEPORT fails against every listener, with the
+    option or without; the probe socket is closed at once.
+    """
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    for family, kind, proto, _, address in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
 
 
 def describe_listen(address: str) -> str:

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -324,10 +325,13 @@ async def serve(config: Config, listen: str | Sequence[str], telemetry_path: str
             return "no --config.file to reload (the targets come from --target)"
         try:
             new = load_config(config_file)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
             exporter.reload.successful = False
             poller.flush_published()
-            log.error("reload failed, keeping the running config: %s", exc)
+            if isinstance(exc, ConfigError):
+                log.error("reload failed, keeping the running config: %s", exc)
+            else:
+                log.exception("reload failed, keeping the running config")
             return str(exc)
         await poller.reload(new)
         for handler in logging.getLogger().handlers:  # new secrets to blank in logs
@@ -378,6 +382,21 @@ async def serve(config: Config, listen: str | Sequence[str], telemetry_path: str
         await asyncio.to_thread(web_thread.stop)
 
 
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one, as Go programs do since 1.19.
+
+    Each target keeps connections open and each scrape takes one; a soft
+    limit of 1,024 (systemd's default) ran out long before the hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # an infinite hard limit may not be a soft one
+        log.debug("open-file limit left at %d (hard %d): %s", soft, hard, exc)
+
+
 def main_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
     try:
@@ -396,6 +415,7 @@ def main_run(argv: Sequence[str]) -> int:
         return EXIT_CONFIG
     from .agent import after_dump_hook  # late: imports NVML bindings only when running
 
+    raise_open_file_limit()
     try:
         hook = after_dump_hook(config)
     except ConfigError as exc:

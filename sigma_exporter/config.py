@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -273,12 +274,14 @@ class _Reader:
         if path is not None:
             path = self.string(path, f"{key}.{name}_file")
             try:
-                with open(path, encoding="utf-8") as handle:
-                    return handle.read().strip()
+                return read_text(path).strip()
             except OSError as exc:
                 raise self.error(f"{key}.{name}_file", f"cannot read {path}: {exc.strerror}",
                                  "check the path and that the exporter's user may read it") \
                     from None
+            except UnicodeDecodeError:
+                raise self.error(f"{key}.{name}_file", f"{path} is not UTF-8 text",
+                                 "save the secret as UTF-8") from None
         if env is not None:
             env = self.string(env, f"{key}.{name}_env")
             value = os.environ.get(env)
@@ -366,6 +369,10 @@ def _headers(r: _Reader, raw: object, key: str) -> tuple[tuple[str, str], ...]:
                           "use auth.bearer_token_file or auth.password_file instead")
         if not isinstance(value, str | int | float) or isinstance(value, bool):
             raise r.error(f"{key}.{name}", "header value must be text", "quote the value")
+        if any(c in str(value) for c in "\r\n\0"):
+            # Sent raw, a line break would end the header and start another.
+            raise r.error(f"{key}.{name}", "header value contains a line break or NUL",
+                          "write the value on one line")
         out.append((name, str(value)))
     return tuple(out)
 
@@ -536,11 +543,27 @@ def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
     return NvmlConfig(**values)
 
 
+def read_text(path: str) -> str:
+    """A regular file's text (UTF-8). Opened non-blocking and checked first: a
+    FIFO or device put in a config file's place would block the loop reading
+    it; it is refused instead (OSError, `not a regular file`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            fd = -1  # the handle owns it now
+            return handle.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def read_yaml(path: str, flag: str) -> Any:
     """A YAML file's content; every way it can fail is a ConfigError naming `flag`."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return yaml.safe_load(handle)
+        return yaml.safe_load(read_text(path))
     except OSError as exc:
         raise ConfigError(path, "(file)", f"cannot read the file: {exc.strerror}",
                           f"check the path given to {flag}") from None

@@ -23,9 +23,32 @@ _SECRET_PARAM = re.compile(
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s'\"<>`]+")
 
 
+# User info at the start of a URL with `scheme://` or without any scheme
+# (`user:pw@host/live` reads as scheme `user` to urlsplit, keeping the password).
+_LEADING_USERINFO = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*:/+)?([^/?#]*@)")
+# Schemes whose path ends in a stream key, a credential in all but name.
+_STREAM_KEY_SCHEMES = frozenset({"rtmp", "rtmps", "rtmpe", "rtmpt", "rtmpte", "rtmpts"})
+
+
 def _strip_userinfo(parts: SplitResult) -> str:
     netloc = parts.netloc.rpartition("@")[2]
     return netloc
+
+
+def _redact_path(scheme: str, path: str) -> str:
+    """Blank `name=value` path tokens with a secret-looking name, and RTMP stream keys."""
+    if "=" in path:
+        pieces = re.split(r"([/;])", path)  # keep the separators
+        for i, piece in enumerate(pieces):
+            name, sep, _ = piece.partition("=")
+            if sep and _SECRET_PARAM.search(name):
+                pieces[i] = f"{name}=REDACTED"
+        path = "".join(pieces)
+    if scheme.lower() in _STREAM_KEY_SCHEMES:
+        app, sep, key = path.lstrip("/").partition("/")
+        if key:  # rtmp://host/app/STREAM-KEY: the app stays, the key goes
+            path = f"/{app}{sep}REDACTED"
+    return path
 
 
 def redact_url(url: str, *, drop_query: bool = False) -> str:
@@ -34,13 +57,20 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
     With `drop_query` the whole query string (and fragment) goes, which is
     what labels want: query strings are unbounded and often carry tokens.
     """
+    # Backslashes act as slashes for many clients (and for WHATWG URL parsers):
+    # `rtmp:\\user:pw@host\live` must lose its user info too.
+    url = url.replace("\\", "/")
+    match = _LEADING_USERINFO.match(url)
+    if match is not None:
+        url = url[:match.start(1)] + url[match.end(1):]
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable url>"
     netloc = _strip_userinfo(parts)
+    path = _redact_path(parts.scheme, parts.path)
     if drop_query:
-        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+        return urlunsplit((parts.scheme, netloc, path, "", ""))
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
@@ -49,7 +79,7 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
         )
     # A fragment never reaches the server and often carries a token (OAuth).
     fragment = "REDACTED" if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+    return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
 def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:

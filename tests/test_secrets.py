@@ -127,7 +127,7 @@ def test_http_outputs_hold_no_secret(run: Run) -> None:
     assert_clean(metrics, "/metrics")
     # The job input is there, with its secrets stripped.
     assert value(metrics, "sigma_job_input_info", target="basic",
-                 url="rtmp://origin.example:1935/live/stream") == 1
+                 url="rtmp://origin.example:1935/live/REDACTED") == 1
     promtool_check_metrics(metrics)
     openmetrics = get(run.base + "/metrics",
                       headers={"Accept": "application/openmetrics-text"}).text

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry
 from prometheus_client import generate_latest as text_generate
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate
@@ -264,9 +265,31 @@ def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
     return [rate_limit, auth, limit]
 
 
+class OneLineBadRequests(logging.Filter):
+    """aiohttp logs each malformed request (the client's fault, answered 400)
+    at ERROR with a full traceback; one line at INFO says all there is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            lines = str(error.message or "").strip().splitlines()
+            why = lines[0].rstrip(":") if lines else type(error).__name__
+            record.msg, record.args = "%s: %s %s", (record.getMessage(), error.code, why)
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def _quiet_bad_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, OneLineBadRequests) for f in server_log.filters):
+        server_log.addFilter(OneLineBadRequests())
+
+
 def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
               max_requests: int = DEFAULT_MAX_REQUESTS) -> web.Application:
     """The HTTP app; `watcher` brings basic auth and headers from --web.config.file."""
+    _quiet_bad_requests()
     in_flight = InFlight(limit=max_requests)
     app = web.Application(middlewares=_guards(watcher, in_flight))
     app[IN_FLIGHT] = in_flight

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import resource
 import signal
@@ -20,6 +21,7 @@ from conftest import Proc, free_port, get, make_ca, make_cert, value, wait_until
 from sigma_exporter.cli import WebThread
 from sigma_exporter.config import ConfigError, config_from_urls, load_config, parse_config
 from sigma_exporter.poller import Poller
+from sigma_exporter.redact import redact_url
 from sigma_exporter.serve import Exporter, wants_gzip
 from sigma_exporter.webconfig import WebConfigWatcher, load_web_config
 
@@ -205,3 +207,42 @@ def test_the_soft_open_file_limit_is_raised_to_the_hard_one(
                "started")
     child_soft, child_hard = resource.prlimit(exporter.proc.pid, resource.RLIMIT_NOFILE)
     assert child_soft == child_hard == hard  # 0.1: 256
+
+
+# --- malformed requests, redaction -------------------------------------------------------
+
+
+def test_a_malformed_request_logs_one_line_not_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    server = WebThread(Exporter(Poller(config_from_urls(["http://127.0.0.1:9"]))),
+                       f"127.0.0.1:{port}", None, max_requests=4, read_timeout=10.0)
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    server.start()
+    try:
+        for payload in (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2"
+                        b"\r\n\r\n", b"GET /\x00 HTTP/1.1\r\n\r\n", b"GARBAGE\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(payload)
+                assert sock.recv(100).startswith(b"HTTP/1.0 400")
+    finally:
+        server.stop()
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert len(records) == 3
+    for record in records:  # 0.1: ERROR and a traceback, each
+        assert record.exc_info is None and record.levelno <= logging.INFO
+        assert "\n" not in record.getMessage() and " 400 " in record.getMessage()
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("user:secret@host/live", "host/live"),  # no scheme: urlsplit read `user` as one
+    ("rtmp:\\\\user:secret@host\\live\\chan", "rtmp://host/live/REDACTED"),
+    ("rtmp://host/live2/abcd-secret-key", "rtmp://host/live2/REDACTED"),  # a stream key
+    ("rtmps://u:secret@host:443/app", "rtmps://host:443/app"),
+    ("http://host/hls/token=secret/index.m3u8", "http://host/hls/token=REDACTED/index.m3u8"),
+    ("http://host/a;jsessionid=secret;x=1/", "http://host/a;jsessionid=REDACTED;x=1/"),
+    ("udp://239.1.1.1:5000", "udp://239.1.1.1:5000"),
+])
+def test_job_input_urls_lose_every_kind_of_credential(url: str, expected: str) -> None:
+    assert redact_url(url, drop_query=True) == expected
+    assert "secret" not in redact_url(url)

@@ -160,6 +160,33 @@ def test_dockerfile_healthcheck_command_works(dockerfile: list[tuple[str, str]])
     assert result.returncode != 0
 
 
+@pytest.mark.parametrize("client_certs", [False, True])
+def test_dockerfile_healthcheck_works_with_tls_on(dockerfile: list[tuple[str, str]],
+                                                  tmp_path: Path, client_certs: bool) -> None:
+    """0.1's check spoke plain HTTP only: with TLS on the container was never healthy."""
+    from conftest import make_ca, make_cert
+
+    health = next(a for w, a in final_stage(dockerfile) if w == "HEALTHCHECK")
+    command = json.loads(health[health.index("CMD") + 3:].strip())
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "server", "ca", server=True)
+    web = tmp_path / "web.yml"
+    web.write_text(f"tls_server_config:\n  cert_file: {tmp_path / 'server.crt'}\n"
+                   f"  key_file: {tmp_path / 'server.key'}\n"
+                   + (f"  client_auth_type: RequireAndVerifyClientCert\n"
+                      f"  client_ca_file: {tmp_path / 'ca.crt'}\n" if client_certs else ""))
+    port = free_port()
+    env = {**os.environ, "SIGMA_EXPORTER_WEB_LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+    exporter = Proc(sigma_exporter_cmd("--target", "http://127.0.0.1:9", "--web.config.file",
+                                       str(web)), env=env)
+    try:
+        wait_until(lambda: _run([sys.executable, "-c", command[2]], env=env).returncode == 0,
+                   30, "health check passes over TLS")
+    finally:
+        exporter.stop()
+    assert _run([sys.executable, "-c", command[2]], env=env).returncode != 0
+
+
 def test_dockerfile_copies_only_what_exists_and_is_not_ignored(
         dockerfile: list[tuple[str, str]]) -> None:
     ignore = (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()

@@ -67,7 +67,7 @@ def test_healthy_targets_stay_fresh_while_one_attacks(
     healthy, attacker = stubs(sigma_answer), stubs(hostile)
     config = tmp_path / "sigma.yml"
     config.write_text(
-        f"defaults:\n  interval: {INTERVAL:g}s\n  timeout: 1.5s\ntargets:\n"
+        f"defaults:\n  interval: {INTERVAL:g}s\n  timeout: 1500ms\ntargets:\n"
         + "".join(f"  - name: {name}\n    url: {healthy.url}\n" for name in HEALTHY)
         + f"  - name: hostile\n    url: {attacker.url}\n")
     port = free_port()

@@ -68,6 +68,10 @@ NOT_CHARTED: dict[str, str] = {
         "rate of sigma_polls_total) for queries and SLO rules; the panels already show "
         "poll errors per minute and whether each server answers."
     ),
+    "sigma_series_dropped": (
+        "a target over its series budget already shows in the poll-error panels as "
+        "reason series_limit (and as down); this gauge only says by how much, for Explore."
+    ),
 }
 # GPU health from NVML (issue 14): alerted on in tiers (SigmaGPUXidErrors,
 # SigmaGPUMemoryErrors, SigmaGPURowRemapPending, SigmaGPUThrottled,

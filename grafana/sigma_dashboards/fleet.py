@@ -398,8 +398,8 @@ def _exporters(b: Board) -> None:
         timeseries(
             "Poll errors by server and reason",
             "Failed polls per minute, by target, source (dump, progress) and reason "
-            "(timeout, connect, tls, http_status, too_large, invalid_json, invalid_schema). "
-            "Empty while every poll succeeds.",
+            "(timeout, connect, tls, http_status, too_large, protocol, invalid_json, "
+            "invalid_schema, series_limit, internal). Empty while every poll succeeds.",
             "cpm",
             [
                 Q(

@@ -858,8 +858,8 @@ def _exporter_health(b: Board) -> None:
         timeseries(
             "Poll errors by reason",
             "Failed polls per minute by source and reason (timeout, connect, tls, "
-            "http_status, too_large, invalid_json, invalid_schema). Empty while every poll "
-            "succeeds.",
+            "http_status, too_large, protocol, invalid_json, invalid_schema, series_limit, "
+            "internal). Empty while every poll succeeds.",
             "cpm",
             [
                 Q(

@@ -60,6 +60,7 @@ class _Exchange(asyncio.Protocol):
 
     def _reset(self) -> None:
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0  # bytes of the headers parsed so far
         self._body: list[bytes] = []
         self._size = 0
         self._status = 0
@@ -87,7 +88,8 @@ class _Exchange(asyncio.Protocol):
             if not self._waiter.done():  # not a callback's own failure
                 self._fail(MalformedAnswer(f"malformed HTTP answer: {exc}"))
             return
-        # The parser buffers a header until it ends: bound what it may hold.
+        # The parser buffers a header until it ends: bound what it may hold
+        # across reads (on_header bounds what one read completes).
         if not self._headers_done and self.received > MAX_HEAD_BYTES and not self._waiter.done():
             self._fail(BodyTooLarge(f"answer headers exceed {MAX_HEAD_BYTES} bytes", None))
 
@@ -119,6 +121,11 @@ class _Exchange(asyncio.Protocol):
         self._reset()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Counted here too: headers that arrive in one read are parsed in one go.
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD_BYTES:
+            self._fail(BodyTooLarge(f"answer headers exceed {MAX_HEAD_BYTES} bytes", None))
+            raise httptools.HttpParserError("refused")
         self._headers.append((name, value))
         lowered = name.lower()
         if lowered == b"transfer-encoding":

@@ -542,3 +542,10 @@ def test_a_gpu_index_that_is_not_a_number_is_a_parse_error_not_an_exception() ->
 def test_nvml_timeout_is_configurable() -> None:
     assert parse_config({"targets": [{"url": "http://a:1"}], "nvml": {"timeout": "500ms"}},
                         "t.yml").nvml.timeout == 0.5
+
+
+def test_many_headers_arriving_in_one_read_are_too_large() -> None:
+    # 100 KB of headers and the body in one write: one read, parsed at once.
+    pads = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(100))
+    framed = answer(b"HTTP/1.1 200 OK\r\n" + pads + b"Content-Length: 2", b"{}")
+    assert reason(fetch_from(framed)) == "too_large"

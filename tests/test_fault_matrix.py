@@ -115,16 +115,27 @@ def test_fault_leaves_healthy_targets_untouched(matrix: Matrix, fault: str) -> N
             assert value(body, "sigma_host_memory_used_bytes", target=FAULTY) is None
             assert value(body, "sigma_poll_interval_seconds", target=FAULTY) == 0.5
         # Healthy targets: still up, polled again since, and exactly the same series.
+        why: list[str] = []  # what kept the last check from passing (for the failure)
+
         def healthy_fresh() -> bool:
             current = matrix.metrics()
-            return all(
-                value(current, "sigma_up", target=n) == 1
-                and (value(current, "sigma_last_poll_success_timestamp_seconds", target=n)
-                     or 0) > since[n]
-                and series_of(current, n) == before[n]
-                for n in HEALTHY)
+            why.clear()
+            for n in HEALTHY:
+                if value(current, "sigma_up", target=n) != 1:
+                    why.append(f"{n} not up")
+                if (value(current, "sigma_last_poll_success_timestamp_seconds", target=n)
+                        or 0) <= since[n]:
+                    why.append(f"{n} not polled again")
+                series = series_of(current, n)
+                if series != before[n]:
+                    why.append(f"{n} series changed: +{sorted(series - before[n])[:3]} "
+                               f"-{sorted(before[n] - series)[:3]}")
+            return not why
 
-        wait_until(healthy_fresh, 10, "healthy targets fresh and unchanged")
+        try:
+            wait_until(healthy_fresh, 10, "healthy targets fresh and unchanged")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {why}") from None
     finally:
         matrix.set_fault("none")
     wait_until(lambda: _recovered(matrix), 30, f"recovery from {fault}")

@@ -305,7 +305,7 @@ def _default_epoch() -> float:
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
     override fields (`fault`, `speed_overrides`, `state_overrides`, `pts_frozen_at`,
-    `gpu_override`)."""
+    `queue_override`, `gpu_override`)."""
 
     index: int
     seed: int = 1
@@ -326,6 +326,8 @@ class SimServer:
     state_overrides: dict[str, str] = field(default_factory=dict)  # job -> e.g. "stopped"
     # job -> when its media time (PTS) froze: it claims to run, PTS stands still.
     pts_frozen_at: dict[str, float] = field(default_factory=dict)
+    # Jobs waiting to start; None: about one 5-minute window in 10 has one.
+    queue_override: int | None = None
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
 
@@ -535,7 +537,9 @@ def render_dump(server: SimServer, now: float) -> JSON:
         25.0 * server.jobs * (0.7 + 0.6 * _smooth(now, 15.0, *key, _S_CPU, 1)), 0, 800
     )
     proc_ram = round(900 + 550 * server.jobs * (0.9 + 0.2 * _smooth(now, 400.0, *key, _S_RAM, 1)))
-    queued = 1 if _u(*key, _S_QUEUE, math.floor(now / 300.0)) < 0.1 else 0
+    queued = server.queue_override
+    if queued is None:
+        queued = 1 if _u(*key, _S_QUEUE, math.floor(now / 300.0)) < 0.1 else 0
     task: JSON = {"started": server.jobs}
     if queued:
         task["pending"] = queued  # other states appear as other keys
@@ -926,6 +930,11 @@ class Simulator:
             srv.pts_frozen_at.pop(job, None)
         self._slots[index].cache.clear()
 
+    def set_queue(self, index: int, queued: int | None) -> None:
+        """Hold the number of jobs waiting to start; None: back to the random queue."""
+        self._slots[index].server.queue_override = queued
+        self._slots[index].cache.clear()
+
     def set_job_speed(self, index: int, job: str, speed: float | None) -> None:
         srv = self._slots[index].server
         if job not in job_names(srv):
@@ -1205,6 +1214,20 @@ class Simulator:
         self.set_job_speed(index, job, speed)
         return _json_response({"index": slot.server.index, "job": job, "speed": speed})
 
+    async def _c_queue(self, request: web.Request) -> web.Response:
+        slot = self._slot_of(request)
+        raw = request.query.get("jobs", "")  # ?jobs=N, or ?jobs=clear
+        queued: int | None = None
+        if raw != "clear":
+            try:
+                queued = int(raw)
+            except ValueError:
+                queued = -1
+            if queued < 0:
+                return _json_response({"error": f"bad jobs {raw!r} (0 or more, or clear)"}, 400)
+        self.set_queue(self._slots.index(slot), queued)
+        return _json_response({"index": slot.server.index, "queued": queued})
+
     async def _c_emitted(self, request: web.Request) -> web.Response:
         slot = self._slot_of(request)
         now = self.clock()
@@ -1217,6 +1240,7 @@ class Simulator:
         app.router.add_get("/servers", self._c_list)
         app.router.add_post("/servers/{i}/fault", self._c_fault)
         app.router.add_post("/servers/{i}/jobs/{name}", self._c_job)
+        app.router.add_post("/servers/{i}/queue", self._c_queue)
         app.router.add_get("/servers/{i}/emitted", self._c_emitted)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()

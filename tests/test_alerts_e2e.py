@@ -313,12 +313,15 @@ class Stack:
 
 
 def pin_job_speeds(control: str, servers: int, log: Path) -> None:
-    """Hold every simulated job at speed 1.0.
+    """Hold every simulated job at speed 1.0, and every queue empty.
 
     The simulator dips each job below real time in about one 2-minute window
     in 8. With the real rules such a dip never pages (it is shorter than the
     5-minute average plus 10 minutes of `for`); compressed 60 times it lasts
     "two hours" and would page at random. The tests decide which job is slow.
+    Likewise a job waits in the queue in about one 5-minute window in 10:
+    shorter than SigmaJobQueueBacklog's 15 minutes of `for`, but five hours
+    once compressed.
     """
     def jobs(i: int) -> list[str]:
         response = httpx.get(f"{control}/servers/{i}/emitted", timeout=5, trust_env=False)
@@ -329,6 +332,8 @@ def pin_job_speeds(control: str, servers: int, log: Path) -> None:
                  lambda: log.read_text())
     for i, server_jobs in enumerate(names):
         assert server_jobs, f"server {i} has no jobs"
+        httpx.post(f"{control}/servers/{i}/queue", params={"jobs": "0"},
+                   timeout=5, trust_env=False).raise_for_status()
         for job in server_jobs:
             response = httpx.post(f"{control}/servers/{i}/jobs/{job}", params={"speed": "1"},
                                   timeout=5, trust_env=False)

@@ -586,6 +586,17 @@ def test_control_api() -> None:
             assert (await c.post(f"{base}/servers/1/jobs/NOPE?freeze=1")).status_code == 404
             now -= 30.0
 
+            # Holding the queue: tests that replay rules must not meet the random one.
+            for held in (3, 0):
+                r = await c.post(f"{base}/servers/1/queue", params={"jobs": str(held)})
+                assert r.status_code == 200 and r.json()["queued"] == held
+                dump = (await c.post(sim.url(1), json=DUMP)).json()
+                assert dump["queue"] == held and dump["task"].get("pending", 0) == held
+            await c.post(f"{base}/servers/1/queue", params={"jobs": "clear"})
+            assert sim.servers[1].queue_override is None
+            assert (await c.post(f"{base}/servers/1/queue?jobs=-1")).status_code == 400
+            assert (await c.post(f"{base}/servers/1/queue?jobs=x")).status_code == 400
+
             assert (await c.post(f"{base}/servers/0/fault?mode=http-502-html")).status_code == 200
             assert (await c.get(sim.url(0))).status_code == 502
             await c.post(f"{base}/servers/0/fault", params={"mode": "refuse"})

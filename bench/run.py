@@ -36,9 +36,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sigma_exporter import collect, exposition  # noqa: E402
-from sigma_exporter.client import DUMP_REQUEST, PROGRESS_REQUEST  # noqa: E402
+from sigma_exporter.collect import exposition, samples  # noqa: E402
 from sigma_exporter.config import format_duration  # noqa: E402
+from sigma_exporter.source.client import DUMP_REQUEST, PROGRESS_REQUEST  # noqa: E402
 
 PY = sys.executable
 CLK = os.sysconf("SC_CLK_TCK")
@@ -218,10 +218,10 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
     from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
-    from sigma_exporter.client import Answer
     from sigma_exporter.config import Config, TargetConfig
-    from sigma_exporter.poller import Poller
-    from sigma_exporter.serve import Exporter
+    from sigma_exporter.poll.poller import Poller
+    from sigma_exporter.source.client import Answer
+    from sigma_exporter.web.server import Exporter
 
     answers = fetch_answers(urls)
     config = Config(tuple(TargetConfig(name=f"s{i:04d}", url=u) for i, u in enumerate(urls)))
@@ -238,7 +238,7 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
         """A textbook custom collector: families built from snapshots per scrape."""
 
         def collect(self) -> Iterator[Any]:
-            merged = collect.merge(p for parts in snapshots for p in parts)
+            merged = samples.merge(p for parts in snapshots for p in parts)
             yield from exposition.to_families(merged)
 
     registry = CollectorRegistry(auto_describe=False)
@@ -487,11 +487,11 @@ def agent_mode(seconds: float, interval: float) -> dict[str, Any]:
     """CPU of one local target plus NVML (fake backend) at the default interval."""
     code = f"""
 import asyncio, json, time, resource
-from sigma_exporter.agent import after_dump_hook
+from sigma_exporter.agent.hook import after_dump_hook
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
-from sigma_exporter.nvml import FakeBackend
-from sigma_exporter.scenario import parse_scenario, TimeClock
-from sigma_exporter.simulator import Simulator, make_servers
+from sigma_exporter.agent.nvml import FakeBackend
+from sigma_exporter.sim.scenario import parse_scenario, TimeClock
+from sigma_exporter.sim.simulator import Simulator, make_servers
 from sigma_exporter.cli import serve
 
 scenario = parse_scenario({{"gpus": {{"gpu0": {{"name": "NVIDIA A10", "total_mib": 22731}}}},

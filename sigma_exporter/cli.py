@@ -25,8 +25,9 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from . import __version__, exposition, logsetup, systemd
-from .config import (
+from sigma_exporter import __version__, logsetup
+from sigma_exporter.collect import exposition
+from sigma_exporter.config import (
     DURATION_FIX,
     Config,
     ConfigError,
@@ -35,10 +36,11 @@ from .config import (
     load_config,
     parse_duration,
 )
-from .poller import AfterDump, Poller
-from .redact import RedactFilter, install_log_filter, redact_url
-from .serve import DEFAULT_MAX_REQUESTS, Exporter, ExporterSite, build_app
-from .webconfig import WebConfigWatcher
+from sigma_exporter.poll.poller import AfterDump, Poller
+from sigma_exporter.redact import RedactFilter, install_log_filter, redact_url
+from sigma_exporter.web import systemd
+from sigma_exporter.web.server import DEFAULT_MAX_REQUESTS, Exporter, ExporterSite, build_app
+from sigma_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger("sigma_exporter")
 
@@ -413,7 +415,9 @@ def main_run(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from .agent import after_dump_hook  # late: imports NVML bindings only when running
+    from sigma_exporter.agent.hook import (
+        after_dump_hook,  # late: imports NVML bindings only when running
+    )
 
     raise_open_file_limit()
     try:
@@ -494,7 +498,9 @@ def _check_nvml(config: Config) -> str:
     """
     if config.nvml.enabled == "false":
         return "agent mode off (nvml.enabled: false)"
-    from .agent import after_dump_hook  # late: imports NVML bindings only when asked
+    from sigma_exporter.agent.hook import (
+        after_dump_hook,  # late: imports NVML bindings only when asked
+    )
 
     reasons: list[str] = []
 
@@ -502,7 +508,7 @@ def _check_nvml(config: Config) -> str:
         def emit(self, record: logging.LogRecord) -> None:
             reasons.append(record.getMessage())
 
-    agent_log = logging.getLogger("sigma_exporter.agent")
+    agent_log = logging.getLogger("sigma_exporter.agent.hook")
     handler, level = Collect(logging.INFO), agent_log.level
     agent_log.addHandler(handler)
     agent_log.setLevel(logging.INFO)
@@ -574,13 +580,13 @@ def _once_config(config_file: str | None, target: str, timeout_text: str | None)
 
 
 def main_simulate(argv: Sequence[str]) -> int:
-    from .simulator import main_simulate as simulate
+    from sigma_exporter.sim.simulator import main_simulate as simulate
 
     return simulate(list(argv))
 
 
 def main_demo(argv: Sequence[str]) -> int:
-    from .demo import main_demo as demo
+    from sigma_exporter.sim.demo import main_demo as demo
 
     return demo(list(argv))
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .redact import redact_url
+from sigma_exporter.redact import redact_url
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .metrics import DEFINITIONS
+from sigma_exporter.metrics import DEFINITIONS
 
 _SECTIONS = (
     ("self", "The exporter itself"),

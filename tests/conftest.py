@@ -46,7 +46,7 @@ def free_port() -> int:
 
 def free_ports(count: int) -> int:
     """First of `count` consecutive free loopback ports."""
-    from sigma_exporter.demo import free_consecutive_ports
+    from sigma_exporter.sim.demo import free_consecutive_ports
 
     return free_consecutive_ports(count)
 
@@ -108,7 +108,7 @@ def samples(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def structured(rendered: dict[str, bytes]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
     """A target's rendered exposition read back as {metric: [(label values, value)]}."""
-    from sigma_exporter.exposition import read_back
+    from sigma_exporter.collect.exposition import read_back
 
     return dict(read_back(rendered))
 

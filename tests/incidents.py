@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from sigma_exporter import exposition  # noqa: E402
-from sigma_exporter.client import Answer, SSLContexts  # noqa: E402
+from sigma_exporter.agent.crosscheck import CrossCheck, crosscheck_samples  # noqa: E402
+from sigma_exporter.agent.nvml import GpuReading, nvml_samples  # noqa: E402
+from sigma_exporter.collect import exposition  # noqa: E402
 from sigma_exporter.config import TargetConfig  # noqa: E402
-from sigma_exporter.crosscheck import CrossCheck, crosscheck_samples  # noqa: E402
 from sigma_exporter.metrics import BY_NAME  # noqa: E402
-from sigma_exporter.nvml import GpuReading, nvml_samples  # noqa: E402
-from sigma_exporter.poller import TargetState  # noqa: E402
-from sigma_exporter.simulator import make_servers, render_dump, render_progress  # noqa: E402
+from sigma_exporter.poll.poller import TargetState  # noqa: E402
+from sigma_exporter.sim.simulator import make_servers, render_dump, render_progress  # noqa: E402
+from sigma_exporter.source.client import Answer, SSLContexts  # noqa: E402
 
 OUT = ROOT / "alerts" / "tests" / "incidents"
 ALERTS = ROOT / "alerts" / "sigma-alerts.yml"

@@ -18,14 +18,14 @@ from typing import Any, TypeVar
 import pytest
 from conftest import structured
 
-from sigma_exporter import exposition
-from sigma_exporter.agent import after_dump_hook
-from sigma_exporter.collect import Samples
+from sigma_exporter.agent.hook import after_dump_hook
+from sigma_exporter.agent.nvml import FakeBackend
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
-from sigma_exporter.nvml import FakeBackend
-from sigma_exporter.poller import Poller
-from sigma_exporter.scenario import ManualClock, apply_to_simulator, parse_scenario
-from sigma_exporter.simulator import Simulator, make_servers
+from sigma_exporter.poll.poller import Poller
+from sigma_exporter.sim.scenario import ManualClock, apply_to_simulator, parse_scenario
+from sigma_exporter.sim.simulator import Simulator, make_servers
 
 PROMTOOL = "/usr/bin/promtool"
 T = TypeVar("T")

@@ -11,15 +11,15 @@ import pytest
 from aiohttp import web
 from conftest import FIXTURES, free_ports
 
-from sigma_exporter.client import (
+from sigma_exporter.config import AuthConfig, TargetConfig
+from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.source.client import (
     DUMP_REQUEST,
     PROGRESS_REQUEST,
     PollError,
     SigmaClient,
     SSLContexts,
 )
-from sigma_exporter.config import AuthConfig, TargetConfig
-from sigma_exporter.simulator import Simulator, make_servers
 
 EXPECTED_REASON = {
     "refuse": "connect",

@@ -25,8 +25,7 @@ import pytest
 import yaml
 from conftest import free_ports, load_fixture, require_tool, sigma_exporter_cmd, value
 
-from sigma_exporter import exposition
-from sigma_exporter.client import REASONS, Answer, PollError, SSLContexts
+from sigma_exporter.collect import exposition
 from sigma_exporter.config import (
     Config,
     ConfigError,
@@ -37,8 +36,9 @@ from sigma_exporter.config import (
     parse_duration,
 )
 from sigma_exporter.metrics import DEFINITIONS
-from sigma_exporter.poller import Poller, TargetState
-from sigma_exporter.simulator import Simulator, make_servers
+from sigma_exporter.poll.poller import Poller, TargetState
+from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -323,7 +323,7 @@ def test_an_internal_error_is_up_0_counted_logged_once(monkeypatch: pytest.Monke
             finally:
                 await poller.stop()
 
-    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poller"):
+    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poll.poller"):
         asyncio.run(run())
     tracebacks = [r for r in caplog.records if r.exc_info and "internal" in r.getMessage()]
     assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]

@@ -1,4 +1,4 @@
-"""The cross-check of Sigma's GPU figures against NVML (sigma_exporter.crosscheck).
+"""The cross-check of Sigma's GPU figures against NVML (sigma_exporter.agent.crosscheck).
 
 Both sides come from one scenario: Sigma's entries go through the real dump
 parser (Sigma's units), NVML's through the FakeBackend's conversion, so the
@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sigma_exporter.collect import Samples
-from sigma_exporter.crosscheck import (
+from sigma_exporter.agent.crosscheck import (
     MIB_PER_MB,
     CrossCheck,
     Result,
@@ -25,10 +24,11 @@ from sigma_exporter.crosscheck import (
     names_agree,
     normalize_name,
 )
-from sigma_exporter.nvml import MIB, GpuReading
-from sigma_exporter.parse import parse_dump
-from sigma_exporter.scenario import Scenario, parse_scenario
-from sigma_exporter.snapshot import Gpu
+from sigma_exporter.agent.nvml import MIB, GpuReading
+from sigma_exporter.collect.samples import Samples
+from sigma_exporter.sim.scenario import Scenario, parse_scenario
+from sigma_exporter.source.parse import parse_dump
+from sigma_exporter.source.snapshot import Gpu
 
 TRUTH: dict[str, Any] = {"used_mib": 4096, "gpu": 40, "mem": 12, "enc": 55, "dec": 20,
                          "temp": 50, "power_w": 90.5, "video_mhz": 1410, "sessions": 4,
@@ -168,7 +168,7 @@ def test_total_without_the_drivers_reserved_memory_agrees(
     # The documented A10: Sigma says 22731 MiB; NVML 23028 MiB with 297 MiB reserved.
     nvml = (GpuReading(0, memory_total_bytes=23028 * MIB, memory_reserved_bytes=297 * MIB),)
     check = CrossCheck()
-    with caplog.at_level(logging.INFO, logger="sigma_exporter.crosscheck"):
+    with caplog.at_level(logging.INFO, logger="sigma_exporter.agent.crosscheck"):
         for _ in range(2):
             result = check.update([Gpu("0", memory_total_bytes=22731 * MIB)], nvml)
     assert result.mismatched() == set()
@@ -221,7 +221,7 @@ def test_mb_mib_confusion_is_recognised_and_warned_once(caplog: pytest.LogCaptur
     nvml = (GpuReading(0, uuid="GPU-x", memory_total_bytes=total),)
     sigma = [Gpu("0", memory_total_bytes=round(total * MIB_PER_MB / MIB) * MIB)]
     check = CrossCheck(target="local")
-    with caplog.at_level(logging.WARNING, logger="sigma_exporter.crosscheck"):
+    with caplog.at_level(logging.WARNING, logger="sigma_exporter.agent.crosscheck"):
         for _ in range(3):
             result = check.update(sigma, nvml)
     assert result.mismatched() == {("0", "memory_total")}

@@ -62,11 +62,11 @@ RANGE_WINDOW_S = 30  # query_range over the last 30 s, one point a second
 FAKE_NVML_EXPORTER = """
 import asyncio, sys, time
 from sigma_exporter import logsetup
-from sigma_exporter.agent import after_dump_hook
+from sigma_exporter.agent.hook import after_dump_hook
 from sigma_exporter.cli import serve
 from sigma_exporter.config import load_config
-from sigma_exporter.nvml import FakeBackend
-from sigma_exporter.scenario import TimeClock, load_scenario
+from sigma_exporter.agent.nvml import FakeBackend
+from sigma_exporter.sim.scenario import TimeClock, load_scenario
 
 config_file, scenario_file, listen = sys.argv[1:4]
 logsetup.setup("info", "logfmt")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import Proc, free_port, free_ports, get, promtool_check_metrics, value, wait_until
 
-from sigma_exporter.exposition import OPENMETRICS_CONTENT_TYPE
+from sigma_exporter.collect.exposition import OPENMETRICS_CONTENT_TYPE
 
 pytestmark = pytest.mark.e2e
 

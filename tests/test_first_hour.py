@@ -42,10 +42,10 @@ from conftest import (
 )
 from test_limits import Stub, sigma_answer
 
-from sigma_exporter import poller as poller_module
-from sigma_exporter.client import PollError, SSLContexts
 from sigma_exporter.config import ConfigErrors, TargetConfig, parse_config
-from sigma_exporter.poller import TargetState
+from sigma_exporter.poll import poller as poller_module
+from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.source.client import PollError, SSLContexts
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -400,14 +400,14 @@ def test_a_failing_target_logs_changes_not_every_poll(monkeypatch: pytest.Monkey
         state.publish(state.ingest(PollError(reason, "refused"), None)[0])
         clock[0] += 15
 
-    with caplog.at_level(logging.INFO, logger="sigma_exporter.poller"):
+    with caplog.at_level(logging.INFO, logger="sigma_exporter.poll.poller"):
         for _ in range(10):  # 150 s down
             fail()
         fail("timeout")  # a new reason is news
         for _ in range(20):  # 300 s more: one reminder
             fail("timeout")
         dump = {"name": "edge", "version": "1"}
-        from sigma_exporter.client import Answer
+        from sigma_exporter.source.client import Answer
         state.publish(state.ingest(Answer(dump, 1.0, 0.01), None)[0])
     lines = [r.getMessage() for r in caplog.records]
     assert [line.split(" target=")[0] for line in lines] == [
@@ -434,7 +434,7 @@ class _FakeTime:
 
 
 def value_of(state: TargetState, name: str, **labels: str) -> float | None:
-    from sigma_exporter import exposition
+    from sigma_exporter.collect import exposition
     body = exposition.merge([state.published.rendered], False).decode()
     return value(body, name, **labels)
 

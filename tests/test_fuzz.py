@@ -25,10 +25,18 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families as text_families
 
-from sigma_exporter import collect, exposition
-from sigma_exporter.counters import ErrorLineCounter
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.counters import ErrorLineCounter
+from sigma_exporter.collect.samples import (
+    Health,
+    Samples,
+    dump_samples,
+    health_samples,
+    merge,
+    progress_samples,
+)
 from sigma_exporter.metrics import BY_NAME
-from sigma_exporter.parse import parse_dump, parse_progress
+from sigma_exporter.source.parse import parse_dump, parse_progress
 
 EXAMPLES = int(os.environ.get("SIGMA_FUZZ_EXAMPLES", "1300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize="CI" in os.environ,
@@ -147,7 +155,7 @@ PROGRESS = st.one_of(
 Series = Counter[tuple[str, tuple[tuple[str, str], ...]]]
 
 
-def _expected(samples: collect.Samples) -> Series:
+def _expected(samples: Samples) -> Series:
     out: Series = Counter()
     for name, entries in samples.items():
         names = BY_NAME[name].labels
@@ -165,7 +173,7 @@ def _read_back(body: str, openmetrics: bool) -> Series:
     return out
 
 
-def check_samples(samples: collect.Samples) -> None:
+def check_samples(samples: Samples) -> None:
     """Rendered both ways, the exposition parses and every series comes back as made."""
     expected = _expected(samples)
     duplicates = [key for key, count in expected.items() if count > 1]
@@ -182,10 +190,10 @@ def check_samples(samples: collect.Samples) -> None:
 
 def check_dump(obj: Any) -> None:
     parsed = parse_dump(obj)
-    samples = collect.dump_samples("t", parsed.value, 1.7e9, {"a": 1})
-    health = collect.Health(interval_seconds=15.0, up=True, last_success_timestamp=1.7e9,
+    samples = dump_samples("t", parsed.value, 1.7e9, {"a": 1})
+    health = Health(interval_seconds=15.0, up=True, last_success_timestamp=1.7e9,
                             parse_errors={p: 1 for p in parsed.errors})
-    check_samples(collect.merge([samples, collect.health_samples("t", health)]))
+    check_samples(merge([samples, health_samples("t", health)]))
 
 
 def check_progress(obj: Any, timezone: str | None) -> None:
@@ -196,11 +204,11 @@ def check_progress(obj: Any, timezone: str | None) -> None:
     for job in parsed.value.jobs:
         if job.errors is not None:
             counters.setdefault(job.name, ErrorLineCounter()).observe(job.errors)
-    samples = collect.progress_samples("t", parsed.value, timezone, 0, counters,
+    samples = progress_samples("t", parsed.value, timezone, 0, counters,
                                        {job.name: 0 for job in parsed.value.jobs})
-    health = collect.Health(interval_seconds=15.0, progress_up=True,
+    health = Health(interval_seconds=15.0, progress_up=True,
                             parse_errors={f"progress.{p}": 1 for p in parsed.errors})
-    check_samples(collect.merge([samples, collect.health_samples("t", health)]))
+    check_samples(merge([samples, health_samples("t", health)]))
 
 
 TIMEZONES = st.sampled_from([None, "UTC", "Asia/Ho_Chi_Minh", "America/St_Johns"])

@@ -16,11 +16,11 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from sigma_exporter import exposition
-from sigma_exporter.client import Answer, PollError, SSLContexts
+from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poller import TargetState
-from sigma_exporter.simulator import make_servers, render_dump, render_progress
+from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.sim.simulator import make_servers, render_dump, render_progress
+from sigma_exporter.source.client import Answer, PollError, SSLContexts
 
 RECEIVED_AT = 1709398433.0  # fixed exporter clock for the documented answers
 SIM_EPOCH = 1767225600.0  # 2026-01-01T00:00:00Z

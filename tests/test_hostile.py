@@ -26,10 +26,13 @@ import pytest
 from conftest import FIXTURES
 from test_transport import Scripted, answering, ok
 
-from sigma_exporter import collect, exposition, units
-from sigma_exporter.agent import AgentHook
-from sigma_exporter.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
-from sigma_exporter.collect import Health
+from sigma_exporter.agent.crosscheck import CrossCheck
+from sigma_exporter.agent.crosscheck import _gpu_order as crosscheck_order
+from sigma_exporter.agent.hook import AgentHook
+from sigma_exporter.agent.nvml import DriverInfo, GpuReading
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.counters import MAX_CODES
+from sigma_exporter.collect.samples import Health, Samples, merge
 from sigma_exporter.config import (
     DEFAULT_MAX_SERIES,
     Config,
@@ -38,11 +41,9 @@ from sigma_exporter.config import (
     TargetConfig,
     parse_config,
 )
-from sigma_exporter.counters import MAX_CODES
-from sigma_exporter.crosscheck import CrossCheck
-from sigma_exporter.crosscheck import _gpu_order as crosscheck_order
-from sigma_exporter.nvml import DriverInfo, GpuReading
-from sigma_exporter.poller import Poller, TargetState
+from sigma_exporter.poll.poller import Poller, TargetState
+from sigma_exporter.source import units
+from sigma_exporter.source.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
 BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
@@ -91,10 +92,11 @@ def reason(result: Answer | PollError) -> str:
 # how far the fetch raised the peak RSS.
 _RSS_SCRIPT = r"""
 import asyncio, json, resource, sys
-from sigma_exporter import collect, exposition, units
-from sigma_exporter.agent import AgentHook
-from sigma_exporter.collect import Health
-from sigma_exporter.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
+from sigma_exporter.collect import exposition
+from sigma_exporter.source import units
+from sigma_exporter.agent.hook import AgentHook
+from sigma_exporter.collect.samples import Health
+from sigma_exporter.source.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import TargetConfig
 
 head_lines, body = sys.argv[1], open(sys.argv[2], "rb").read()
@@ -216,7 +218,7 @@ def test_host_name_with_a_64_character_label_is_connect() -> None:
 def test_memory_error_while_decoding_is_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
     def exhausted(data: bytes) -> object:
         raise MemoryError
-    monkeypatch.setattr("sigma_exporter.client.orjson.loads", exhausted)
+    monkeypatch.setattr("sigma_exporter.source.client.orjson.loads", exhausted)
     assert reason(fetch_from(ok(DUMP))) == "too_large"
 
 
@@ -325,7 +327,7 @@ def test_jobs_left_out_by_the_filters_are_not_parsed() -> None:
     parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
     # No field of a skipped job was read: none of their bad fields is reported.
     assert _progress_errors(state) == {}
-    samples = collect.merge(parts)
+    samples = merge(parts)
     assert samples["sigma_jobs_dropped"] == [(("t",), 2000.0)]
     assert samples["sigma_job_uptime_seconds"] == [(("t", "keep-1"), 3600.0)]
 
@@ -335,7 +337,7 @@ def test_jobs_beyond_the_max_are_not_parsed() -> None:
     state = _state(jobs=JobsConfig(max=10))
     parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
     assert _progress_errors(state) == {"progress.job.state": 10}
-    assert collect.merge(parts)["sigma_jobs_dropped"] == [(("t",), 590.0)]
+    assert merge(parts)["sigma_jobs_dropped"] == [(("t",), 590.0)]
 
 
 # --- finding 4: error codes per job are bounded ----------------------------------------
@@ -350,7 +352,7 @@ def test_error_codes_that_change_every_poll_stay_bounded_and_counted() -> None:
     parts, _ = state.ingest(Answer({}, time.time(), 0.01),
                             _progress({"ch": {"state": "running", "error": []}}))
     codes = dict((labels[2], count) for labels, count
-                 in collect.merge(parts)["sigma_job_errors_total"])
+                 in merge(parts)["sigma_job_errors_total"])
     assert len(codes) == MAX_CODES + 1  # 0.1: one series per code, 300 and growing
     assert codes["other"] == 300 - MAX_CODES
     assert sum(codes.values()) == 300  # no line lost
@@ -365,8 +367,8 @@ def _dump_with(**system: Any) -> Answer:
     return Answer(body, time.time(), 0.01)
 
 
-def _series(parts: list[collect.Samples]) -> int:
-    return sum(len(v) for v in collect.merge(parts).values())
+def _series(parts: list[Samples]) -> int:
+    return sum(len(v) for v in merge(parts).values())
 
 
 def test_nested_lists_cannot_multiply_past_the_series_budget(
@@ -406,13 +408,13 @@ def test_progress_over_budget_keeps_the_dump() -> None:
     assert dump is not None and state.health.up is True
     assert state.health.progress_up is False
     assert counted(state.health) == {("progress", "series_limit"): 1}
-    samples = collect.merge(parts)
+    samples = merge(parts)
     assert "sigma_job_up" not in samples and samples["sigma_host_cpu_cores"]
     # Back within budget: the progress data returns.
     parts, _ = state.ingest(Answer(orjson.loads(DUMP), time.time(), 0.01),
                             _progress(dict(list(jobs.items())[:10])))
     assert state.health.progress_up is True and state.health.series_dropped == 0
-    assert len(collect.merge(parts)["sigma_job_up"]) == 10
+    assert len(merge(parts)["sigma_job_up"]) == 10
 
 
 def test_max_series_is_configurable() -> None:
@@ -487,11 +489,11 @@ def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
 
 _HUNG_EXIT_SCRIPT = r"""
 import asyncio, threading
-from sigma_exporter.agent import AgentHook
-from sigma_exporter.client import SSLContexts
+from sigma_exporter.agent.hook import AgentHook
+from sigma_exporter.source.client import SSLContexts
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.crosscheck import CrossCheck
-from sigma_exporter.poller import TargetState
+from sigma_exporter.agent.crosscheck import CrossCheck
+from sigma_exporter.poll.poller import TargetState
 
 class Stuck:
     def init(self): pass

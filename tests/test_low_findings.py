@@ -20,10 +20,10 @@ from conftest import Proc, free_port, get, make_ca, make_cert, value, wait_until
 
 from sigma_exporter.cli import WebThread
 from sigma_exporter.config import ConfigError, config_from_urls, load_config, parse_config
-from sigma_exporter.poller import Poller
+from sigma_exporter.poll.poller import Poller
 from sigma_exporter.redact import redact_url
-from sigma_exporter.serve import Exporter, wants_gzip
-from sigma_exporter.webconfig import WebConfigWatcher, load_web_config
+from sigma_exporter.web.server import Exporter, wants_gzip
+from sigma_exporter.web.webconfig import WebConfigWatcher, load_web_config
 
 
 def test_gzip_refused_with_q_0_is_not_sent() -> None:

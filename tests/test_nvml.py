@@ -15,9 +15,8 @@ from typing import Any
 import pynvml
 import pytest
 
-from sigma_exporter.agent import AgentHook, after_dump_hook, select_target
-from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
-from sigma_exporter.nvml import (
+from sigma_exporter.agent.hook import AgentHook, after_dump_hook, select_target
+from sigma_exporter.agent.nvml import (
     MIB,
     THROTTLE_REASONS,
     FakeBackend,
@@ -26,8 +25,8 @@ from sigma_exporter.nvml import (
     PynvmlBackend,
     nvml_samples,
 )
-from sigma_exporter.parse import parse_dump
-from sigma_exporter.scenario import (
+from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
+from sigma_exporter.sim.scenario import (
     ManualClock,
     Perturbation,
     ScenarioError,
@@ -37,7 +36,8 @@ from sigma_exporter.scenario import (
     mirror_override,
     parse_scenario,
 )
-from sigma_exporter.simulator import SimServer, render_dump
+from sigma_exporter.sim.simulator import SimServer, render_dump
+from sigma_exporter.source.parse import parse_dump
 
 SCENARIO: dict[str, Any] = {
     "gpus": {

@@ -18,11 +18,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from promstack import LoggedProc, Prometheus, poll, sigma_exporter_proc, simulator_proc
 
-from sigma_exporter import exposition
-from sigma_exporter.client import Answer, PollError, SSLContexts
+from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.metrics import BY_NAME, DEFINITIONS
-from sigma_exporter.poller import TargetState
+from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.source.client import Answer, PollError, SSLContexts
 
 
 def openmetrics_families(body: str) -> list[Metric]:

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 from conftest import load_fixture, samples
 
-from sigma_exporter import collect, exposition
-from sigma_exporter.parse import parse_dump
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.samples import dump_samples
+from sigma_exporter.source.parse import parse_dump
 
 MIB = 1024 * 1024
 RECEIVED_AT = 1709398431.624 + 2.5  # exporter clock 2.5 s ahead of the server
@@ -17,7 +18,7 @@ RECEIVED_AT = 1709398431.624 + 2.5  # exporter clock 2.5 s ahead of the server
 
 def expose(obj: Any, target: str = "t1") -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     parsed = parse_dump(obj)
-    rendered = exposition.render(collect.dump_samples(target, parsed.value, RECEIVED_AT))
+    rendered = exposition.render(dump_samples(target, parsed.value, RECEIVED_AT))
     return samples(exposition.merge([rendered], openmetrics=False).decode())
 
 
@@ -269,7 +270,7 @@ def test_quirk_wrong_types_everywhere_never_raise() -> None:
     ]
     for obj in weird:
         parsed = parse_dump(obj)
-        collect.dump_samples("t", parsed.value, 0.0)  # the collector takes it too
+        dump_samples("t", parsed.value, 0.0)  # the collector takes it too
 
 
 def test_quirk_non_object_is_one_error() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from conftest import load_fixture, samples
 
-from sigma_exporter import exposition
-from sigma_exporter.client import Answer, PollError, SSLContexts
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.counters import ErrorLineCounter, error_code
 from sigma_exporter.config import JobsConfig, TargetConfig
-from sigma_exporter.counters import ErrorLineCounter, error_code
-from sigma_exporter.parse import parse_progress
-from sigma_exporter.poller import TargetState
+from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.parse import parse_progress
 
 JOB = "$job_name"
 Exposed = dict[tuple[str, frozenset[tuple[str, str]]], float]

@@ -11,9 +11,9 @@ from typing import Any
 from conftest import free_port, free_ports, value
 
 from sigma_exporter.config import Config, TargetConfig
-from sigma_exporter.poller import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
-from sigma_exporter.serve import PREBUILD_WINDOW, Exporter
-from sigma_exporter.simulator import Simulator, make_servers
+from sigma_exporter.poll.poller import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
+from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.web.server import PREBUILD_WINDOW, Exporter
 
 
 def test_a_round_starts_within_a_quarter_second() -> None:

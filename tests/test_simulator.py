@@ -1,4 +1,4 @@
-"""Tests of the simulated Sigma Media Server (sigma_exporter.simulator).
+"""Tests of the simulated Sigma Media Server (sigma_exporter.sim.simulator).
 
 Rendering is checked as pure functions of (server, time). HTTP checks run a
 real aiohttp simulator on 127.0.0.1 ephemeral ports and always stop it.
@@ -24,7 +24,7 @@ import httpx
 import orjson
 import pytest
 
-from sigma_exporter.simulator import (
+from sigma_exporter.sim.simulator import (
     ERROR_CODES,
     HUGE_BYTES,
     NO_CODE,
@@ -626,7 +626,7 @@ def test_main_simulate_cli_and_signals() -> None:
     assert main_simulate(["--servers", "0"]) == 2  # --listen has a default; 0 servers do not
     assert main_simulate(["--listen", "127.0.0.1:1", "--fault", "melt"]) == 2
     code = (
-        "import sys; from sigma_exporter.simulator import main_simulate; "
+        "import sys; from sigma_exporter.sim.simulator import main_simulate; "
         "sys.exit(main_simulate(sys.argv[1:]))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

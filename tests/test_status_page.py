@@ -37,12 +37,12 @@ from conftest import (
     wait_until,
 )
 
-from sigma_exporter import status
-from sigma_exporter.client import Answer, PollError, SSLContexts
+from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.crosscheck import Result, crosscheck_samples
-from sigma_exporter.poller import TargetState
-from sigma_exporter.simulator import SimServer, job_names, render_dump, render_progress
+from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.sim.simulator import SimServer, job_names, render_dump, render_progress
+from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.web import status
 
 EPOCH = 1_717_000_000.0
 NOW = EPOCH + 3600.0

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import make_ca, make_cert
 
-from sigma_exporter.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
+from sigma_exporter.source.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
 
 # What a scripted server does with one request on one connection: it gets the
 # request head and body, and writes to the stream; returning False closes.

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from sigma_exporter import units
+from sigma_exporter.source import units
 
 MIB = 1024 * 1024
 

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from conftest import FIXTURES, ROOT, Proc, free_port, make_ca, make_cert, require_tool, wait_until
 
-from sigma_exporter import webconfig
 from sigma_exporter.config import ConfigError
-from sigma_exporter.webconfig import Authenticator, load_web_config, parse_basic
+from sigma_exporter.web import webconfig
+from sigma_exporter.web.webconfig import Authenticator, load_web_config, parse_basic
 
 WEB = FIXTURES / "webconfig"
 PASSWORD = "correct horse battery"

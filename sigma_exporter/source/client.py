@@ -23,12 +23,12 @@ from typing import Any
 import httpx
 import orjson
 
-from . import __version__
-from .config import TargetConfig, TLSConfig
-from .redact import redact_url
-from .transport import BodyTooLarge, MalformedAnswer, SigmaTransport
+from sigma_exporter import __version__
+from sigma_exporter.config import TargetConfig, TLSConfig
+from sigma_exporter.redact import redact_url
+from sigma_exporter.source.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
 
-log = logging.getLogger("sigma_exporter.client")
+log = logging.getLogger("sigma_exporter.source.client")
 
 REASONS = (
     "timeout",

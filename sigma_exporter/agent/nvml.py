@@ -3,7 +3,7 @@
 `NvmlBackend` is what the agent hook needs: `init()` once, `read()` each round
 (blocking: the hook runs it in a worker thread), `close()` at the end.
 `PynvmlBackend` talks to the real driver through nvidia-ml-py; `FakeBackend`
-replays a scenario (sigma_exporter.scenario) so that tests, the simulator and
+replays a scenario (sigma_exporter.sim.scenario) so that tests, the simulator and
 CI need no GPU.
 
 A reading is a frozen snapshot in base units (bytes, ratio 0-1, celsius,
@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .collect import Samples, new_samples
+from sigma_exporter.collect.samples import Samples, new_samples
 
 if TYPE_CHECKING:
-    from .scenario import RoundClock, Scenario
+    from sigma_exporter.sim.scenario import RoundClock, Scenario
 
-log = logging.getLogger("sigma_exporter.nvml")
+log = logging.getLogger("sigma_exporter.agent.nvml")
 
 MIB = 1024 * 1024
 T = TypeVar("T")

@@ -31,14 +31,20 @@ import time
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from .collect import Samples, merge, new_samples
-from .config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
-from .crosscheck import CrossCheck, Tolerances, crosscheck_samples
-from .nvml import NvmlBackend, NvmlFailure, PynvmlBackend, Readings, nvml_samples
-from .poller import AfterDump, TargetState
-from .snapshot import Dump
+from sigma_exporter.agent.crosscheck import CrossCheck, Tolerances, crosscheck_samples
+from sigma_exporter.agent.nvml import (
+    NvmlBackend,
+    NvmlFailure,
+    PynvmlBackend,
+    Readings,
+    nvml_samples,
+)
+from sigma_exporter.collect.samples import Samples, merge, new_samples
+from sigma_exporter.config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
+from sigma_exporter.poll.poller import AfterDump, TargetState
+from sigma_exporter.source.snapshot import Dump
 
-log = logging.getLogger("sigma_exporter.agent")
+log = logging.getLogger("sigma_exporter.agent.hook")
 
 _FIX_ENABLED = ("install the NVIDIA driver on this host (NVML is libnvidia-ml.so.1), "
                 "or set `nvml.enabled: auto` (on only where a GPU is) or `nvml.enabled: false`")

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from . import units
-from .redact import redact_url
-from .snapshot import (
+from sigma_exporter.redact import redact_url
+from sigma_exporter.source import units
+from sigma_exporter.source.snapshot import (
     App,
     Codec,
     Dump,

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .collect import UP_STATES_JOB, Health, Labels
+from sigma_exporter.collect.samples import UP_STATES_JOB, Health, Labels
 
 # A channel is slow when it is up but its last reported speed is below this
 # (1.0 is real time). Same number as SigmaJobBehindRealtime's threshold

@@ -21,11 +21,11 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import logsetup
-from .cli import DEFAULT_LISTEN, duration_flag, listen_problem, serve
-from .config import Config, ConfigError, TargetConfig, format_duration
-from .serve import describe_listen
-from .simulator import run_simulator
+from sigma_exporter import logsetup
+from sigma_exporter.cli import DEFAULT_LISTEN, duration_flag, listen_problem, serve
+from sigma_exporter.config import Config, ConfigError, TargetConfig, format_duration
+from sigma_exporter.sim.simulator import run_simulator
+from sigma_exporter.web.server import describe_listen
 
 DEMO_SERVERS = 3
 # The shipped rules, when the demo runs from a checkout (scripts/demo).

@@ -27,10 +27,13 @@ from prometheus_client import generate_latest as text_generate
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate
 from prometheus_client.process_collector import ProcessCollector
 
-from . import __version__, collect, exposition, status
-from .poller import Poller
-from .redact import redact_url
-from .webconfig import (
+from sigma_exporter import __version__
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.samples import Samples, new_samples
+from sigma_exporter.poll.poller import Poller
+from sigma_exporter.redact import redact_url
+from sigma_exporter.web import status
+from sigma_exporter.web.webconfig import (
     AuthBusy,
     Authenticator,
     RateLimiter,
@@ -39,7 +42,7 @@ from .webconfig import (
     sans_allowed,
 )
 
-log = logging.getLogger("sigma_exporter.serve")
+log = logging.getLogger("sigma_exporter.web.server")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -121,8 +124,8 @@ class Exporter:
         self._asked: dict[tuple[bool, bool], float] = {}  # variant -> last scrape (monotonic)
         poller.on_flush = self.prebuild
 
-    def _self_samples(self) -> collect.Samples:
-        out = collect.new_samples()
+    def _self_samples(self) -> Samples:
+        out = new_samples()
         out["sigma_exporter_build_info"].append(
             ((__version__, platform.python_version()), 1.0))
         out["sigma_targets"].append(((), float(len(self.poller.targets))))

@@ -30,7 +30,7 @@ only: the driver's reserved memory), gpu, mem, enc, dec (percent), temp
 (celsius), power_w, video_mhz, sessions, fps, latency_us, and the health
 fields power_limit_w, xid (Xid events so far), last_xid, ecc_uncorrected,
 remap_pending, remap_failure (0/1) and throttle (NVML's clocks-event bitmask,
-sigma_exporter.nvml.THROTTLE_REASONS).
+sigma_exporter.agent.nvml.THROTTLE_REASONS).
 Sigma perturbation keys: missing, from_round, name, and for each of Sigma's
 fields total, used, gpu, enc, dec, temp, count either an absolute value or
 `<field>_offset`. Sigma's `count` follows NVML's encoder sessions unless set.
@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
-from .nvml import MIB, GpuReading, NvmlBackend, NvmlFailure, Readings
+from sigma_exporter.agent.nvml import MIB, GpuReading, NvmlBackend, NvmlFailure, Readings
 
 if TYPE_CHECKING:
-    from .simulator import SimServer
+    from sigma_exporter.sim.simulator import SimServer
 
 GpuOverride = Callable[[int, float], dict[str, Any] | None]
 

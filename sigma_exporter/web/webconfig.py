@@ -56,9 +56,9 @@ from typing import Any
 
 import bcrypt
 
-from .config import ConfigError, read_yaml
+from sigma_exporter.config import ConfigError, read_yaml
 
-log = logging.getLogger("sigma_exporter.webconfig")
+log = logging.getLogger("sigma_exporter.web.webconfig")
 
 # The exporter-toolkit release whose web config format this module follows
 # (web/tls_config.go and web/handler.go there): its keys are accepted, or

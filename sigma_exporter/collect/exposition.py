@@ -14,8 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from .collect import Samples
-from .metrics import BY_NAME, DEFINITIONS, MetricDef
+from sigma_exporter.collect.samples import Samples
+from sigma_exporter.metrics import BY_NAME, DEFINITIONS, MetricDef
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"

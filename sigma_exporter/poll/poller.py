@@ -24,8 +24,20 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import collect, exposition
-from .client import (
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.counters import ErrorLineCounter, RestartDetector
+from sigma_exporter.collect.samples import (
+    Health,
+    Samples,
+    dump_samples,
+    health_samples,
+    merge,
+    new_samples,
+    progress_samples,
+)
+from sigma_exporter.config import Config, TargetConfig
+from sigma_exporter.redact import redact_text
+from sigma_exporter.source.client import (
     DUMP_REQUEST,
     PROGRESS_REQUEST,
     REASONS,
@@ -34,18 +46,15 @@ from .client import (
     SigmaClient,
     SSLContexts,
 )
-from .config import Config, TargetConfig
-from .counters import ErrorLineCounter, RestartDetector
-from .parse import parse_dump, parse_progress
-from .redact import redact_text
-from .snapshot import Dump, Job
-from .status import TargetStatus, summarize
+from sigma_exporter.source.parse import parse_dump, parse_progress
+from sigma_exporter.source.snapshot import Dump, Job
+from sigma_exporter.web.status import TargetStatus, summarize
 
-log = logging.getLogger("sigma_exporter.poller")
+log = logging.getLogger("sigma_exporter.poll.poller")
 
 # An after-dump hook (agent mode): given the target and the fresh dump, it
 # returns extra samples for that target (NVML readings, the cross-check).
-AfterDump = Callable[["TargetState", Dump | None], Awaitable[collect.Samples]]
+AfterDump = Callable[["TargetState", Dump | None], Awaitable[Samples]]
 
 
 # A target that keeps failing is logged when it goes down (or its reason
@@ -75,7 +84,7 @@ class TargetState:
     def __init__(self, config: TargetConfig, contexts: SSLContexts) -> None:
         self.config = config
         self.client = SigmaClient(config, contexts)
-        self.health = collect.Health(interval_seconds=config.interval)
+        self.health = Health(interval_seconds=config.interval)
         self.timezone: str | None = None  # last known; progress start times need it
         self.server_start = RestartDetector()
         self.app_uptimes: dict[str, RestartDetector] = {}
@@ -145,7 +154,7 @@ class TargetState:
             log.debug("unparsable fields target=%s source=%s fields=%s",
                       self.name, source, ",".join(sorted(set(paths))))
 
-    def _within_budget(self, source: str, over: bool, samples: collect.Samples,
+    def _within_budget(self, source: str, over: bool, samples: Samples,
                        budget: int) -> int | None:
         """The series count of `samples`, or None when the series budget refuses them.
 
@@ -268,14 +277,14 @@ class TargetState:
 
     def ingest(self, dump_result: Answer | PollError, progress_result: Answer | PollError | None,
                secrets: tuple[str, ...] = (), elapsed: float = 0.0,
-               ) -> tuple[list[collect.Samples], Dump | None]:
+               ) -> tuple[list[Samples], Dump | None]:
         """Turn one round of answers into samples and updated counters (no I/O)."""
         self.health.last_error = None
         self.health.errors.clear()
         self.health.count_poll("dump")
         self.health.series_dropped = 0
         budget = self.config.max_series  # series left for this round's data
-        parts: list[collect.Samples] = []
+        parts: list[Samples] = []
         dump: Dump | None = None
         if isinstance(dump_result, PollError):
             self.health.durations["dump"] = elapsed
@@ -287,7 +296,7 @@ class TargetState:
                 parsed = parse_dump(dump_result.body, budget)
                 self._parse_errors("dump", parsed.errors)
                 app_restarts = self.observe_dump(parsed.value)
-                samples = collect.dump_samples(self.name, parsed.value,
+                samples = dump_samples(self.name, parsed.value,
                                                dump_result.received_at, app_restarts)
                 used = self._within_budget("dump", parsed.over_budget, samples, budget)
             except Exception as exc:  # up 0, never a half-read dump
@@ -311,7 +320,7 @@ class TargetState:
                 self._internal("progress", exc)
         return parts, dump
 
-    def publish(self, parts: list[collect.Samples]) -> None:
+    def publish(self, parts: list[Samples]) -> None:
         """Swap in this round's exposition (health included) in one assignment.
 
         If rendering the data fails, the target is published with its health
@@ -319,14 +328,14 @@ class TargetState:
         """
         self.polls_done += 1
         try:
-            samples = collect.merge([*parts, collect.health_samples(self.name, self.health)])
+            samples = merge([*parts, health_samples(self.name, self.health)])
             self.published = Published(exposition.render(samples),
                                        summarize(samples, self.health))
             return
         except Exception as exc:  # see the docstring
             self._internal("dump", exc)
         try:
-            health = collect.health_samples(self.name, self.health)
+            health = health_samples(self.name, self.health)
             self.published = Published(exposition.render(health),
                                        summarize(health, self.health))
         except Exception:  # not even health renders: publish nothing
@@ -334,12 +343,12 @@ class TargetState:
             self.published = Published({})
 
     def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
-                  elapsed: float, budget: int) -> collect.Samples:
+                  elapsed: float, budget: int) -> Samples:
         if isinstance(result, PollError):
             self.health.durations["progress"] = elapsed
             self.health.progress_up = False
             self._fail("progress", result, secrets)
-            return collect.new_samples()
+            return new_samples()
         self.health.durations["progress"] = result.duration
         # Filters and the max apply before a job's fields are read: a job we
         # leave out costs no parsing, however its fields are written.
@@ -348,15 +357,15 @@ class TargetState:
             self.health.progress_up = False
             self._fail("progress", PollError("invalid_schema",
                                              "progress answer has no `result` object"), secrets)
-            return collect.new_samples()
+            return new_samples()
         self._parse_errors("progress", parsed.errors)
         job_restarts = self.observe_jobs(parsed.value.jobs)
-        samples = collect.progress_samples(self.name, parsed.value, self.timezone,
+        samples = progress_samples(self.name, parsed.value, self.timezone,
                                            parsed.value.dropped, self.job_errors, job_restarts)
         within = self._within_budget("progress", parsed.over_budget, samples, budget)
         self.health.progress_up = within is not None
         if within is None:
-            return collect.new_samples()
+            return new_samples()
         self._recovered("progress")
         return samples
 

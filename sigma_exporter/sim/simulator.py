@@ -1352,7 +1352,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name-prefix", default="sigma-server", help="server names are PREFIX-NN")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu-scenario", metavar="FILE", default=None,
-                     help="GPU figures follow a scenario file (see sigma_exporter/scenario.py)")
+                     help="GPU figures follow a scenario file (see sigma_exporter/sim/scenario.py)")
     gpu.add_argument("--gpu-mirror", action="store_true",
                      help="GPU figures read from this host's NVML (for scripts/gpu-check)")
     return p
@@ -1363,7 +1363,7 @@ def _gpu_source(
 ) -> Callable[[list[SimServer]], None] | None:
     """What sets the simulated GPU figures: a scenario, local NVML, or nothing."""
     if scenario_file is not None:
-        from .scenario import ScenarioError, apply_to_simulator, load_scenario
+        from sigma_exporter.sim.scenario import ScenarioError, apply_to_simulator, load_scenario
 
         try:
             scenario = load_scenario(scenario_file)
@@ -1374,8 +1374,8 @@ def _gpu_source(
 
         return follow
     if mirror:
-        from .nvml import NvmlFailure, PynvmlBackend
-        from .scenario import apply_mirror_to_simulator
+        from sigma_exporter.agent.nvml import NvmlFailure, PynvmlBackend
+        from sigma_exporter.sim.scenario import apply_mirror_to_simulator
 
         backend = PynvmlBackend()
         try:

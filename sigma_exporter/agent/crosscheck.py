@@ -37,12 +37,12 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .collect import Samples, new_samples
-from .config import DEFAULT_TOLERANCES, NvmlConfig
-from .nvml import GpuReading
-from .snapshot import Gpu
+from sigma_exporter.agent.nvml import GpuReading
+from sigma_exporter.collect.samples import Samples, new_samples
+from sigma_exporter.config import DEFAULT_TOLERANCES, NvmlConfig
+from sigma_exporter.source.snapshot import Gpu
 
-log = logging.getLogger("sigma_exporter.crosscheck")
+log = logging.getLogger("sigma_exporter.agent.crosscheck")
 
 MIB_PER_MB = 1024 * 1024 / 1_000_000  # 1.048576: MiB / MB
 _MB_MIB_SLACK = 0.002  # relative; totals differ by a few MiB between tools anyway

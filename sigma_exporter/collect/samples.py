@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .counters import ErrorLineCounter
-from .snapshot import Dump, ProcessStats, Progress
-from .units import local_to_timestamp
+from sigma_exporter.collect.counters import ErrorLineCounter
+from sigma_exporter.source.snapshot import Dump, ProcessStats, Progress
+from sigma_exporter.source.units import local_to_timestamp
 
 Labels = tuple[str, ...]
 Samples = dict[str, list[tuple[Labels, float]]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 
-from .config import ConfigError
+from sigma_exporter.config import ConfigError
 
 SD_LISTEN_FDS_START = 3
 

@@ -1,0 +1,1 @@
+"""Snapshot to samples to exposition bytes: counters, samples, the renderer."""

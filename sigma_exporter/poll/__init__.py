@@ -1,0 +1,1 @@
+"""Per-target state and the scheduler; publishes one immutable view per generation."""

@@ -1,0 +1,1 @@
+"""Tooling, never imported by the runtime: simulator, scenarios, fake NVML, demo."""

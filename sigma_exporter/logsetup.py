@@ -1,4 +1,14 @@
-"""Logging in the exporter convention: logfmt (default) or JSON, one line each."""
+"""Logging in the exporter convention: logfmt (default) or JSON, one line each.
+
+A line is an event plus its fields, as real keys a log pipeline can index:
+
+    log.warning("target down", extra=fields(target="sigma-01", reason="timeout"))
+
+    ts=... level=warn logger=sigma_exporter.poll msg="target down" target=sigma-01 reason=timeout
+
+`msg` says what happened in words; every value that varies (a target, a
+reason, a count, an error) goes into a field, never into the message text.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +16,40 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 
+# The --log.level values, named as the Prometheus exporters name them.
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}
+# What each level is called on a line: the flag's names, so `level=warn` greps
+# the same lines `--log.level=warn` keeps.
+LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warn",
+               logging.ERROR: "error", logging.CRITICAL: "error"}
+
+Value = str | int | float | bool | None
+# The fixed keys of every line; a field never takes their place.
+RESERVED = frozenset({"ts", "level", "logger", "msg", "exception"})
+
+
+def fields(**values: Value) -> dict[str, dict[str, Value]]:
+    """`extra=` for a log call: the event's fields, in this order, after `msg`."""
+    return {"fields": values}
+
+
+def record_fields(record: logging.LogRecord) -> Mapping[str, Value]:
+    found = getattr(record, "fields", None)
+    return found if isinstance(found, Mapping) else {}
+
+
+def level_name(record: logging.LogRecord) -> str:
+    return LEVEL_NAMES.get(record.levelno, record.levelname.lower())
+
+
+def exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> str | None:
+    """The record's traceback: formatted here, or already by the redacting filter."""
+    if record.exc_info:
+        return formatter.formatException(record.exc_info)
+    return record.exc_text or None
 
 
 def _stamp(record: logging.LogRecord) -> str:
@@ -16,28 +57,38 @@ def _stamp(record: logging.LogRecord) -> str:
         f".{int(record.msecs):03d}Z"
 
 
-def _logfmt_value(value: str) -> str:
-    if value and all(c.isalnum() or c in "-._/:@" for c in value):
-        return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+def _logfmt_value(value: Value) -> str:
+    text = "" if value is None else str(value)
+    if text and all(c.isalnum() or c in "-._/:@" for c in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _key(name: str) -> str:
+    return f"field_{name}" if name in RESERVED else name
 
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + self.formatException(record.exc_info)
-        return (f"ts={_stamp(record)} level={record.levelname.lower()} "
-                f"logger={record.name} msg={_logfmt_value(message)}")
+        parts = [f"ts={_stamp(record)}", f"level={level_name(record)}",
+                 f"logger={record.name}", f"msg={_logfmt_value(record.getMessage())}"]
+        parts.extend(f"{_key(k)}={_logfmt_value(v)}" for k, v in record_fields(record).items())
+        exception = exception_text(self, record)
+        if exception:
+            parts.append(f"exception={_logfmt_value(exception)}")
+        return " ".join(parts)
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": _stamp(record), "level": record.levelname.lower(),
-                 "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+        entry: dict[str, Value] = {"ts": _stamp(record), "level": level_name(record),
+                                   "logger": record.name, "msg": record.getMessage()}
+        for key, value in record_fields(record).items():
+            entry[_key(key)] = value
+        exception = exception_text(self, record)
+        if exception:
+            entry["exception"] = exception
+        return json.dumps(entry, default=str)
 
 
 def setup(level: str = "info", fmt: str = "logfmt") -> None:

@@ -93,7 +93,7 @@ def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
 
 
 class RedactFilter(logging.Filter):
-    """Rewrites each log record's message (and traceback) through `redact_text`."""
+    """Rewrites each log record's message, traceback and text fields through `redact_text`."""
 
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
@@ -101,12 +101,16 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if record.exc_info:
-            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        if record.exc_info:  # the formatters print a ready `exc_text` as the traceback
+            record.exc_text = redact_text(
+                logging.Formatter().formatException(record.exc_info), self.secrets)
             record.exc_info = None
-            record.exc_text = None
         record.msg = redact_text(message, self.secrets)
         record.args = ()
+        found = getattr(record, "fields", None)
+        if isinstance(found, dict):  # logsetup.fields(): a URL or a secret may be a value
+            record.fields = {k: redact_text(v, self.secrets) if isinstance(v, str) else v
+                             for k, v in found.items()}
         return True
 
 

@@ -30,6 +30,7 @@ from conftest import (
 )
 from test_limits import DUMP, Stub
 
+from sigma_exporter.logsetup import JsonFormatter, LogfmtFormatter
 from sigma_exporter.redact import RedactFilter, redact_text, redact_url
 
 pytestmark = pytest.mark.e2e
@@ -220,6 +221,7 @@ def test_redact_text_and_log_filter() -> None:
     assert_clean(cleaned, "redact_text")
     assert "http://h/?token=REDACTED" in cleaned
     record = logging.LogRecord("x", logging.ERROR, __file__, 1, "url=%s", (text,), None)
+    record.__dict__.update(fields=({"error": text, "count": 3}))  # as logsetup.fields() does
     try:
         raise ValueError(f"boom {INPUT_URL}")
     except ValueError:
@@ -228,7 +230,12 @@ def test_redact_text_and_log_filter() -> None:
         record.exc_info = sys.exc_info()
     assert RedactFilter((QUERY_TOKEN,)).filter(record)
     assert_clean(record.getMessage(), "log record")
-    assert "ValueError: boom rtmp://origin.example:1935" in record.getMessage()
+    for formatter in (LogfmtFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        assert_clean(line, type(formatter).__name__)
+        assert "ValueError: boom rtmp://origin.example:1935" in line
+        assert line.count("http://h/?token=REDACTED") == 2  # in the message and the field
+    assert record.__dict__["fields"]["count"] == 3  # numbers stay numbers
 
 
 def test_debug_log_of_a_library_error_is_redacted(tmp_path: Path) -> None:

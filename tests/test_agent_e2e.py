@@ -24,8 +24,9 @@ from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
 from sigma_exporter.poll.poller import Poller
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
 from sigma_exporter.sim.scenario import ManualClock, apply_to_simulator, parse_scenario
-from sigma_exporter.sim.simulator import Simulator, make_servers
 
 PROMTOOL = "/usr/bin/promtool"
 T = TypeVar("T")

@@ -26,6 +26,8 @@ from sigma_exporter.agent.nvml import (
     nvml_samples,
 )
 from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
+from sigma_exporter.sim.dump import render_dump
+from sigma_exporter.sim.model import SimServer
 from sigma_exporter.sim.scenario import (
     ManualClock,
     Perturbation,
@@ -36,7 +38,6 @@ from sigma_exporter.sim.scenario import (
     mirror_override,
     parse_scenario,
 )
-from sigma_exporter.sim.simulator import SimServer, render_dump
 from sigma_exporter.source.parse import parse_dump
 
 SCENARIO: dict[str, Any] = {

@@ -53,7 +53,7 @@ import yaml
 from sigma_exporter.agent.nvml import MIB, GpuReading, NvmlBackend, NvmlFailure, Readings
 
 if TYPE_CHECKING:
-    from sigma_exporter.sim.simulator import SimServer
+    from sigma_exporter.sim.model import SimServer
 
 GpuOverride = Callable[[int, float], dict[str, Any] | None]
 

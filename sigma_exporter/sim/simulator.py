@@ -15,8 +15,8 @@ This module is the entry point (`main_simulate` parses the flags,
 * `http_server`: `Simulator`, N servers on consecutive ports plus a control
   API to change faults, job speeds and job states, and to freeze a job's
   media time (PTS), at run time;
-* `scenario`: scripted GPU figures, played on Sigma's side and as a fake
-  NVML driver.
+* `scenario`, `gpu_override`, `fake_nvml`: scripted GPU figures, played on
+  Sigma's side and as a fake NVML driver.
 
 The answers copy the quirks of the real API on purpose (mixed key case, units
 in strings, numbers as plain strings, server-local times in `progress`), so
@@ -145,7 +145,8 @@ def _gpu_source(
 ) -> Callable[[list[SimServer]], None] | None:
     """What sets the simulated GPU figures: a scenario, local NVML, or nothing."""
     if scenario_file is not None:
-        from sigma_exporter.sim.scenario import ScenarioError, apply_to_simulator, load_scenario
+        from sigma_exporter.sim.gpu_override import apply_to_simulator
+        from sigma_exporter.sim.scenario import ScenarioError, load_scenario
 
         try:
             scenario = load_scenario(scenario_file)
@@ -157,7 +158,7 @@ def _gpu_source(
         return follow
     if mirror:
         from sigma_exporter.agent.nvml import NvmlFailure, PynvmlBackend
-        from sigma_exporter.sim.scenario import apply_mirror_to_simulator
+        from sigma_exporter.sim.gpu_override import apply_mirror_to_simulator
 
         backend = PynvmlBackend()
         try:

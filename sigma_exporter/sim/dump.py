@@ -75,7 +75,6 @@ _GPU_MODELS: Final[tuple[_GpuModel, ...]] = (
     ),
 )
 
-
 # name, CPU key, children key (None: absent), children, base RAM MiB. Key case
 # is mixed on purpose, like the real answer.
 _APPS: Final[tuple[tuple[str, str, str | None, int, int], ...]] = (

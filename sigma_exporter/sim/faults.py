@@ -32,12 +32,10 @@ FAULT_MODES: Final[tuple[str, ...]] = (
     "redirect",
 )
 
-
 SLOW_DELAY_S: Final = 30.0
 TRICKLE_INTERVAL_S: Final = 0.5
 HUGE_BYTES: Final = 20 * 1024 * 1024
 REDIRECT_TARGET: Final = "http://169.254.169.254/latest/meta-data/"
-
 
 # The documented progress answer, byte for byte: a comma is missing between the
 # two `profile` objects, so it is not valid JSON (fault mode `progress-invalid`).
@@ -92,7 +90,6 @@ PROGRESS_AS_DOCUMENTED: Final = """{
   },
   "Tel": 2
 }"""
-
 
 NGINX_502_HTML: Final = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"

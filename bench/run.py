@@ -489,9 +489,10 @@ def agent_mode(seconds: float, interval: float) -> dict[str, Any]:
 import asyncio, json, time, resource
 from sigma_exporter.agent.hook import after_dump_hook
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
-from sigma_exporter.agent.nvml import FakeBackend
+from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.scenario import parse_scenario, TimeClock
-from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
 from sigma_exporter.cli import serve
 
 scenario = parse_scenario({{"gpus": {{"gpu0": {{"name": "NVIDIA A10", "total_mib": 22731}}}},

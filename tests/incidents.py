@@ -47,7 +47,9 @@ from sigma_exporter.collect import exposition  # noqa: E402
 from sigma_exporter.config import TargetConfig  # noqa: E402
 from sigma_exporter.metrics import BY_NAME  # noqa: E402
 from sigma_exporter.poll.poller import TargetState  # noqa: E402
-from sigma_exporter.sim.simulator import make_servers, render_dump, render_progress  # noqa: E402
+from sigma_exporter.sim.dump import render_dump  # noqa: E402
+from sigma_exporter.sim.model import make_servers  # noqa: E402
+from sigma_exporter.sim.progress import render_progress  # noqa: E402
 from sigma_exporter.source.client import Answer, SSLContexts  # noqa: E402
 
 OUT = ROOT / "alerts" / "tests" / "incidents"

@@ -19,13 +19,15 @@ import pytest
 from conftest import structured
 
 from sigma_exporter.agent.hook import after_dump_hook
-from sigma_exporter.agent.nvml import FakeBackend
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
 from sigma_exporter.poll.poller import Poller
-from sigma_exporter.sim.scenario import ManualClock, apply_to_simulator, parse_scenario
-from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.sim.fake_nvml import FakeBackend
+from sigma_exporter.sim.gpu_override import apply_to_simulator
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
+from sigma_exporter.sim.scenario import ManualClock, parse_scenario
 
 PROMTOOL = "/usr/bin/promtool"
 T = TypeVar("T")

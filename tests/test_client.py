@@ -12,7 +12,8 @@ from aiohttp import web
 from conftest import FIXTURES, free_ports
 
 from sigma_exporter.config import AuthConfig, TargetConfig
-from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
 from sigma_exporter.source.client import (
     DUMP_REQUEST,
     PROGRESS_REQUEST,

@@ -37,7 +37,8 @@ from sigma_exporter.config import (
 )
 from sigma_exporter.metrics import DEFINITIONS
 from sigma_exporter.poll.poller import Poller, TargetState
-from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
 from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -65,7 +65,7 @@ from sigma_exporter import logsetup
 from sigma_exporter.agent.hook import after_dump_hook
 from sigma_exporter.cli import serve
 from sigma_exporter.config import load_config
-from sigma_exporter.agent.nvml import FakeBackend
+from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.scenario import TimeClock, load_scenario
 
 config_file, scenario_file, listen = sys.argv[1:4]

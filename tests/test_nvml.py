@@ -19,24 +19,27 @@ from sigma_exporter.agent.hook import AgentHook, after_dump_hook, select_target
 from sigma_exporter.agent.nvml import (
     MIB,
     THROTTLE_REASONS,
-    FakeBackend,
     GpuReading,
     NvmlFailure,
     PynvmlBackend,
     nvml_samples,
 )
 from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
+from sigma_exporter.sim.dump import render_dump
+from sigma_exporter.sim.fake_nvml import FakeBackend
+from sigma_exporter.sim.gpu_override import (
+    apply_mirror_to_simulator,
+    apply_to_simulator,
+    mirror_override,
+)
+from sigma_exporter.sim.model import SimServer
 from sigma_exporter.sim.scenario import (
     ManualClock,
     Perturbation,
     ScenarioError,
     TimeClock,
-    apply_mirror_to_simulator,
-    apply_to_simulator,
-    mirror_override,
     parse_scenario,
 )
-from sigma_exporter.sim.simulator import SimServer, render_dump
 from sigma_exporter.source.parse import parse_dump
 
 SCENARIO: dict[str, Any] = {

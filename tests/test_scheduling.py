@@ -12,7 +12,8 @@ from conftest import free_port, free_ports, value
 
 from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.poll.poller import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
-from sigma_exporter.sim.simulator import Simulator, make_servers
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import make_servers
 from sigma_exporter.web.server import PREBUILD_WINDOW, Exporter
 
 

@@ -1,4 +1,4 @@
-"""Tests of the simulated Sigma Media Server (sigma_exporter.sim.simulator).
+"""Tests of the simulated Sigma Media Server (sigma_exporter.sim).
 
 Rendering is checked as pure functions of (server, time). HTTP checks run a
 real aiohttp simulator on 127.0.0.1 ephemeral ports and always stop it.
@@ -24,23 +24,19 @@ import httpx
 import orjson
 import pytest
 
-from sigma_exporter.sim.simulator import (
+from sigma_exporter.sim.dump import render_dump
+from sigma_exporter.sim.faults import HUGE_BYTES, PROGRESS_AS_DOCUMENTED, REDIRECT_TARGET
+from sigma_exporter.sim.http_server import Simulator
+from sigma_exporter.sim.model import SimServer, job_names, make_servers
+from sigma_exporter.sim.progress import (
     ERROR_CODES,
-    HUGE_BYTES,
     NO_CODE,
-    PROGRESS_AS_DOCUMENTED,
-    REDIRECT_TARGET,
-    SimServer,
-    Simulator,
     emitted_errors,
     error_lines,
-    job_names,
     job_speed,
-    main_simulate,
-    make_servers,
-    render_dump,
     render_progress,
 )
+from sigma_exporter.sim.simulator import main_simulate
 
 T = TypeVar("T")
 EPOCH = 1_717_000_000.0  # fixed, so every rendering below is reproducible

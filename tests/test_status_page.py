@@ -40,7 +40,9 @@ from conftest import (
 from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.poll.poller import TargetState
-from sigma_exporter.sim.simulator import SimServer, job_names, render_dump, render_progress
+from sigma_exporter.sim.dump import render_dump
+from sigma_exporter.sim.model import SimServer, job_names
+from sigma_exporter.sim.progress import render_progress
 from sigma_exporter.source.client import Answer, PollError, SSLContexts
 from sigma_exporter.web import status
 

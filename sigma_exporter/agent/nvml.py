@@ -2,9 +2,9 @@
 
 `NvmlBackend` is what the agent hook needs: `init()` once, `read()` each round
 (blocking: the hook runs it in a worker thread), `close()` at the end.
-`PynvmlBackend` talks to the real driver through nvidia-ml-py; `FakeBackend`
-replays a scenario (sigma_exporter.sim.scenario) so that tests, the simulator and
-CI need no GPU.
+`PynvmlBackend` talks to the real driver through nvidia-ml-py; tests, the
+simulator and CI, which have no GPU, use `sigma_exporter.sim.fake_nvml.FakeBackend`
+(the runtime never imports `sim`).
 
 A reading is a frozen snapshot in base units (bytes, ratio 0-1, celsius,
 watts, hertz, seconds). A field the GPU does not support is None, never 0: a
@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sigma_exporter.collect.samples import Samples, new_samples
-
-if TYPE_CHECKING:
-    from sigma_exporter.sim.scenario import RoundClock, Scenario
 
 log = logging.getLogger("sigma_exporter.agent.nvml")
 
@@ -304,39 +300,6 @@ class PynvmlBackend:
             row_remap_failure=float(bool(remap[3])) if remap is not None else None,
             throttle_reasons=float(throttle) if throttle is not None else None,
         )
-
-
-# --- a scripted driver --------------------------------------------------------
-
-
-class FakeBackend:
-    """Replays a scenario: the readings of the round its clock says it is.
-
-    `init_error` makes `init()` fail as a machine without the library does.
-    """
-
-    def __init__(self, scenario: Scenario, clock: RoundClock,
-                 init_error: str | None = None,
-                 driver_version: str = "550.54.15") -> None:
-        self.scenario = scenario
-        self.clock = clock
-        self.init_error = init_error
-        self.driver_version = driver_version
-        self.reads = 0
-        self.closed = False
-
-    def init(self) -> DriverInfo:
-        if self.init_error is not None:
-            raise NvmlFailure(self.init_error)
-        return DriverInfo(self.driver_version, len(self.scenario.gpus))
-
-    def read(self) -> Readings:
-        self.init()
-        self.reads += 1
-        return self.scenario.nvml_readings(self.clock.round_at(time.time()))
-
-    def close(self) -> None:
-        self.closed = True
 
 
 # --- samples --------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sigma_exporter.agent.nvml import FakeBackend
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
-from sigma_exporter.poll.poller import Poller
+from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.sim.scenario import ManualClock, apply_to_simulator, parse_scenario
 from sigma_exporter.sim.simulator import Simulator, make_servers
 

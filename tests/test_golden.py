@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.simulator import make_servers, render_dump, render_progress
 from sigma_exporter.source.client import Answer, PollError, SSLContexts
 

@@ -13,7 +13,7 @@ from conftest import free_ports, promtool_check_metrics, value
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import Config, TargetConfig
-from sigma_exporter.poll.poller import Poller
+from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.sim.simulator import NO_CODE, Simulator, emitted_errors, job_names, make_servers
 
 STEP = 10.0  # simulated seconds between polls; the server lists the last 5 lines

@@ -11,9 +11,10 @@ from typing import Any
 from conftest import free_port, free_ports, value
 
 from sigma_exporter.config import Config, TargetConfig
-from sigma_exporter.poll.poller import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
+from sigma_exporter.poll.scheduler import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
+from sigma_exporter.poll.view import View
 from sigma_exporter.sim.simulator import Simulator, make_servers
-from sigma_exporter.web.server import PREBUILD_WINDOW, Exporter
+from sigma_exporter.web.exporter import PREBUILD_WINDOW, Exporter
 
 
 def test_a_round_starts_within_a_quarter_second() -> None:
@@ -145,12 +146,14 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
             poller = Poller(Config(tuple(TargetConfig(name=f"s{i}", url=sim.url(i),
                                                       timeout=2.0) for i in range(2))))
             exporter = Exporter(poller)
+            # The application schedules this on the web thread; one loop does here.
+            poller.on_publish = exporter.prebuild
             builds: list[tuple[bool, bool, int]] = []
             real_build = exporter._build
 
-            def counting(openmetrics: bool, gzip: bool, generation: int) -> Any:
-                builds.append((openmetrics, gzip, generation))
-                return real_build(openmetrics, gzip, generation)
+            def counting(openmetrics: bool, gzip: bool, view: View) -> Any:
+                builds.append((openmetrics, gzip, view.generation))
+                return real_build(openmetrics, gzip, view)
 
             exporter._build = counting  # type: ignore[method-assign]
             try:
@@ -161,7 +164,7 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
                 assert value(body.decode(), "sigma_up", target="s1") == 1
 
                 sim.set_job_speed(1, "VTV3", 0.5)
-                await poller.poll_all_once()  # flushed: the asked variant is prebuilt
+                await poller.poll_all_once()  # announced: the asked variant is prebuilt
                 assert builds[-1] == (True, True, poller.generation)
                 assert len(builds) == 2
                 body = gzip_module.decompress(exporter.metrics_body(True, True))
@@ -179,17 +182,19 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
     asyncio.run(run())
 
 
-def test_a_prebuilt_body_of_the_next_generation_is_served_as_is() -> None:
+def test_a_late_announcement_never_replaces_a_newer_body() -> None:
     async def run() -> None:
         poller = Poller(Config((TargetConfig(name="t", url=f"http://127.0.0.1:{free_port()}",
                                              timeout=1.0),)))
         exporter = Exporter(poller)
-        exporter.metrics_body(False, False)
-        # The poll loop has built generation N+1 but not announced it yet.
-        exporter.prebuild(poller.generation + 1)
-        ahead = exporter._bodies[(False, False)]
-        exporter.metrics_body(False, False)
-        assert exporter._bodies[(False, False)] is ahead  # not rebuilt for the older number
+        stale = poller.view
+        poller.flush_published()
+        exporter.metrics_body(False, False)  # a scrape built the newer View's body first
+        newer = exporter._bodies[(False, False)]
+        assert newer.generation == poller.generation > stale.generation
+        exporter.prebuild(stale)  # the older View's announcement arrives late
+        exporter.prebuild(poller.view)  # and the newer one's, after the scrape
+        assert exporter._bodies[(False, False)] is newer  # neither rebuilt it
         await poller.stop()
 
     asyncio.run(run())

@@ -20,9 +20,11 @@ towards the web side is the notification of a new View, which schedules the
 Exporter's prebuild on the web loop with `loop.call_soon_threadsafe`
 (`WebThread.call_soon`). The web side's only call towards the poll side is
 a reload request, scheduled on the poll loop with
-`asyncio.run_coroutine_threadsafe`. The settings both sides read (the web
-config watcher, the telemetry path) are set before the web thread starts
-and belong to the web thread from then on.
+`asyncio.run_coroutine_threadsafe`. The settings the web side reads (the
+web config watcher, the telemetry path, the reload callable) are set before
+the web thread starts and belong to the web thread from then on. Logging is
+the process's: a reload replaces the redaction filter's secrets whole (one
+assignment of a tuple) for both threads.
 """
 
 from __future__ import annotations

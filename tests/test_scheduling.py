@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip as gzip_module
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from conftest import free_port, free_ports, value
 
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.samples import Health, health_samples
 from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.poll.scheduler import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
-from sigma_exporter.poll.view import View
+from sigma_exporter.poll.view import ConfigReload, TargetView, View
 from sigma_exporter.sim.simulator import Simulator, make_servers
 from sigma_exporter.web.exporter import PREBUILD_WINDOW, Exporter
 
@@ -198,3 +202,55 @@ def test_a_late_announcement_never_replaces_a_newer_body() -> None:
         await poller.stop()
 
     asyncio.run(run())
+
+
+# --- the hand-off: the web side reads one immutable View ------------------------------
+
+
+def test_each_generation_is_a_new_view_and_an_old_one_never_changes() -> None:
+    async def run() -> None:
+        config = Config((TargetConfig(name="t", url=f"http://127.0.0.1:{free_port()}",
+                                      timeout=1.0),))
+        poller = Poller(config)
+        before = poller.view
+        await poller.poll_all_once()
+        after = poller.view
+        assert after is not before and after.generation > before.generation
+        # What a scrape holding the old View reads is what it was: nothing polled yet.
+        assert before.targets["t"].rendered == {} and not before.ready
+        assert after.targets["t"].rendered and after.ready
+        poller.reload_failed()
+        assert poller.view.reload.successful is False and after.reload.successful is True
+        with pytest.raises(TypeError):
+            poller.view.targets["other"] = after.targets["t"]  # type: ignore[index]
+        await poller.stop()
+
+    asyncio.run(run())
+
+
+def test_the_web_side_serves_from_a_view_alone() -> None:
+    class Source:
+        view = View.of(7, [TargetView("a", "http://sigma:9999", 15.0,
+                                      exposition.render(health_samples("a", Health(15.0))))],
+                       ready=True, reload=ConfigReload(False, 1234.0))
+
+    exporter = Exporter(Source())
+    body = exporter.metrics_body(False, False).decode()
+    assert value(body, "sigma_poll_interval_seconds", target="a") == 15.0
+    assert value(body, "sigma_targets") == 1
+    assert value(body, "sigma_config_last_reload_successful") == 0
+    assert value(body, "sigma_config_last_reload_success_timestamp_seconds") == 1234.0
+    assert exporter.probe_body("a", False) is not None and exporter.probe_body("b", False) is None
+    assert exporter.ready()
+    assert "http://sigma:9999" in exporter.landing_page()
+
+
+def test_a_poller_leaves_the_process_gc_alone() -> None:
+    async def run() -> None:
+        poller = Poller(Config((TargetConfig(name="t", url="http://127.0.0.1:9"),)))
+        poller.start()
+        await poller.stop()
+
+    thresholds = gc.get_threshold()
+    asyncio.run(run())
+    assert gc.get_threshold() == thresholds  # tuning is the application's (app.py)

@@ -219,9 +219,9 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
     from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
     from sigma_exporter.config import Config, TargetConfig
-    from sigma_exporter.poll.poller import Poller
+    from sigma_exporter.poll.scheduler import Poller
     from sigma_exporter.source.client import Answer
-    from sigma_exporter.web.server import Exporter
+    from sigma_exporter.web.exporter import Exporter
 
     answers = fetch_answers(urls)
     config = Config(tuple(TargetConfig(name=f"s{i:04d}", url=u) for i, u in enumerate(urls)))
@@ -247,7 +247,7 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
     ours_times, stock_times, stock_encode, stock_gzip = [], [], [], []
     body = b""
     for _ in range(repeats):
-        poller.generation += 1  # worst case: a poll landed since the last scrape
+        poller.flush_published()  # worst case: a poll landed since the last scrape
         started = time.perf_counter()
         body = ours.metrics_body(openmetrics=True, gzip=True)
         ours_times.append(time.perf_counter() - started)
@@ -493,7 +493,7 @@ from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.scenario import parse_scenario, TimeClock
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import make_servers
-from sigma_exporter.cli import serve
+from sigma_exporter.app import Settings, serve
 
 scenario = parse_scenario({{"gpus": {{"gpu0": {{"name": "NVIDIA A10", "total_mib": 22731}}}},
     "rounds": [{{"gpu0": {{"used_mib": 4096, "gpu": 40, "mem": 12, "enc": 55, "dec": 20,
@@ -506,7 +506,7 @@ async def main():
                                   timeout={min(5.0, interval / 2)}),),
                     NvmlConfig(enabled="true", target="local"))
     hook = after_dump_hook(config, FakeBackend(scenario, TimeClock(time.time(), 15.0)))
-    task = asyncio.create_task(serve(config, "127.0.0.1:{free_port()}", "/metrics", None, hook))
+    task = asyncio.create_task(serve(Settings(config, ("127.0.0.1:{free_port()}",)), hook))
     await asyncio.sleep({interval} + 1)
     if task.done():
         raise SystemExit(f"exporter failed: {{task.exception()}}")

@@ -1,5 +1,8 @@
 """Command line: the exporter, and its `check-config`, `once`, `simulate`, `demo`.
 
+It parses and checks the flags into `app.Settings` and hands them to
+`app.run`, which owns the process.
+
 Flags follow the exporter convention (`--config.file`, `--web.listen-address`,
 ...). Each flag falls back to an environment variable `SIGMA_EXPORTER_*`
 (dots and dashes become underscores), then to its default.
@@ -9,45 +12,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import contextlib
-import errno
 import logging
 import os
-import resource
-import signal
-import socket
 import sys
-import threading
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
-from aiohttp import web
-
-from sigma_exporter import __version__, logsetup
+from sigma_exporter import __version__, app, logsetup
+from sigma_exporter.app import EXIT_CONFIG, duration_flag
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import (
-    DURATION_FIX,
     Config,
     ConfigError,
     config_from_urls,
     format_duration,
     load_config,
-    parse_duration,
 )
-from sigma_exporter.poll.poller import AfterDump, Poller
-from sigma_exporter.redact import RedactFilter, install_log_filter, redact_url
+from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.redact import install_log_filter, redact_url
 from sigma_exporter.web import systemd
-from sigma_exporter.web.server import DEFAULT_MAX_REQUESTS, Exporter, ExporterSite, build_app
+from sigma_exporter.web.routes import DEFAULT_MAX_REQUESTS
+from sigma_exporter.web.server import DEFAULT_LISTEN, split_listen
 from sigma_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger("sigma_exporter")
 
 DEFAULT_READ_TIMEOUT = "10s"
-DEFAULT_LISTEN = ":19911"  # outside the 9100-9999 range of well-known exporter ports
 ENV_PREFIX = "SIGMA_EXPORTER_"
-EXIT_CONFIG = 2
 TRUE = ("1", "true", "yes")
 
 
@@ -99,36 +91,16 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _split_listen(address: str) -> tuple[str | None, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("--web.listen-address", address, "not HOST:PORT",
-                          "write e.g. `:19911` or `127.0.0.1:19911`")
-    host = host.strip("[]")
-    return (host or None), int(port)
-
-
 def listen_addresses(args: argparse.Namespace) -> list[str]:
     """--web.listen-address, each checked; the environment's one or the default without."""
     given: list[str] | None = getattr(args, "web.listen_address")
     addresses = given or [_env("--web.listen-address") or DEFAULT_LISTEN]
     for address in addresses:
-        _split_listen(address)
+        split_listen(address)
     if len(set(addresses)) != len(addresses):
         raise ConfigError("--web.listen-address", ", ".join(addresses), "given twice",
                           "give each address once")
     return addresses
-
-
-def duration_flag(flag: str, text: str) -> float:
-    """A flag's Prometheus duration (the grammar of the config file), above zero."""
-    try:
-        seconds = parse_duration(text)
-    except ValueError:
-        seconds = 0.0
-    if seconds <= 0:
-        raise ConfigError(flag, text, "not a duration above zero", DURATION_FIX)
-    return seconds
 
 
 def _count_flag(flag: str, text: str) -> int:
@@ -168,288 +140,31 @@ def _validate_choices(args: argparse.Namespace) -> None:
                           "write e.g. `/metrics`")
 
 
-# GIL switch interval while the web thread shares the process with the poll loop.
-WEB_SWITCH_INTERVAL = 0.001
-
-
-class WebThread:
-    """The HTTP side on a thread and event loop of its own.
-
-    Polls and scrapes share nothing but immutable published bytes, so the
-    web server does not have to share the poll loop either: when a thousand
-    answers arrive at once, the poll loop is busy parsing for a second or two,
-    and a scrape queued behind that work would wait for all of it. On its own
-    thread a scrape waits at most one GIL switch interval at a time, and gzip
-    releases the GIL while it compresses. A scrape hands the GIL back and
-    forth a dozen times (socket and /proc reads), so during a poll round it
-    costs a dozen switch intervals: the interval is lowered from CPython's
-    5 ms to 1 ms while the web thread runs.
-    """
-
-    def __init__(self, exporter: Exporter, listen: str | Sequence[str],
-                 web_config: WebConfigWatcher | None, max_requests: int, read_timeout: float,
-                 sockets: Sequence[socket.socket] = ()) -> None:
-        self.exporter = exporter
-        # Socket activation replaces the listen addresses, as in the toolkit.
-        self.sockets = list(sockets)
-        self.listens = [] if self.sockets else (
-            [listen] if isinstance(listen, str) else list(listen))
-        self.listen = ", ".join(self.listens) or ", ".join(
-            "systemd:{}:{}".format(*s.getsockname()[:2]) for s in self.sockets)
-        self.addresses = [_split_listen(address) for address in self.listens]
-        self.web_config, self.max_requests, self.read_timeout = (
-            web_config, max_requests, read_timeout)
-        self._thread = threading.Thread(target=self._run, name="sigma-web", daemon=True)
-        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-
-    def start(self) -> None:
-        """Start serving; raises what binding the listener raised (e.g. OSError)."""
-        sys.setswitchinterval(WEB_SWITCH_INTERVAL)
-        self._thread.start()
-        self._started.result()
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout=15)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:  # surfaces in start() when it happens at start-up
-            if not self._started.done():
-                self._started.set_exception(exc)
-            else:
-                log.exception("web server failed")
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        web_config, read_timeout = self.web_config, self.read_timeout
-        # keepalive_timeout bounds the wait for a complete request line and
-        # headers, from the connection's start or the end of the previous
-        # answer: a client trickling its headers (slowloris) is cut off.
-        runner = web.AppRunner(build_app(self.exporter, web_config, self.max_requests),
-                               access_log=None, handle_signals=False,
-                               keepalive_timeout=read_timeout, shutdown_timeout=5.0)
-        await runner.setup()
-        sites: list[ExporterSite] = []
-
-        def allowed_sans() -> tuple[str, ...] | None:
-            tls = web_config.config.tls if web_config is not None else None
-            return tls.client_allowed_sans if tls is not None else None
-
-        async def open_site() -> None:
-            context = web_config.ssl_context() if web_config is not None else None
-            new: list[ExporterSite] = []
-            try:
-                for host, port in self.addresses:
-                    new.append(ExporterSite(runner, host, port, ssl_context=context,
-                                            read_timeout=read_timeout,
-                                            allowed_sans=allowed_sans, replacing=bool(sites)))
-                    await new[-1].start()
-                for sock in self.sockets:
-                    new.append(ExporterSite(runner, None, 0, ssl_context=context,
-                                            read_timeout=read_timeout, sock=sock,
-                                            allowed_sans=allowed_sans))
-                    await new[-1].start()
-            except BaseException:
-                for site in new:
-                    await site.stop()
-                raise
-            old = list(sites)
-            sites[:] = new
-            for stale in old:  # after the new ones listen: no connection is refused
-                await stale.stop()
-
-        try:
-            await open_site()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        background: set[asyncio.Task[None]] = set()
-        loop = self._loop
-        if web_config is not None:
-            async def reopen() -> None:
-                try:
-                    await open_site()
-                    log.info("listener reopened with the new TLS settings address=%s",
-                             self.listen)
-                except (OSError, RuntimeError) as exc:
-                    log.error("cannot reopen the listener with the new TLS settings, keeping "
-                              "the old one: %s", exc)
-
-            def tls_changed() -> None:
-                task = loop.create_task(reopen())
-                background.add(task)
-                task.add_done_callback(background.discard)
-
-            web_config.on_tls_change = tls_changed
-
-            async def watch_web_config() -> None:
-                while True:
-                    await asyncio.sleep(web_config.CHECK_EVERY_S)
-                    web_config.refresh()
-
-            watcher_task = loop.create_task(watch_web_config())
-            background.add(watcher_task)
-            watcher_task.add_done_callback(background.discard)
-        self._started.set_result(None)
-        try:
-            await self._stop.wait()
-        finally:
-            for task in list(background):
-                task.cancel()
-            await runner.cleanup()
-
-
-async def serve(config: Config, listen: str | Sequence[str], telemetry_path: str,
-                config_file: str | None, after_dump: AfterDump | None = None,
-                ready: asyncio.Event | None = None, *,
-                web_config: WebConfigWatcher | None = None,
-                max_requests: int = DEFAULT_MAX_REQUESTS,
-                read_timeout: float = 10.0,
-                sockets: Sequence[socket.socket] = ()) -> None:
-    """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation)."""
-    poller = Poller(config, after_dump)
-    exporter = Exporter(poller, telemetry_path)
-    web_thread = WebThread(exporter, listen, web_config, max_requests, read_timeout, sockets)
-    listen = web_thread.listen
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-
-    async def reload() -> str | None:
-        """SIGHUP and POST /-/reload: None when the new file is in use, else why not."""
-        if not config_file:
-            log.warning("reload ignored: no --config.file to reload")
-            return "no --config.file to reload (the targets come from --target)"
-        try:
-            new = load_config(config_file)
-        except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
-            exporter.reload.successful = False
-            poller.flush_published()
-            if isinstance(exc, ConfigError):
-                log.error("reload failed, keeping the running config: %s", exc)
-            else:
-                log.exception("reload failed, keeping the running config")
-            return str(exc)
-        await poller.reload(new)
-        for handler in logging.getLogger().handlers:  # new secrets to blank in logs
-            for flt in handler.filters:
-                if isinstance(flt, RedactFilter):
-                    flt.secrets = new.secrets()
-        exporter.reload.successful = True
-        exporter.reload.last_success = time.time()
-        log.info("config reloaded targets=%d", len(new.targets))
-        return None
-
-    def reload_from_web() -> Awaitable[str | None]:
-        # Called on the web thread's loop; the reload itself runs on the poll loop.
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(reload(), loop))
-
-    exporter.request_reload = reload_from_web
-
-    # Handlers first: a signal must never find the process without them.
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
-    try:
-        web_thread.start()
-    except BaseException:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        raise
-    tls = web_config is not None and web_config.tls_enabled
-    log.info("listening address=%s tls=%s auth=%s targets=%d version=%s", listen, tls,
-             bool(web_config and web_config.config.users), len(config.targets), __version__)
-    for target in config.targets:
-        log.info("watching target=%s url=%s interval=%s timeout=%s", target.name,
-                 redact_url(target.url), format_duration(target.interval),
-                 format_duration(target.timeout))
-    poller.start()
-    if ready is not None:
-        ready.set()
-    try:
-        await stop.wait()
-    finally:
-        log.info("shutting down")
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        await poller.stop()
-        close = getattr(after_dump, "close", None)
-        if callable(close):  # agent mode: let go of NVML
-            close()
-        await asyncio.to_thread(web_thread.stop)
-
-
-def raise_open_file_limit() -> None:
-    """Raise the soft open-file limit to the hard one, as Go programs do since 1.19.
-
-    Each target keeps connections open and each scrape takes one; a soft
-    limit of 1,024 (systemd's default) ran out long before the hard limit.
-    """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == hard or soft == resource.RLIM_INFINITY:
-        return
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError) as exc:  # an infinite hard limit may not be a soft one
-        log.debug("open-file limit left at %d (hard %d): %s", soft, hard, exc)
-
-
 def main_run(argv: Sequence[str]) -> int:
     args = run_parser().parse_args(argv)
     try:
-        _validate_choices(args)
-        logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
-        config = resolve_config(getattr(args, "config.file"), args.target)
-        listens = listen_addresses(args)
-        sockets = systemd.listen_sockets() if getattr(args, "web.systemd_socket") else []
-        max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
-        read_timeout = duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
-        web_config_file = getattr(args, "web.config.file")
-        install_log_filter(config.secrets())
-        web_config = WebConfigWatcher(web_config_file) if web_config_file else None
+        settings = _settings(args)
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    from sigma_exporter.agent.hook import (
-        after_dump_hook,  # late: imports NVML bindings only when running
-    )
-
-    raise_open_file_limit()
-    try:
-        hook = after_dump_hook(config)
-    except ConfigError as exc:
-        print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    listen = "the systemd sockets" if sockets else ", ".join(listens)
-    try:
-        asyncio.run(serve(config, listens,
-                          getattr(args, "web.telemetry_path"), getattr(args, "config.file"),
-                          hook, web_config=web_config, max_requests=max_requests,
-                          read_timeout=read_timeout, sockets=sockets))
-    except OSError as exc:
-        print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
-        return 1
-    return 0
+    return app.run(settings)
 
 
-def listen_problem(listen: str, exc: OSError) -> str:
-    """Why the listener could not open, with the flag and the fix, like a config error."""
-    if exc.errno == errno.EADDRINUSE:
-        return (f"--web.listen-address {listen}: the address is already in use (another "
-                "sigma-exporter?). Fix: stop the process listening there, or pass "
-                "--web.listen-address with a free port, e.g. 127.0.0.1:19912")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return (f"--web.listen-address {listen}: permission denied. Fix: use a port above "
-                "1023, or give the service CAP_NET_BIND_SERVICE")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return (f"--web.listen-address {listen}: no such address on this host. Fix: use "
-                "one of this host's addresses, or `:PORT` for all of them")
-    return f"--web.listen-address {listen}: {exc}"
+def _settings(args: argparse.Namespace) -> app.Settings:
+    """The flags, checked and read into Settings; raises ConfigError naming the flag."""
+    _validate_choices(args)
+    logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
+    config = resolve_config(getattr(args, "config.file"), args.target)
+    listens = listen_addresses(args)
+    sockets = systemd.listen_sockets() if getattr(args, "web.systemd_socket") else []
+    max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
+    read_timeout = duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
+    web_config_file = getattr(args, "web.config.file")
+    install_log_filter(config.secrets())
+    web_config = WebConfigWatcher(web_config_file) if web_config_file else None
+    return app.Settings(config, tuple(listens), getattr(args, "web.telemetry_path"),
+                        getattr(args, "config.file"), web_config, max_requests, read_timeout,
+                        tuple(sockets))
 
 
 def main_check_config(argv: Sequence[str]) -> int:

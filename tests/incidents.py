@@ -46,7 +46,7 @@ from sigma_exporter.agent.nvml import GpuReading, nvml_samples  # noqa: E402
 from sigma_exporter.collect import exposition  # noqa: E402
 from sigma_exporter.config import TargetConfig  # noqa: E402
 from sigma_exporter.metrics import BY_NAME  # noqa: E402
-from sigma_exporter.poll.poller import TargetState  # noqa: E402
+from sigma_exporter.poll.target import TargetState  # noqa: E402
 from sigma_exporter.sim.dump import render_dump  # noqa: E402
 from sigma_exporter.sim.model import make_servers  # noqa: E402
 from sigma_exporter.sim.progress import render_progress  # noqa: E402

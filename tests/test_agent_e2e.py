@@ -22,7 +22,7 @@ from sigma_exporter.agent.hook import after_dump_hook
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
-from sigma_exporter.poll.poller import Poller
+from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.gpu_override import apply_to_simulator
 from sigma_exporter.sim.http_server import Simulator

@@ -36,7 +36,8 @@ from sigma_exporter.config import (
     parse_duration,
 )
 from sigma_exporter.metrics import DEFINITIONS
-from sigma_exporter.poll.poller import Poller, TargetState
+from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import make_servers
 from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
@@ -324,7 +325,7 @@ def test_an_internal_error_is_up_0_counted_logged_once(monkeypatch: pytest.Monke
             finally:
                 await poller.stop()
 
-    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poll.poller"):
+    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poll.target"):
         asyncio.run(run())
     tracebacks = [r for r in caplog.records if r.exc_info and "internal" in r.getMessage()]
     assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]

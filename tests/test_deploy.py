@@ -43,8 +43,9 @@ from conftest import (
 )
 
 import sigma_exporter
-from sigma_exporter.cli import DEFAULT_LISTEN, run_parser
+from sigma_exporter.cli import run_parser
 from sigma_exporter.config import load_config, parse_config
+from sigma_exporter.web.server import DEFAULT_LISTEN
 
 DEPLOY = ROOT / "deploy"
 DOCKER = DEPLOY / "docker"

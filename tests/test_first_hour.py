@@ -43,8 +43,8 @@ from conftest import (
 from test_limits import Stub, sigma_answer
 
 from sigma_exporter.config import ConfigErrors, TargetConfig, parse_config
-from sigma_exporter.poll import poller as poller_module
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll import target as target_module
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source.client import PollError, SSLContexts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -393,14 +393,14 @@ def test_help_shows_every_default(command: tuple[str, ...]) -> None:
 def test_a_failing_target_logs_changes_not_every_poll(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(poller_module, "time", _FakeTime(clock))
+    monkeypatch.setattr(target_module, "time", _FakeTime(clock))
     state = TargetState(TargetConfig(name="edge", url="http://127.0.0.1:9"), SSLContexts())
 
     def fail(reason: str = "connect") -> None:
         state.publish(state.ingest(PollError(reason, "refused"), None)[0])
         clock[0] += 15
 
-    with caplog.at_level(logging.INFO, logger="sigma_exporter.poll.poller"):
+    with caplog.at_level(logging.INFO, logger="sigma_exporter.poll.target"):
         for _ in range(10):  # 150 s down
             fail()
         fail("timeout")  # a new reason is news

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import make_servers
 from sigma_exporter.sim.progress import render_progress

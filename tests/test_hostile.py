@@ -41,9 +41,11 @@ from sigma_exporter.config import (
     TargetConfig,
     parse_config,
 )
-from sigma_exporter.poll.poller import Poller, TargetState
+from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source import units
 from sigma_exporter.source.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
+from sigma_exporter.source.snapshot import Dump
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
 BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
@@ -464,6 +466,14 @@ def _agent(backend: ScriptedNvml, timeout: float = 0.2) -> tuple[AgentHook, Targ
     return AgentHook("t", backend, CrossCheck(target="t"), timeout=timeout), _state()
 
 
+async def nvml_round(hook: AgentHook, state: TargetState, dump: Dump | None) -> Samples:
+    """One agent-mode round as the poll loop runs it: the hook reads, the state records."""
+    result = await hook(state.name, dump)
+    assert result is not None
+    state.record_source(result)
+    return result.samples
+
+
 def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
     backend = ScriptedNvml(hang=True)
     hook, state = _agent(backend)
@@ -471,12 +481,12 @@ def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
     async def main() -> None:
         async with asyncio.timeout(30):  # 0.1 waited here for ever
             for _ in range(3):
-                assert await hook(state, None) == {}
+                assert await nvml_round(hook, state, None) == {}
         backend.released.set()
         backend.hang = False
         while hook._reading is not None and not hook._reading.done():
             await asyncio.sleep(0.01)
-        assert await hook(state, None)  # the driver answers again: samples again
+        assert await nvml_round(hook, state, None)  # the driver answers again: samples again
 
     try:
         asyncio.run(main())
@@ -493,7 +503,7 @@ from sigma_exporter.agent.hook import AgentHook
 from sigma_exporter.source.client import SSLContexts
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.agent.crosscheck import CrossCheck
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.target import TargetState
 
 class Stuck:
     def init(self): pass
@@ -503,7 +513,7 @@ class Stuck:
 async def main():
     hook = AgentHook("t", Stuck(), CrossCheck(target="t"), timeout=0.2)
     state = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9/"), SSLContexts())
-    await hook(state, None)
+    state.record_source(await hook(state.name, None))
     hook.close()
     print("nvml_up", state.health.nvml_up)
 
@@ -521,10 +531,12 @@ def test_a_stuck_nvml_read_does_not_hold_up_the_exit() -> None:
 def test_any_exception_of_an_nvml_round_is_counted(caplog: pytest.LogCaptureFixture) -> None:
     hook, state = _agent(ScriptedNvml(error=RuntimeError("pynvml bug")))
     for _ in range(2):
-        assert asyncio.run(hook(state, None)) == {}
+        assert asyncio.run(nvml_round(hook, state, None)) == {}
     assert counted(state.health) == {("nvml", "nvml_error"): 2}
     assert state.health.nvml_up is False
-    assert sum("NVML round failed" in r.getMessage() for r in caplog.records) == 1
+    # The traceback once, not every round: the counter shows that it repeats.
+    tracebacks = [r for r in caplog.records if r.exc_info and "source=nvml" in r.getMessage()]
+    assert len(tracebacks) == 1
 
 
 def test_a_gpu_index_that_is_not_a_number_is_a_parse_error_not_an_exception() -> None:
@@ -535,7 +547,7 @@ def test_a_gpu_index_that_is_not_a_number_is_a_parse_error_not_an_exception() ->
     assert state.health.parse_errors.get("system.gpu[].index") == 1
     hook, _ = _agent(ScriptedNvml())
     for _ in range(2):  # 0.1: ValueError from int("²") every round, nvml_up left at 1
-        samples = asyncio.run(hook(state, dump))
+        samples = asyncio.run(nvml_round(hook, state, dump))
         assert samples["sigma_gpu_crosscheck_gpu_missing"]
     assert state.health.nvml_up is True and counted(state.health) == {}
     assert crosscheck_order("²") == (1 << 30, "²")

@@ -13,7 +13,7 @@ from conftest import free_ports, promtool_check_metrics, value
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import Config, TargetConfig
-from sigma_exporter.poll.poller import Poller
+from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import job_names, make_servers
 from sigma_exporter.sim.progress import NO_CODE, emitted_errors

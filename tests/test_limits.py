@@ -185,8 +185,8 @@ def test_bad_limit_flags_exit_2(procs: Callable[..., Proc]) -> None:
 
 def _exporter_for_tests() -> Any:
     from sigma_exporter.config import config_from_urls
-    from sigma_exporter.poll.poller import Poller
-    from sigma_exporter.web.server import Exporter
+    from sigma_exporter.poll.scheduler import Poller
+    from sigma_exporter.web.exporter import Exporter
 
     return Exporter(Poller(config_from_urls(["http://127.0.0.1:9"])))
 
@@ -196,7 +196,7 @@ def test_requests_beyond_max_requests_get_503() -> None:
 
     from aiohttp import web
 
-    from sigma_exporter.web.server import build_app
+    from sigma_exporter.web.routes import build_app
 
     async def main() -> list[int]:
         release = asyncio.Event()
@@ -225,7 +225,7 @@ def test_requests_beyond_max_requests_get_503() -> None:
         finally:
             await runner.cleanup()
 
-    from sigma_exporter.web.server import IN_FLIGHT
+    from sigma_exporter.web.routes import IN_FLIGHT
 
     assert asyncio.run(main()) == [200, 200, 503, 200]
 
@@ -234,7 +234,7 @@ def test_clients_without_credentials_cannot_starve_prometheus(tmp_path: Path) ->
     """Sixteen clients guessing passwords as fast as they can, against
     --web.max-requests 4: every scrape with the right credentials is answered
     (0.1: bad clients held the slots while bcrypt ran, most scrapes got 503)."""
-    from sigma_exporter.cli import WebThread
+    from sigma_exporter.web.server import WebThread
     from sigma_exporter.web.webconfig import WebConfigWatcher
 
     web = tmp_path / "web.yml"

@@ -18,22 +18,12 @@ import httpx
 import pytest
 from conftest import Proc, free_port, get, make_ca, make_cert, value, wait_until
 
-from sigma_exporter.cli import WebThread
 from sigma_exporter.config import ConfigError, config_from_urls, load_config, parse_config
-from sigma_exporter.poll.poller import Poller
+from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.redact import redact_url
-from sigma_exporter.web.server import Exporter, wants_gzip
+from sigma_exporter.web.exporter import Exporter
+from sigma_exporter.web.server import WebThread
 from sigma_exporter.web.webconfig import WebConfigWatcher, load_web_config
-
-
-def test_gzip_refused_with_q_0_is_not_sent() -> None:
-    assert wants_gzip("gzip")
-    assert wants_gzip("deflate, GZIP;q=0.5")
-    assert not wants_gzip("gzip;q=0")  # 0.1: gzip anyway
-    assert not wants_gzip("gzip; q=0.000, identity")
-    assert not wants_gzip("identity")
-    assert not wants_gzip("gzip;q=junk")
-
 
 # --- finding 10 (medium): a second exporter on a TLS port is refused -------------------
 

@@ -21,7 +21,7 @@ from promstack import LoggedProc, Prometheus, poll, sigma_exporter_proc, simulat
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.metrics import BY_NAME, DEFINITIONS
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source.client import Answer, PollError, SSLContexts
 
 

@@ -12,7 +12,7 @@ from conftest import load_fixture, samples
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import ErrorLineCounter, error_code
 from sigma_exporter.config import JobsConfig, TargetConfig
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source.client import Answer, PollError, SSLContexts
 from sigma_exporter.source.parse import parse_progress
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip as gzip_module
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from conftest import free_port, free_ports, value
 
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.samples import Health, health_samples
 from sigma_exporter.config import Config, TargetConfig
-from sigma_exporter.poll.poller import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
+from sigma_exporter.poll.scheduler import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
+from sigma_exporter.poll.view import ConfigReload, TargetView, View
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import make_servers
-from sigma_exporter.web.server import PREBUILD_WINDOW, Exporter
+from sigma_exporter.web.exporter import PREBUILD_WINDOW, Exporter
 
 
 def test_a_round_starts_within_a_quarter_second() -> None:
@@ -146,12 +151,14 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
             poller = Poller(Config(tuple(TargetConfig(name=f"s{i}", url=sim.url(i),
                                                       timeout=2.0) for i in range(2))))
             exporter = Exporter(poller)
+            # The application schedules this on the web thread; one loop does here.
+            poller.on_publish = exporter.prebuild
             builds: list[tuple[bool, bool, int]] = []
             real_build = exporter._build
 
-            def counting(openmetrics: bool, gzip: bool, generation: int) -> Any:
-                builds.append((openmetrics, gzip, generation))
-                return real_build(openmetrics, gzip, generation)
+            def counting(openmetrics: bool, gzip: bool, view: View) -> Any:
+                builds.append((openmetrics, gzip, view.generation))
+                return real_build(openmetrics, gzip, view)
 
             exporter._build = counting  # type: ignore[method-assign]
             try:
@@ -162,7 +169,7 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
                 assert value(body.decode(), "sigma_up", target="s1") == 1
 
                 sim.set_job_speed(1, "VTV3", 0.5)
-                await poller.poll_all_once()  # flushed: the asked variant is prebuilt
+                await poller.poll_all_once()  # announced: the asked variant is prebuilt
                 assert builds[-1] == (True, True, poller.generation)
                 assert len(builds) == 2
                 body = gzip_module.decompress(exporter.metrics_body(True, True))
@@ -180,17 +187,71 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
     asyncio.run(run())
 
 
-def test_a_prebuilt_body_of_the_next_generation_is_served_as_is() -> None:
+def test_a_late_announcement_never_replaces_a_newer_body() -> None:
     async def run() -> None:
         poller = Poller(Config((TargetConfig(name="t", url=f"http://127.0.0.1:{free_port()}",
                                              timeout=1.0),)))
         exporter = Exporter(poller)
-        exporter.metrics_body(False, False)
-        # The poll loop has built generation N+1 but not announced it yet.
-        exporter.prebuild(poller.generation + 1)
-        ahead = exporter._bodies[(False, False)]
-        exporter.metrics_body(False, False)
-        assert exporter._bodies[(False, False)] is ahead  # not rebuilt for the older number
+        stale = poller.view
+        poller.flush_published()
+        exporter.metrics_body(False, False)  # a scrape built the newer View's body first
+        newer = exporter._bodies[(False, False)]
+        assert newer.generation == poller.generation > stale.generation
+        exporter.prebuild(stale)  # the older View's announcement arrives late
+        exporter.prebuild(poller.view)  # and the newer one's, after the scrape
+        assert exporter._bodies[(False, False)] is newer  # neither rebuilt it
         await poller.stop()
 
     asyncio.run(run())
+
+
+# --- the hand-off: the web side reads one immutable View ------------------------------
+
+
+def test_each_generation_is_a_new_view_and_an_old_one_never_changes() -> None:
+    async def run() -> None:
+        config = Config((TargetConfig(name="t", url=f"http://127.0.0.1:{free_port()}",
+                                      timeout=1.0),))
+        poller = Poller(config)
+        before = poller.view
+        await poller.poll_all_once()
+        after = poller.view
+        assert after is not before and after.generation > before.generation
+        # What a scrape holding the old View reads is what it was: nothing polled yet.
+        assert before.targets["t"].rendered == {} and not before.ready
+        assert after.targets["t"].rendered and after.ready
+        poller.reload_failed()
+        assert poller.view.reload.successful is False and after.reload.successful is True
+        with pytest.raises(TypeError):
+            poller.view.targets["other"] = after.targets["t"]  # type: ignore[index]
+        await poller.stop()
+
+    asyncio.run(run())
+
+
+def test_the_web_side_serves_from_a_view_alone() -> None:
+    class Source:
+        view = View.of(7, [TargetView("a", "http://sigma:9999", 15.0,
+                                      exposition.render(health_samples("a", Health(15.0))))],
+                       ready=True, reload=ConfigReload(False, 1234.0))
+
+    exporter = Exporter(Source())
+    body = exporter.metrics_body(False, False).decode()
+    assert value(body, "sigma_poll_interval_seconds", target="a") == 15.0
+    assert value(body, "sigma_targets") == 1
+    assert value(body, "sigma_config_last_reload_successful") == 0
+    assert value(body, "sigma_config_last_reload_success_timestamp_seconds") == 1234.0
+    assert exporter.probe_body("a", False) is not None and exporter.probe_body("b", False) is None
+    assert exporter.ready()
+    assert "http://sigma:9999" in exporter.landing_page()
+
+
+def test_a_poller_leaves_the_process_gc_alone() -> None:
+    async def run() -> None:
+        poller = Poller(Config((TargetConfig(name="t", url="http://127.0.0.1:9"),)))
+        poller.start()
+        await poller.stop()
+
+    thresholds = gc.get_threshold()
+    asyncio.run(run())
+    assert gc.get_threshold() == thresholds  # tuning is the application's (app.py)

@@ -39,7 +39,8 @@ from conftest import (
 
 from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.poller import TargetState
+from sigma_exporter.poll.summary import SLOW_SPEED
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import SimServer, job_names
 from sigma_exporter.sim.progress import render_progress
@@ -158,7 +159,7 @@ def test_down_and_slow_channels_are_named_with_the_rule() -> None:
     server = SimServer(index=0, epoch=EPOCH, gpus=1, jobs=4)
     server.state_overrides["VTV3"] = "stopped"
     server.speed_overrides["HTV7"] = 0.5
-    server.speed_overrides["VTV1"] = status.SLOW_SPEED  # at the threshold: not slow
+    server.speed_overrides["VTV1"] = SLOW_SPEED  # at the threshold: not slow
     state = polled(server=server)
     s = state.published.status
     assert s is not None
@@ -166,7 +167,7 @@ def test_down_and_slow_channels_are_named_with_the_rule() -> None:
     text = text_of(page_of(state))
     assert "3 / 4 up down: VTV3 (stopped) slow: HTV7 (speed 0.5)" in text
     assert "channels 3 / 4 up, 1 down, 1 slow" in text
-    assert f"below {status.SLOW_SPEED:g}\N{MULTIPLICATION SIGN} real time" in text
+    assert f"below {SLOW_SPEED:g}\N{MULTIPLICATION SIGN} real time" in text
 
 
 def test_dump_and_progress_errors_are_shown_separately() -> None:
@@ -270,7 +271,7 @@ def test_age(seconds: float, shown: str) -> None:
 
 def test_thresholds_are_the_alerts_thresholds() -> None:
     thresholds = yaml.safe_load((ROOT / "alerts" / "thresholds.yml").read_text())
-    assert thresholds["job_speed_ratio"] == status.SLOW_SPEED
+    assert thresholds["job_speed_ratio"] == SLOW_SPEED
     assert thresholds["gpu_encoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_decoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_temperature_celsius"] == status.GPU_TEMPERATURE_HIGH

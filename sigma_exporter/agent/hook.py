@@ -10,8 +10,10 @@ driver (NVML) about the GPUs and check Sigma's own GPU figures against it.
   series and no error.
 * `true`: on, or refuse to start (ConfigError) naming the key and the fix.
 
-Only the chosen target gets NVML samples. The driver is read once per poll
-of that target, right after its dump, in a daemon thread of its own (NVML
+Only the chosen target gets NVML samples; the hook returns them (or why
+there are none) and the poll side records the result in the target's
+health. The driver is read once per poll of that target, right after its
+dump, in a daemon thread of its own (NVML
 calls block, and a wedged driver can block one for ever): the poll waits at
 most `nvml.timeout` for it. A read that misses that deadline is left to
 finish on its own; until it does no other read starts, and every round
@@ -39,9 +41,9 @@ from sigma_exporter.agent.nvml import (
     Readings,
     nvml_samples,
 )
-from sigma_exporter.collect.samples import Samples, merge, new_samples
+from sigma_exporter.collect.samples import merge, new_samples
 from sigma_exporter.config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
-from sigma_exporter.poll.poller import AfterDump, TargetState
+from sigma_exporter.poll.target import AfterDump, Failure, SourceResult
 from sigma_exporter.source.snapshot import Dump
 
 log = logging.getLogger("sigma_exporter.agent.hook")
@@ -49,6 +51,8 @@ log = logging.getLogger("sigma_exporter.agent.hook")
 _FIX_ENABLED = ("install the NVIDIA driver on this host (NVML is libnvidia-ml.so.1), "
                 "or set `nvml.enabled: auto` (on only where a GPU is) or `nvml.enabled: false`")
 _FIX_TARGET = "set `nvml.target:` to the name of the target that runs on this host"
+# How an NVML round can fail: one reason, whatever the cause (sigma_poll_errors_total).
+NVML_REASONS = ("nvml_error",)
 
 
 def local_names() -> set[str]:
@@ -100,7 +104,6 @@ class AgentHook:
         self.backend = backend
         self.crosscheck = crosscheck
         self.timeout = timeout
-        self._answering: bool | None = None
         self._reading: concurrent.futures.Future[Readings] | None = None  # the read in flight
         self._reading_since = 0.0
 
@@ -132,13 +135,14 @@ class AgentHook:
         except TimeoutError:
             raise NvmlFailure(f"NVML did not answer within {self.timeout:g}s") from None
 
-    async def __call__(self, state: TargetState, dump: Dump | None) -> Samples:
-        if state.name != self.target:
-            return new_samples()
-        # Down until proven up: whatever goes wrong below, nvml_up is not left at 1.
-        state.health.nvml_up = False
-        state.health.poll_errors.setdefault(("nvml", "nvml_error"), 0)  # exists at 0
-        state.health.count_poll("nvml")
+    async def __call__(self, target: str, dump: Dump | None) -> SourceResult | None:
+        """This round's NVML readings and cross-check for `target`, or why there are none.
+
+        Writes nothing: the target's state records the result (poll/target.py).
+        Never raises: whatever goes wrong is the result's failure, `nvml_error`.
+        """
+        if target != self.target:
+            return None
         started = time.perf_counter()
         try:
             readings = await self._read()
@@ -146,23 +150,14 @@ class AgentHook:
             if dump is not None:  # no Sigma side this round: nothing to compare
                 samples = merge([samples, crosscheck_samples(
                     self.target, self.crosscheck.update(dump.gpus, readings))])
-        except Exception as exc:  # NvmlFailure, a missed deadline, or a bug: all counted
-            state.health.durations["nvml"] = time.perf_counter() - started
-            key = ("nvml", "nvml_error")
-            state.health.poll_errors[key] = state.health.poll_errors.get(key, 0) + 1
-            if self._answering is not False:  # log the change, not every round
-                if isinstance(exc, NvmlFailure):
-                    log.warning("NVML read failed target=%s error=%r", self.target, str(exc))
-                else:
-                    log.exception("NVML round failed target=%s", self.target)
-            self._answering = False
-            return new_samples()
-        state.health.durations["nvml"] = time.perf_counter() - started
-        if self._answering is False:
-            log.info("NVML answers again target=%s", self.target)
-        self._answering = True
-        state.health.nvml_up = True
-        return samples
+        except NvmlFailure as exc:  # the driver's doing: no traceback
+            failure = Failure("nvml_error", str(exc))
+        except Exception as exc:  # a missed deadline's aftermath or a bug: counted too
+            failure = Failure.internal(exc, "nvml_error")
+        else:
+            return SourceResult("nvml", NVML_REASONS, samples, time.perf_counter() - started)
+        return SourceResult("nvml", NVML_REASONS, new_samples(), time.perf_counter() - started,
+                            failure)
 
     def close(self) -> None:
         if self._reading is not None and not self._reading.done():

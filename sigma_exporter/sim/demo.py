@@ -22,14 +22,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from sigma_exporter import logsetup
-from sigma_exporter.cli import DEFAULT_LISTEN, duration_flag, listen_problem, serve
+from sigma_exporter.app import Settings, duration_flag, serve
 from sigma_exporter.config import Config, ConfigError, TargetConfig, format_duration
 from sigma_exporter.sim.simulator import run_simulator
-from sigma_exporter.web.server import describe_listen
+from sigma_exporter.web.server import DEFAULT_LISTEN, describe_listen, listen_problem
 
 DEMO_SERVERS = 3
 # The shipped rules, when the demo runs from a checkout (scripts/demo).
-RULES_DIR = Path(__file__).resolve().parent.parent / "alerts"
+RULES_DIR = Path(__file__).resolve().parents[2] / "alerts"
 RULE_FILES = ("sigma-recording.yml", "sigma-alerts.yml")
 
 
@@ -125,7 +125,7 @@ async def _demo(listen: str, interval: float, with_prometheus: bool) -> None:
         jobs=4, static=False, stop=stop_sim, out=io.StringIO(), name_prefix="sigma"))
     config = demo_config(first, interval)
     ready = asyncio.Event()
-    exporter = asyncio.create_task(serve(config, listen, "/metrics", None, None, ready))
+    exporter = asyncio.create_task(serve(Settings(config, (listen,)), ready=ready))
     waiter = asyncio.create_task(ready.wait())
     await asyncio.wait({exporter, waiter}, return_when=asyncio.FIRST_COMPLETED)
     try:

@@ -1,358 +1,199 @@
-"""HTTP: /metrics, /probe, the status page and the health endpoints.
+"""The web server: its thread and event loop, its listeners, and the listen flag's helpers.
 
-Scrapes read what the poller published: each target's exposition is already
-rendered, and the merged, gzip-1 body is built once per burst of publishes
-(ahead of the scrape, for the variants Prometheus asks for), so a scrape
-only appends the process metrics.
+`WebThread` runs aiohttp on a thread of its own (see app.py for what crosses
+between it and the poll loop); `ExporterSite` and `HeaderDeadline` bound the
+TLS handshake and the first request of a connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import errno
 import logging
 import platform
 import socket
 import ssl
 import sys
-import time
-import zlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client import CollectorRegistry
-from prometheus_client import generate_latest as text_generate
-from prometheus_client.openmetrics.exposition import generate_latest as om_generate
-from prometheus_client.process_collector import ProcessCollector
 
-from sigma_exporter import __version__
-from sigma_exporter.collect import exposition
-from sigma_exporter.collect.samples import Samples, new_samples
-from sigma_exporter.poll.poller import Poller
-from sigma_exporter.redact import redact_url
-from sigma_exporter.web import status
-from sigma_exporter.web.webconfig import (
-    AuthBusy,
-    Authenticator,
-    RateLimiter,
-    WebConfigWatcher,
-    parse_basic,
-    sans_allowed,
-)
+from sigma_exporter.config import ConfigError
+from sigma_exporter.web.exporter import Exporter
+from sigma_exporter.web.routes import build_app
+from sigma_exporter.web.webconfig import WebConfigWatcher, sans_allowed
 
-log = logging.getLogger("sigma_exporter.web.server")
+log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+DEFAULT_LISTEN = ":19911"  # outside the 9100-9999 range of well-known exporter ports
 
 
-def wants_openmetrics(accept: str) -> bool:
-    return "application/openmetrics-text" in accept
+def split_listen(address: str) -> tuple[str | None, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("--web.listen-address", address, "not HOST:PORT",
+                          "write e.g. `:19911` or `127.0.0.1:19911`")
+    host = host.strip("[]")
+    return (host or None), int(port)
 
 
-def wants_gzip(accept_encoding: str) -> bool:
-    """Whether the client takes gzip: listed, and not with `q=0` (which means refused)."""
-    for part in accept_encoding.split(","):
-        coding, *params = part.split(";")
-        if coding.strip().lower() != "gzip":
-            continue
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    return float(value) > 0
-                except ValueError:
-                    return False
-        return True
-    return False
+def listen_problem(listen: str, exc: OSError) -> str:
+    """Why the listener could not open, with the flag and the fix, like a config error."""
+    if exc.errno == errno.EADDRINUSE:
+        return (f"--web.listen-address {listen}: the address is already in use (another "
+                "sigma-exporter?). Fix: stop the process listening there, or pass "
+                "--web.listen-address with a free port, e.g. 127.0.0.1:19912")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"--web.listen-address {listen}: permission denied. Fix: use a port above "
+                "1023, or give the service CAP_NET_BIND_SERVICE")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return (f"--web.listen-address {listen}: no such address on this host. Fix: use "
+                "one of this host's addresses, or `:PORT` for all of them")
+    return f"--web.listen-address {listen}: {exc}"
 
 
-class GzipPrefix:
-    """A gzip stream of a cached body that can be finished with a fresh tail.
+class WebThread:
+    """The HTTP side on a thread and event loop of its own.
 
-    The families' body changes once per poll; the exporter's own process
-    metrics change every scrape. Compressing the body once, sync-flushing,
-    and finishing a copy of the compressor per scrape yields one valid gzip
-    member without recompressing megabytes. Level 1: ~10x cheaper than 9.
+    The web server does not share the poll loop: when a thousand
+    answers arrive at once, the poll loop is busy parsing for a second or two,
+    and a scrape queued behind that work would wait for all of it. On its own
+    thread a scrape waits at most one GIL switch interval at a time, and gzip
+    releases the GIL while it compresses. A scrape hands the GIL back and
+    forth a dozen times (socket and /proc reads), so during a poll round it
+    costs a dozen switch intervals, which is why the application lowers
+    the interval (app.WEB_SWITCH_INTERVAL). What crosses between this thread
+    and the poll loop is stated in app.py.
     """
 
-    __slots__ = ("_compressor", "head")
+    def __init__(self, exporter: Exporter, listen: str | Sequence[str],
+                 web_config: WebConfigWatcher | None, max_requests: int, read_timeout: float,
+                 sockets: Sequence[socket.socket] = ()) -> None:
+        self.exporter = exporter
+        # Socket activation replaces the listen addresses, as in the toolkit.
+        self.sockets = list(sockets)
+        self.listens = [] if self.sockets else (
+            [listen] if isinstance(listen, str) else list(listen))
+        self.listen = ", ".join(self.listens) or ", ".join(
+            "systemd:{}:{}".format(*s.getsockname()[:2]) for s in self.sockets)
+        self.addresses = [split_listen(address) for address in self.listens]
+        self.web_config, self.max_requests, self.read_timeout = (
+            web_config, max_requests, read_timeout)
+        self._thread = threading.Thread(target=self._run, name="sigma-web", daemon=True)
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
 
-    def __init__(self, body: bytes) -> None:
-        compressor = zlib.compressobj(1, zlib.DEFLATED, 31)
-        self.head = compressor.compress(body) + compressor.flush(zlib.Z_SYNC_FLUSH)
-        self._compressor = compressor
+    def start(self) -> None:
+        """Start serving; raises what binding the listener raised (e.g. OSError)."""
+        self._thread.start()
+        self._started.result()
 
-    def finish(self, tail: bytes) -> bytes:
-        compressor = self._compressor.copy()
-        return self.head + compressor.compress(tail) + compressor.flush()
+    def call_soon(self, callback: Callable[..., object], *args: object) -> None:
+        """Run `callback(*args)` on the web thread's loop; from any thread, never blocks.
+        Dropped when the web thread is not serving (not started yet, or stopped)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # closed between the check and the call
+                loop.call_soon_threadsafe(callback, *args)
 
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=15)
 
-# Bodies are prebuilt after a poll burst for variants scraped within this many seconds.
-PREBUILD_WINDOW = 300.0
-
-
-@dataclass(frozen=True, slots=True)
-class _Body:
-    generation: int
-    plain: bytes
-    gzip: GzipPrefix | None
-
-
-@dataclass
-class ReloadStatus:
-    successful: bool = True
-    last_success: float = field(default_factory=time.time)
-
-
-class Exporter:
-    """What the HTTP side serves, built from the poller's published state."""
-
-    def __init__(self, poller: Poller, telemetry_path: str = "/metrics") -> None:
-        self.poller = poller
-        self.telemetry_path = telemetry_path
-        self.reload = ReloadStatus()
-        # Set by the application: re-read the config file on the poll loop;
-        # resolves to None when the new file is in use, else why it was refused.
-        self.request_reload: Callable[[], Awaitable[str | None]] | None = None
-        self._process_registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self._process_registry)
-        # Last built body per (openmetrics, gzip), tagged with the generation
-        # it was built from; swapped whole, so either thread may replace it.
-        self._bodies: dict[tuple[bool, bool], _Body] = {}
-        self._asked: dict[tuple[bool, bool], float] = {}  # variant -> last scrape (monotonic)
-        poller.on_flush = self.prebuild
-
-    def _self_samples(self) -> Samples:
-        out = new_samples()
-        out["sigma_exporter_build_info"].append(
-            ((__version__, platform.python_version()), 1.0))
-        out["sigma_targets"].append(((), float(len(self.poller.targets))))
-        out["sigma_config_last_reload_successful"].append(
-            ((), 1.0 if self.reload.successful else 0.0))
-        out["sigma_config_last_reload_success_timestamp_seconds"].append(
-            ((), self.reload.last_success))
-        return out
-
-    def _process_metrics(self, openmetrics: bool) -> bytes:
-        if openmetrics:
-            body: bytes = om_generate(self._process_registry)  # type: ignore[no-untyped-call]
-            return body.removesuffix(b"# EOF\n")
-        return text_generate(self._process_registry)
-
-    def _build(self, openmetrics: bool, gzip: bool, generation: int) -> _Body:
-        blocks = [exposition.render(self._self_samples())]
-        blocks.extend(s.published.rendered for s in self.poller.targets.values())
-        plain = exposition.merge(blocks, openmetrics, end=False)
-        return _Body(generation, plain, GzipPrefix(plain) if gzip else None)
-
-    def prebuild(self, generation: int) -> None:
-        """Build the bodies scrapers asked for lately, before `generation` is published.
-
-        Called on the poll loop as a burst of publishes is flushed: scrapes
-        then find their body ready instead of merging and compressing the
-        whole fleet themselves while a poll round competes for the CPU.
-        """
-        now = time.monotonic()
-        for variant, asked in list(self._asked.items()):
-            if now - asked < PREBUILD_WINDOW:
-                self._bodies[variant] = self._build(*variant, generation)
-
-    def metrics_body(self, openmetrics: bool, gzip: bool) -> bytes:
-        """The full /metrics body; the targets' part is built once per poll generation."""
-        variant = (openmetrics, gzip)
-        self._asked[variant] = time.monotonic()
-        generation = self.poller.generation
-        body = self._bodies.get(variant)
-        # A body of the next generation (prebuilt, not yet announced) is fine too.
-        if body is None or body.generation < generation:
-            body = self._bodies[variant] = self._build(openmetrics, gzip, generation)
-        tail = self._process_metrics(openmetrics) + (b"# EOF\n" if openmetrics else b"")
-        if body.gzip is None:
-            return body.plain + tail
-        return body.gzip.finish(tail)
-
-    def probe_body(self, name: str, openmetrics: bool) -> bytes | None:
-        state = self.poller.targets.get(name)
-        if state is None:
-            return None
-        return exposition.merge([state.published.rendered], openmetrics)
-
-    def landing_page(self) -> str:
-        """The status page, from what the poller last published (no I/O, no waiting)."""
-        rows = [status.Row(s.name, redact_url(s.config.url), s.config.interval,
-                           s.published.status) for s in self.poller.targets.values()]
-        return status.render_page(rows, version=__version__,
-                                  telemetry_path=self.telemetry_path, now=time.time())
-
-
-def _content_type(openmetrics: bool) -> str:
-    return exposition.OPENMETRICS_CONTENT_TYPE if openmetrics else exposition.TEXT_CONTENT_TYPE
-
-
-DEFAULT_MAX_REQUESTS = 40
-
-
-@dataclass
-class InFlight:
-    """Authorised requests being handled right now, against `--web.max-requests`."""
-
-    limit: int = DEFAULT_MAX_REQUESTS  # 0: no limit
-    current: int = 0
-    refused: int = 0
-
-
-IN_FLIGHT: web.AppKey[InFlight] = web.AppKey("in_flight")
-
-
-def _busy() -> web.Response:
-    return web.Response(status=503, text="too many concurrent requests; "
-                        "retry later (--web.max-requests)\n", headers={"Retry-After": "1"})
-
-
-def _guards(watcher: WebConfigWatcher | None, in_flight: InFlight) -> list[Any]:
-    """Middlewares: the rate limit (if configured), basic auth, then the in-flight cap.
-
-    Only authorised work takes an in-flight slot: clients without valid
-    credentials (their bcrypt checks bounded on their own, see Authenticator)
-    cannot fill `--web.max-requests` and starve Prometheus.
-    """
-
-    @web.middleware
-    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if in_flight.limit and in_flight.current >= in_flight.limit:
-            in_flight.refused += 1
-            return _busy()
-        in_flight.current += 1
+    def _run(self) -> None:
         try:
-            return await handler(request)
-        finally:
-            in_flight.current -= 1
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaces in start() when it happens at start-up
+            if not self._started.done():
+                self._started.set_exception(exc)
+            else:
+                log.exception("web server failed")
 
-    if watcher is None:
-        return [limit]
-    authenticator = Authenticator()
-    limiter: list[RateLimiter] = []  # the bucket of the rate_limit in force, if any
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        web_config, read_timeout = self.web_config, self.read_timeout
+        # keepalive_timeout bounds the wait for a complete request line and
+        # headers, from the connection's start or the end of the previous
+        # answer: a client trickling its headers (slowloris) is cut off.
+        runner = web.AppRunner(build_app(self.exporter, web_config, self.max_requests),
+                               access_log=None, handle_signals=False,
+                               keepalive_timeout=read_timeout, shutdown_timeout=5.0)
+        await runner.setup()
+        sites: list[ExporterSite] = []
 
-    @web.middleware
-    async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
-        # As the exporter-toolkit does: one bucket for every request, before auth,
-        # so that a flood of bad passwords costs no bcrypt beyond the rate.
-        config = watcher.refresh().rate_limit
-        if config is None:
-            limiter.clear()
-        else:
-            if not limiter or limiter[0].limit != config:
-                limiter[:] = [RateLimiter(config)]
-            if not limiter[0].allow():
-                return web.Response(status=429, text="Too Many Requests\n")
-        return await handler(request)
+        def allowed_sans() -> tuple[str, ...] | None:
+            tls = web_config.config.tls if web_config is not None else None
+            return tls.client_allowed_sans if tls is not None else None
 
-    @web.middleware
-    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
-        users = watcher.refresh().user_hashes()
-        if users:
-            given = parse_basic(request.headers.get("Authorization", ""))
+        async def open_site() -> None:
+            context = web_config.ssl_context() if web_config is not None else None
+            new: list[ExporterSite] = []
             try:
-                ok = given is not None and await authenticator.check(users, *given)
-            except AuthBusy:
-                return _busy()
-            if not ok:
-                return web.Response(status=401, text="Unauthorized\n",
-                                    headers={"WWW-Authenticate": "Basic"})
-        return await handler(request)
+                for host, port in self.addresses:
+                    new.append(ExporterSite(runner, host, port, ssl_context=context,
+                                            read_timeout=read_timeout,
+                                            allowed_sans=allowed_sans, replacing=bool(sites)))
+                    await new[-1].start()
+                for sock in self.sockets:
+                    new.append(ExporterSite(runner, None, 0, ssl_context=context,
+                                            read_timeout=read_timeout, sock=sock,
+                                            allowed_sans=allowed_sans))
+                    await new[-1].start()
+            except BaseException:
+                for site in new:
+                    await site.stop()
+                raise
+            old = list(sites)
+            sites[:] = new
+            for stale in old:  # after the new ones listen: no connection is refused
+                await stale.stop()
 
-    # The toolkit's rate limit stays first (one bucket, before any bcrypt);
-    # the in-flight cap comes last, so that only authorised work takes a slot.
-    return [rate_limit, auth, limit]
+        try:
+            await open_site()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        background: set[asyncio.Task[None]] = set()
+        loop = self._loop
+        if web_config is not None:
+            async def reopen() -> None:
+                try:
+                    await open_site()
+                    log.info("listener reopened with the new TLS settings address=%s",
+                             self.listen)
+                except (OSError, RuntimeError) as exc:
+                    log.error("cannot reopen the listener with the new TLS settings, keeping "
+                              "the old one: %s", exc)
 
+            def tls_changed() -> None:
+                task = loop.create_task(reopen())
+                background.add(task)
+                task.add_done_callback(background.discard)
 
-class OneLineBadRequests(logging.Filter):
-    """aiohttp logs each malformed request (the client's fault, answered 400)
-    at ERROR with a full traceback; one line at INFO says all there is."""
+            web_config.on_tls_change = tls_changed
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            lines = str(error.message or "").strip().splitlines()
-            why = lines[0].rstrip(":") if lines else type(error).__name__
-            record.msg, record.args = "%s: %s %s", (record.getMessage(), error.code, why)
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-        return True
+            async def watch_web_config() -> None:
+                while True:
+                    await asyncio.sleep(web_config.CHECK_EVERY_S)
+                    web_config.refresh()
 
+            watcher_task = loop.create_task(watch_web_config())
+            background.add(watcher_task)
+            watcher_task.add_done_callback(background.discard)
+        self._started.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            for task in list(background):
+                task.cancel()
+            await runner.cleanup()
 
-def _quiet_bad_requests() -> None:
-    server_log = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, OneLineBadRequests) for f in server_log.filters):
-        server_log.addFilter(OneLineBadRequests())
-
-
-def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
-              max_requests: int = DEFAULT_MAX_REQUESTS) -> web.Application:
-    """The HTTP app; `watcher` brings basic auth and headers from --web.config.file."""
-    _quiet_bad_requests()
-    in_flight = InFlight(limit=max_requests)
-    app = web.Application(middlewares=_guards(watcher, in_flight))
-    app[IN_FLIGHT] = in_flight
-    if watcher is not None:
-        async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
-            for name, value in watcher.config.headers:
-                response.headers[name] = value
-
-        app.on_response_prepare.append(add_headers)
-
-    async def metrics(request: web.Request) -> web.Response:
-        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
-        body = exporter.metrics_body(openmetrics, gzip)
-        # The body depends on both: a cache must not hand one client's variant to another.
-        headers = {"Content-Type": _content_type(openmetrics),
-                   "Vary": "Accept, Accept-Encoding"}
-        if gzip:
-            headers["Content-Encoding"] = "gzip"
-        return web.Response(body=body, headers=headers)
-
-    async def probe(request: web.Request) -> web.Response:
-        name = request.query.get("target")
-        if not name:
-            return web.Response(status=400, text="missing ?target=NAME\n")
-        body = exporter.probe_body(name, wants_openmetrics(request.headers.get("Accept", "")))
-        if body is None:
-            # Never fetch a URL we were not configured with: only names are accepted.
-            return web.Response(status=404, text="unknown target; /probe serves configured "
-                                "target names only\n")
-        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        return web.Response(body=body, headers={"Content-Type": _content_type(openmetrics),
-                                                "Vary": "Accept"})
-
-    async def landing(request: web.Request) -> web.Response:
-        return web.Response(text=exporter.landing_page(), content_type="text/html")
-
-    async def reload(request: web.Request) -> web.Response:
-        if exporter.request_reload is None:
-            return web.Response(status=503, text="reload is not available\n")
-        problem = await exporter.request_reload()
-        if problem is not None:
-            return web.Response(status=500, text=f"reload failed: {problem}\n")
-        return web.Response(text="Reloaded\n")
-
-    async def healthy(request: web.Request) -> web.Response:
-        return web.Response(text="Healthy\n")
-
-    async def ready(request: web.Request) -> web.Response:
-        if exporter.poller.first_round.is_set():
-            return web.Response(text="Ready\n")
-        return web.Response(status=503, text="Not ready: first poll round not finished\n")
-
-    app.router.add_get(exporter.telemetry_path, metrics)
-    app.router.add_get("/probe", probe)
-    app.router.add_get("/", landing)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", reload)  # as Prometheus and Alertmanager offer it
-    return app
 
 
 class HeaderDeadline(asyncio.Protocol):

@@ -1,0 +1,231 @@
+"""The application: wires the poll loop, the web thread and agent mode, and owns the process.
+
+`cli.py` parses flags into `Settings` and calls `run`. Everything that
+concerns the process as a whole is here: signals (SIGINT and SIGTERM stop,
+SIGHUP reloads), the config reload (SIGHUP and POST /-/reload), the GC and
+GIL switch-interval tuning, the open-file limit and the order of shutdown.
+
+Threading model. Two threads, each with its own event loop:
+
+* The main thread runs the poll loop: the Poller, every TargetState, the
+  agent hook, reloads and signals. Nothing else touches their state.
+* The web thread (`WebThread`) runs the HTTP server: the Exporter, its body
+  cache (`_bodies`, `_asked`) and the listeners. Nothing else touches them.
+
+From poll to web crosses one thing: the immutable `View` the poller builds
+per generation and hands over by a single attribute assignment
+(`poller.view = View(...)`); the web thread reads that attribute and builds
+every body and page from the object it got. The poll side's only call
+towards the web side is the notification of a new View, which schedules the
+Exporter's prebuild on the web loop with `loop.call_soon_threadsafe`
+(`WebThread.call_soon`). The web side's only call towards the poll side is
+a reload request, scheduled on the poll loop with
+`asyncio.run_coroutine_threadsafe`. The settings the web side reads (the
+web config watcher, the telemetry path, the reload callable) are set before
+the web thread starts and belong to the web thread from then on. Logging is
+the process's: a reload replaces the redaction filter's secrets whole (one
+assignment of a tuple) for both threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import resource
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sigma_exporter import __version__
+from sigma_exporter.config import (
+    DURATION_FIX,
+    Config,
+    ConfigError,
+    format_duration,
+    load_config,
+    parse_duration,
+)
+from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.poll.target import AfterDump
+from sigma_exporter.redact import RedactFilter, redact_url
+from sigma_exporter.web.exporter import Exporter
+from sigma_exporter.web.routes import DEFAULT_MAX_REQUESTS
+from sigma_exporter.web.server import DEFAULT_LISTEN, WebThread, listen_problem
+from sigma_exporter.web.webconfig import WebConfigWatcher
+
+log = logging.getLogger("sigma_exporter")
+
+EXIT_CONFIG = 2
+
+# GIL switch interval while the web thread shares the process with the poll
+# loop: a scrape hands the GIL back and forth a dozen times, so during a poll
+# round it waits a dozen intervals; 1 ms instead of CPython's 5 ms.
+WEB_SWITCH_INTERVAL = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the exporter runs with, as the command line gave it."""
+
+    config: Config
+    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
+    telemetry_path: str = "/metrics"
+    config_file: str | None = None  # re-read on reload; None: targets from --target
+    web_config: WebConfigWatcher | None = None
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    read_timeout: float = 10.0
+    sockets: tuple[socket.socket, ...] = ()  # systemd's; they replace `listen`
+
+
+def duration_flag(flag: str, text: str) -> float:
+    """A flag's Prometheus duration (the grammar of the config file), above zero."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise ConfigError(flag, text, "not a duration above zero", DURATION_FIX)
+    return seconds
+
+
+@contextmanager
+def tuned_runtime() -> Iterator[None]:
+    """Make the cyclic GC cheap and the GIL switch quick while the exporter runs.
+
+    Each round allocates many short-lived objects (decoded JSON, samples);
+    with CPython's default thresholds that triggers frequent full collections
+    that walk every live object, a third of a 1,000-target round's CPU.
+    Almost nothing we allocate forms cycles (refcounting frees it), so we
+    collect less often and move the start-up objects out of the GC's sight.
+    Both settings are the process's: they are put back on the way out.
+    """
+    thresholds, interval = gc.get_threshold(), sys.getswitchinterval()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    sys.setswitchinterval(WEB_SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft open-file limit to the hard one, as Go programs do since 1.19.
+
+    Each target keeps connections open and each scrape takes one; a soft
+    limit of 1,024 (systemd's default) ran out long before the hard limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # an infinite hard limit may not be a soft one
+        log.debug("open-file limit left at %d (hard %d): %s", soft, hard, exc)
+
+
+async def serve(settings: Settings, after_dump: AfterDump | None = None,
+                ready: asyncio.Event | None = None) -> None:
+    """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation)."""
+    config = settings.config
+    poller = Poller(config, after_dump)
+    exporter = Exporter(poller, settings.telemetry_path)
+    web_thread = WebThread(exporter, settings.listen, settings.web_config,
+                           settings.max_requests, settings.read_timeout, settings.sockets)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    async def reload() -> str | None:
+        """SIGHUP and POST /-/reload: None when the new file is in use, else why not."""
+        if not settings.config_file:
+            log.warning("reload ignored: no --config.file to reload")
+            return "no --config.file to reload (the targets come from --target)"
+        try:
+            new = load_config(settings.config_file)
+        except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
+            poller.reload_failed()
+            if isinstance(exc, ConfigError):
+                log.error("reload failed, keeping the running config: %s", exc)
+            else:
+                log.exception("reload failed, keeping the running config")
+            return str(exc)
+        await poller.reload(new)
+        for handler in logging.getLogger().handlers:  # new secrets to blank in logs
+            for flt in handler.filters:
+                if isinstance(flt, RedactFilter):
+                    flt.secrets = new.secrets()
+        log.info("config reloaded targets=%d", len(new.targets))
+        return None
+
+    def reload_from_web() -> Awaitable[str | None]:
+        # Called on the web thread's loop; the reload itself runs on the poll loop.
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(reload(), loop))
+
+    exporter.request_reload = reload_from_web
+    # A new View: the web thread prebuilds the bodies scrapers ask for, on its own loop.
+    poller.on_publish = lambda view: web_thread.call_soon(exporter.prebuild, view)
+
+    def remove_signal_handlers() -> None:  # a second Ctrl-C during shutdown stops at once
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+    # Handlers first: a signal must never find the process without them.
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+    try:
+        with tuned_runtime():
+            web_thread.start()
+            try:
+                web_config = settings.web_config
+                log.info("listening address=%s tls=%s auth=%s targets=%d version=%s",
+                         web_thread.listen, web_config is not None and web_config.tls_enabled,
+                         bool(web_config and web_config.config.users), len(config.targets),
+                         __version__)
+                for target in config.targets:
+                    log.info("watching target=%s url=%s interval=%s timeout=%s", target.name,
+                             redact_url(target.url), format_duration(target.interval),
+                             format_duration(target.timeout))
+                poller.start()
+                if ready is not None:
+                    ready.set()
+                await stop.wait()
+            finally:
+                log.info("shutting down")
+                remove_signal_handlers()
+                await poller.stop()
+                close = getattr(after_dump, "close", None)
+                if callable(close):  # agent mode: let go of NVML
+                    close()
+                await asyncio.to_thread(web_thread.stop)
+    finally:
+        remove_signal_handlers()
+        poller.on_publish = None
+
+
+def run(settings: Settings) -> int:
+    """The exporter, until a signal stops it; the process's exit status."""
+    from sigma_exporter.agent.hook import (
+        after_dump_hook,  # late: imports NVML bindings only when running
+    )
+
+    raise_open_file_limit()
+    try:
+        hook = after_dump_hook(settings.config)
+    except ConfigError as exc:
+        print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    listen = "the systemd sockets" if settings.sockets else ", ".join(settings.listen)
+    try:
+        asyncio.run(serve(settings, hook))
+    except OSError as exc:
+        print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
+        return 1
+    return 0

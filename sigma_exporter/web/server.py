@@ -33,14 +33,8 @@ from sigma_exporter.collect.samples import Samples, new_samples
 from sigma_exporter.poll.poller import Poller
 from sigma_exporter.redact import redact_url
 from sigma_exporter.web import status
-from sigma_exporter.web.webconfig import (
-    AuthBusy,
-    Authenticator,
-    RateLimiter,
-    WebConfigWatcher,
-    parse_basic,
-    sans_allowed,
-)
+from sigma_exporter.web.auth import AuthBusy, Authenticator, RateLimiter, parse_basic, sans_allowed
+from sigma_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger("sigma_exporter.web.server")
 

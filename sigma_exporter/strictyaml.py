@@ -78,9 +78,10 @@ class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key written twice in one mapping."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        self.flatten_mapping(node)  # `<<:` merges may override; written keys may not
         seen: set[object] = set()
-        for key_node, _ in node.value:
+        for key_node, _ in node.value:  # before merges: a key may override a `<<:` one
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, str | int | float | bool) and key in seen:
                 raise _DuplicateKey(problem=f"the key {key!r} is written twice",

@@ -93,6 +93,7 @@ BAD = {
                                    True),
     "bad-rate-limit-interval.yml": ("rate_limit.interval: 'fast' is not a duration", True),
     "bad-rate-limit-no-burst.yml": ("rate_limit.burst: 0 with an interval", True),
+    "bad-duplicate-user.yml": ("line 3: the key 'prometheus' is written twice", True),
 }
 
 

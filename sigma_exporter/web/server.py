@@ -30,6 +30,7 @@ from prometheus_client.process_collector import ProcessCollector
 from sigma_exporter import __version__
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples, new_samples
+from sigma_exporter.grammar import parse_host_port
 from sigma_exporter.poll.poller import Poller
 from sigma_exporter.redact import redact_url
 from sigma_exporter.web import status
@@ -507,10 +508,9 @@ async def ensure_port_free(host: str | None, port: int) -> None:
 
 
 def describe_listen(address: str) -> str:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - display only
-    shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
-    return f"http://{shown}:{port}/"
+    host, port = parse_host_port(address)
+    shown = "localhost" if host in (None, "0.0.0.0", "::") else host  # noqa: S104 - display only
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"  # IPv6 in brackets
 
 
 def python_info() -> str:

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 from sigma_exporter.grammar import DURATION_FIX as DURATION_FIX
 from sigma_exporter.grammar import format_duration as format_duration
 from sigma_exporter.grammar import parse_duration as parse_duration
-from sigma_exporter.grammar import parse_host_port as parse_host_port
 from sigma_exporter.redact import redact_url
 from sigma_exporter.strictyaml import ConfigError as ConfigError
 from sigma_exporter.strictyaml import ConfigErrors as ConfigErrors

@@ -86,6 +86,8 @@ def parse_host_port(text: str) -> tuple[str | None, int]:
     them, `::1:9100` could end anywhere. The port is 0-65535 in ASCII digits
     (0 lets the system choose). ValueError says what is wrong.
     """
+    if "/" in text:
+        raise ValueError(f"{text!r} is a URL or path, not HOST:PORT")
     host, sep, port = text.rpartition(":")
     if not sep:
         raise ValueError(f"{text!r} has no :PORT")

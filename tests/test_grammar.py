@@ -39,7 +39,7 @@ def test_host_port_accepts(text: str, expected: tuple[str | None, int]) -> None:
     ("[]:9100", "is not an IPv6 address"),
     ("[host]:9100", "is not an IPv6 address"),
     ("ho st:80", "is not a host name"),
-    ("http://host:80", "put it in brackets"),  # a URL is not HOST:PORT
+    ("http://host:80", "a URL or path, not HOST:PORT"),
     ("user@host:80", "is not a host name"),
 ])
 def test_host_port_refuses_with_the_reason(text: str, reason: str) -> None:

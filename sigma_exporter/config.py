@@ -9,15 +9,20 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
+# The grammars and the strict reader live in modules of their own; the names
+# are re-exported here for the callers that read them as config's.
+from sigma_exporter.grammar import DURATION_FIX as DURATION_FIX
+from sigma_exporter.grammar import format_duration as format_duration
+from sigma_exporter.grammar import parse_duration as parse_duration
 from sigma_exporter.redact import redact_url
+from sigma_exporter.strictyaml import ConfigError as ConfigError
+from sigma_exporter.strictyaml import ConfigErrors as ConfigErrors
+from sigma_exporter.strictyaml import Reader, read_text, read_yaml
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
@@ -28,36 +33,6 @@ DEFAULT_MAX_CONCURRENT_POLLS = 256
 # 500 jobs, the default max, make about 9,000; docs/security.md has the cost.
 DEFAULT_MAX_SERIES = 20_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
-
-
-class ConfigError(Exception):
-    """A configuration mistake: where it is and how to fix it.
-
-    `target` names the target the key belongs to, when it has a name, so a
-    message about `targets[7].timeout` also says which server that is.
-    """
-
-    def __init__(self, source: str, key: str, problem: str, fix: str,
-                 target: str | None = None) -> None:
-        self.source, self.key, self.problem, self.fix = source, key, problem, fix
-        self.target = target
-        where = f"{key} (target {target})" if target else key
-        super().__init__(f"{source}: {where}: {problem}. Fix: {fix}")
-
-
-class ConfigErrors(ConfigError):
-    """Every mistake found in one file, so one run shows them all.
-
-    It reads as its first mistake (key, problem, fix) for callers that want
-    one; its message lists each on a line of its own.
-    """
-
-    def __init__(self, errors: list[ConfigError]) -> None:
-        first = errors[0]
-        super().__init__(first.source, first.key, first.problem, first.fix, first.target)
-        self.errors = errors
-        if len(errors) > 1:
-            self.args = (f"{len(errors)} problems:\n" + "\n".join(f"  {e}" for e in errors),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,149 +122,34 @@ class Config:
         return tuple(s for t in self.targets for s in t.auth.secrets())
 
 
-# --- durations: Prometheus' grammar, everywhere ------------------------------
-
-# `1y2w3d4h5m6s7ms`: each unit at most once, largest first, whole numbers
-# (Prometheus' model.ParseDuration). Tokenised in one linear pass: no
-# backtracking regular expression over text a user (or a file) supplies.
-_DURATION_UNITS = {"y": 365 * 86400.0, "w": 7 * 86400.0, "d": 86400.0, "h": 3600.0,
-                   "m": 60.0, "s": 1.0, "ms": 0.001}
-_DURATION_ORDER = tuple(_DURATION_UNITS)
-_DURATION_TOKEN = re.compile(r"([0-9]+)(ms|[ywdhms])")
-DURATION_FIX = "write a Prometheus duration such as `15s`, `1m30s` or `500ms`"
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a Prometheus duration; ValueError (with the reason) if it is not one."""
-    if text == "0":
-        return 0.0
-    if not text or len(text) > 64:
-        raise ValueError("not a duration")
-    seconds, position, last = 0.0, 0, -1
-    for match in _DURATION_TOKEN.finditer(text):
-        unit = _DURATION_ORDER.index(match.group(2))
-        if match.start() != position or unit <= last:
-            raise ValueError("units must each appear once, largest first")
-        seconds += int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        position, last = match.end(), unit
-    if position != len(text):
-        raise ValueError("not a duration")
-    return seconds
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as Prometheus writes it: `1m30s`, `500ms`, `0s`."""
-    millis = round(seconds * 1000)
-    if millis == 0:
-        return "0s"
-    out = []
-    for unit, size in _DURATION_UNITS.items():
-        count, millis = divmod(millis, round(size * 1000))
-        if count:
-            out.append(f"{count}{unit}")
-    return "".join(out)
-
-
-# --- value readers -----------------------------------------------------------
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
-_SIZE_FACTOR = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3,
-                "kb": 1024, "mb": 1024**2, "gb": 1024**3}
-
-
-class _Reader:
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, key: str, problem: str, fix: str) -> ConfigError:
-        return ConfigError(self.source, key, problem, fix)
-
-    def mapping(self, value: object, key: str, allowed: set[str]) -> Mapping[str, Any]:
+def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | None:
+    """`NAME_file` or `NAME_env`; a literal `NAME` is refused."""
+    if name in block:
+        raise r.error(f"{key}.{name}", "secrets may not be written in the config file",
+                      f"put it in a file and use `{name}_file: /path`, or in an "
+                      f"environment variable and use `{name}_env: VARIABLE`")
+    path, env = block.get(f"{name}_file"), block.get(f"{name}_env")
+    if path is not None and env is not None:
+        raise r.error(f"{key}.{name}_file", f"both {name}_file and {name}_env are set",
+                      "keep one of them")
+    if path is not None:
+        path = r.string(path, f"{key}.{name}_file")
+        try:
+            return read_text(path).strip()
+        except OSError as exc:
+            raise r.error(f"{key}.{name}_file", f"cannot read {path}: {exc.strerror}",
+                          "check the path and that the exporter's user may read it") from None
+        except UnicodeDecodeError:
+            raise r.error(f"{key}.{name}_file", f"{path} is not UTF-8 text",
+                          "save the secret as UTF-8") from None
+    if env is not None:
+        env = r.string(env, f"{key}.{name}_env")
+        value = os.environ.get(env)
         if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(key, f"must be a mapping, not {type(value).__name__}",
-                             f"write `{key}:` followed by indented `name: value` lines")
-        for k in value:
-            if k not in allowed:
-                raise self.error(f"{key}.{k}" if key else str(k), "unknown key",
-                                 f"use one of: {', '.join(sorted(allowed))}")
+            raise r.error(f"{key}.{name}_env", f"environment variable {env} is not set",
+                          f"export {env}=... before starting the exporter")
         return value
-
-    def duration(self, value: object, key: str) -> float:
-        if not isinstance(value, str):  # a bare YAML number has no unit
-            raise self.error(key, f"{value!r} is not a duration", DURATION_FIX)
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise self.error(key, f"{value!r} is not a duration ({exc})", DURATION_FIX) \
-                from None
-        if seconds <= 0:
-            raise self.error(key, "must be greater than zero", "write e.g. `15s`")
-        return seconds
-
-    def size(self, value: object, key: str) -> int:
-        match = _SIZE.match(str(value)) if not isinstance(value, bool) else None
-        if not match:
-            raise self.error(key, f"{value!r} is not a size", "write e.g. `8MiB` or `8388608`")
-        size = int(match.group(1)) * _SIZE_FACTOR[(match.group(2) or "b").lower()]
-        if size <= 0:
-            raise self.error(key, "must be greater than zero", "write e.g. `8MiB`")
-        return size
-
-    def boolean(self, value: object, key: str) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(key, f"{value!r} is not true or false", "write `true` or `false`")
-        return value
-
-    def string(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.error(key, "must be a non-empty string", f"write `{key}: some-text`")
-        return value
-
-    def integer(self, value: object, key: str, minimum: int = 1) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(key, f"{value!r} is not a whole number >= {minimum}",
-                             f"write e.g. `{key.rsplit('.', 1)[-1]}: {max(minimum, 4)}`")
-        return value
-
-    def regex(self, value: object, key: str) -> re.Pattern[str]:
-        text = self.string(value, key)
-        try:
-            return re.compile(text)
-        except re.error as exc:
-            raise self.error(key, f"invalid regular expression: {exc}",
-                             "write a Python regular expression, e.g. `^VTV`") from None
-
-    def secret(self, block: Mapping[str, Any], name: str, key: str) -> str | None:
-        """`NAME_file` or `NAME_env`; a literal `NAME` is refused."""
-        if name in block:
-            raise self.error(f"{key}.{name}", "secrets may not be written in the config file",
-                             f"put it in a file and use `{name}_file: /path`, or in an "
-                             f"environment variable and use `{name}_env: VARIABLE`")
-        path, env = block.get(f"{name}_file"), block.get(f"{name}_env")
-        if path is not None and env is not None:
-            raise self.error(f"{key}.{name}_file", f"both {name}_file and {name}_env are set",
-                             "keep one of them")
-        if path is not None:
-            path = self.string(path, f"{key}.{name}_file")
-            try:
-                return read_text(path).strip()
-            except OSError as exc:
-                raise self.error(f"{key}.{name}_file", f"cannot read {path}: {exc.strerror}",
-                                 "check the path and that the exporter's user may read it") \
-                    from None
-            except UnicodeDecodeError:
-                raise self.error(f"{key}.{name}_file", f"{path} is not UTF-8 text",
-                                 "save the secret as UTF-8") from None
-        if env is not None:
-            env = self.string(env, f"{key}.{name}_env")
-            value = os.environ.get(env)
-            if value is None:
-                raise self.error(f"{key}.{name}_env", f"environment variable {env} is not set",
-                                 f"export {env}=... before starting the exporter")
-            return value
-        return None
+    return None
 
 
 # --- sections ------------------------------------------------------------------
@@ -306,16 +166,12 @@ _TOP_KEYS = {"targets", "defaults", "nvml", "poll"}
 _POLL_KEYS = {"max_concurrent"}
 
 
-def _tls(r: _Reader, raw: object, key: str, base: TLSConfig) -> TLSConfig:
+def _tls(r: Reader, raw: object, key: str, base: TLSConfig) -> TLSConfig:
     block = r.mapping(raw, key, _TLS_KEYS)
     values: dict[str, Any] = {}
     for name in ("ca_file", "cert_file", "key_file"):
         if name in block:
-            path = r.string(block[name], f"{key}.{name}")
-            if not os.path.isfile(path):
-                raise r.error(f"{key}.{name}", f"file {path} does not exist",
-                              "give the path of a PEM file the exporter can read")
-            values[name] = path
+            values[name] = r.file(block[name], f"{key}.{name}")
     if "insecure_skip_verify" in block:
         values["insecure_skip_verify"] = r.boolean(block["insecure_skip_verify"],
                                                    f"{key}.insecure_skip_verify")
@@ -326,13 +182,13 @@ def _tls(r: _Reader, raw: object, key: str, base: TLSConfig) -> TLSConfig:
     return tls
 
 
-def _auth(r: _Reader, raw: object, key: str) -> AuthConfig:
+def _auth(r: Reader, raw: object, key: str) -> AuthConfig:
     block = r.mapping(raw, key, _AUTH_KEYS)
     if not block:
         return AuthConfig()
     username = r.string(block["username"], f"{key}.username") if "username" in block else None
-    password = r.secret(block, "password", key)
-    token = r.secret(block, "bearer_token", key)
+    password = _secret(r, block, "password", key)
+    token = _secret(r, block, "bearer_token", key)
     if token is not None and (username is not None or password is not None):
         raise r.error(key, "both basic auth and a bearer token are set", "keep one of them")
     if password is not None and username is None:
@@ -341,7 +197,7 @@ def _auth(r: _Reader, raw: object, key: str) -> AuthConfig:
     return AuthConfig(username, password, token)
 
 
-def _jobs(r: _Reader, raw: object, key: str, base: JobsConfig) -> JobsConfig:
+def _jobs(r: Reader, raw: object, key: str, base: JobsConfig) -> JobsConfig:
     block = r.mapping(raw, key, _JOBS_KEYS)
     values: dict[str, Any] = {}
     if "enabled" in block:
@@ -354,14 +210,9 @@ def _jobs(r: _Reader, raw: object, key: str, base: JobsConfig) -> JobsConfig:
     return replace(base, **values)
 
 
-def _headers(r: _Reader, raw: object, key: str) -> tuple[tuple[str, str], ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise r.error(key, "must be a mapping of header name to value",
-                      f"write `{key}:` and lines like `X-Api-Key: value`")
+def _headers(r: Reader, raw: object, key: str) -> tuple[tuple[str, str], ...]:
     out = []
-    for name, value in raw.items():
+    for name, value in r.mapping(raw, key, None).items():
         if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9-]+$", name):
             raise r.error(f"{key}.{name}", "not a valid header name", "use letters, digits, -")
         if name.lower() == "authorization":
@@ -377,7 +228,7 @@ def _headers(r: _Reader, raw: object, key: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def _target_fields(r: _Reader, block: Mapping[str, Any], key: str,
+def _target_fields(r: Reader, block: Mapping[str, Any], key: str,
                    base: TargetConfig) -> dict[str, Any]:
     values: dict[str, Any] = {}
     if "interval" in block:
@@ -405,7 +256,7 @@ def _target_fields(r: _Reader, block: Mapping[str, Any], key: str,
     return values
 
 
-def check_url(r: _Reader, url: object, key: str) -> str:
+def check_url(r: Reader, url: object, key: str) -> str:
     text = r.string(url, key)
     try:
         parts = urlsplit(text)
@@ -429,7 +280,7 @@ def parse_config(data: object, source: str) -> Config:
     all of them (a target's mistakes stop at its first: later keys of a
     broken target would mostly repeat it).
     """
-    r = _Reader(source)
+    r = Reader(source)
     errors: list[ConfigError] = []
     top = r.mapping(data, "", _TOP_KEYS)
     base = TargetConfig(name="", url="")
@@ -478,7 +329,7 @@ def parse_config(data: object, source: str) -> Config:
     return Config(tuple(targets), nvml, max_concurrent, source)
 
 
-def _target(r: _Reader, raw: object, key: str, base: TargetConfig,
+def _target(r: Reader, raw: object, key: str, base: TargetConfig,
             names: set[str]) -> TargetConfig:
     block = r.mapping(raw, key, _TARGET_KEYS)
     if "url" not in block:
@@ -501,7 +352,7 @@ def _target(r: _Reader, raw: object, key: str, base: TargetConfig,
     return target
 
 
-def _check_timeout(r: _Reader, target: TargetConfig, key: str) -> None:
+def _check_timeout(r: Reader, target: TargetConfig, key: str) -> None:
     """An explicit timeout longer than the interval is a mistake (Prometheus agrees)."""
     if target.timeout > target.interval:
         raise r.error(f"{key}.timeout", f"timeout {format_duration(target.timeout)} is longer "
@@ -510,7 +361,7 @@ def _check_timeout(r: _Reader, target: TargetConfig, key: str) -> None:
                       "(it then defaults to the smaller of 5s and the interval)")
 
 
-def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
+def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
     block = r.mapping(raw, "nvml", _NVML_KEYS)
     values: dict[str, Any] = {}
     if "enabled" in block:
@@ -535,45 +386,9 @@ def _nvml(r: _Reader, raw: object, names: set[str]) -> NvmlConfig:
         tol = r.mapping(block["tolerances"], "nvml.tolerances", set(DEFAULT_TOLERANCES))
         merged = dict(DEFAULT_TOLERANCES)
         for k, v in tol.items():
-            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                raise r.error(f"nvml.tolerances.{k}", f"{v!r} is not a number >= 0",
-                              f"write e.g. `{k}: {DEFAULT_TOLERANCES[k]:g}`")
-            merged[k] = float(v)
+            merged[k] = r.number(v, f"nvml.tolerances.{k}", example=DEFAULT_TOLERANCES[k])
         values["tolerances"] = tuple(sorted(merged.items()))
     return NvmlConfig(**values)
-
-
-def read_text(path: str) -> str:
-    """A regular file's text (UTF-8). Opened non-blocking and checked first: a
-    FIFO or device put in a config file's place would block the loop reading
-    it; it is refused instead (OSError, `not a regular file`)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(0, "not a regular file")
-        os.set_blocking(fd, True)
-        with os.fdopen(fd, encoding="utf-8") as handle:
-            fd = -1  # the handle owns it now
-            return handle.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def read_yaml(path: str, flag: str) -> Any:
-    """A YAML file's content; every way it can fail is a ConfigError naming `flag`."""
-    try:
-        return yaml.safe_load(read_text(path))
-    except OSError as exc:
-        raise ConfigError(path, "(file)", f"cannot read the file: {exc.strerror}",
-                          f"check the path given to {flag}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(path, "(file)", "not UTF-8 text", "save the file as UTF-8") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "(file)"
-        raise ConfigError(path, where, f"not valid YAML: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax (indentation, colons, quotes)") from None
 
 
 def load_config(path: str) -> Config:
@@ -588,7 +403,7 @@ def load_config(path: str) -> Config:
 def config_from_urls(urls: list[str], timeout: float | None = None,
                      interval: float | None = None) -> Config:
     """A config from `--target URL` flags (no file)."""
-    r = _Reader("--target")
+    r = Reader("--target")
     targets = []
     names: set[str] = set()
     for url in urls:

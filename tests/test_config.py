@@ -16,6 +16,7 @@ MISTAKES = {
     "bad-no-targets.yml": ("targets", "at least one target", "add `targets:`"),
     "bad-empty.yml": ("targets", "empty", "add `targets:`"),
     "bad-yaml-syntax.yml": ("line 3", "not valid YAML", "fix the YAML syntax"),
+    "bad-duplicate-key.yml": ("line 5", "'interval' is written twice", "keep the key once"),
     "bad-unknown-key.yml": ("targets[0].intervall", "unknown key", "interval"),
     "bad-unknown-top-key.yml": ("target", "unknown key", "targets"),
     "bad-url-scheme.yml": ("targets[0].url", "not an http(s) URL", "http://"),

@@ -22,8 +22,10 @@ import pytest
 from conftest import FIXTURES, ROOT, Proc, free_port, make_ca, make_cert, require_tool, wait_until
 
 from sigma_exporter.config import ConfigError
+from sigma_exporter.web import auth as web_auth
 from sigma_exporter.web import webconfig
-from sigma_exporter.web.webconfig import Authenticator, load_web_config, parse_basic
+from sigma_exporter.web.auth import Authenticator, parse_basic
+from sigma_exporter.web.webconfig import load_web_config
 
 WEB = FIXTURES / "webconfig"
 PASSWORD = "correct horse battery"
@@ -91,6 +93,7 @@ BAD = {
                                    True),
     "bad-rate-limit-interval.yml": ("rate_limit.interval: 'fast' is not a duration", True),
     "bad-rate-limit-no-burst.yml": ("rate_limit.burst: 0 with an interval", True),
+    "bad-duplicate-user.yml": ("line 3: the key 'prometheus' is written twice", True),
 }
 
 
@@ -215,18 +218,18 @@ def test_a_hash_is_not_a_password_and_the_cache_keys_on_all_three() -> None:
 
 def test_unknown_user_pays_for_a_dummy_bcrypt(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[bytes] = []
-    real = webconfig._bcrypt_ok
+    real = web_auth._bcrypt_ok
 
     def spy(password: bytes, hashed: bytes) -> bool:
         seen.append(hashed)
         return real(password, hashed)
 
-    monkeypatch.setattr(webconfig, "_bcrypt_ok", spy)
+    monkeypatch.setattr(web_auth, "_bcrypt_ok", spy)
     auth = Authenticator()
     assert not auth.check_blocking({"alice": _hash(b"pw")}, b"mallory", b"pw")
-    assert seen == [webconfig.DUMMY_HASH]
+    assert seen == [web_auth.DUMMY_HASH]
     # Even if someone guessed the dummy hash's password, an unknown user stays out.
-    monkeypatch.setattr(webconfig, "_bcrypt_ok", lambda password, hashed: True)
+    monkeypatch.setattr(web_auth, "_bcrypt_ok", lambda password, hashed: True)
     assert not Authenticator().check_blocking({}, b"mallory", b"anything")
     assert not Authenticator().check_blocking({}, b"\xff\xfe", b"x")  # not UTF-8
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from sigma_exporter.agent.nvml import GpuReading
 from sigma_exporter.collect.samples import Samples, new_samples
 from sigma_exporter.config import DEFAULT_TOLERANCES, NvmlConfig
+from sigma_exporter.source.gpufields import BY_CROSSCHECK, GPU_FIELDS
 from sigma_exporter.source.snapshot import Gpu
 
 log = logging.getLogger("sigma_exporter.agent.crosscheck")
@@ -47,22 +48,11 @@ log = logging.getLogger("sigma_exporter.agent.crosscheck")
 MIB_PER_MB = 1024 * 1024 / 1_000_000  # 1.048576: MiB / MB
 _MB_MIB_SLACK = 0.002  # relative; totals differ by a few MiB between tools anyway
 
-# Fields with a difference series; count has no mismatch series.
-DIFFERENCE_FIELDS = ("memory_total", "memory_used", "utilization", "encoder", "decoder",
-                     "temperature", "count")
-MISMATCH_FIELDS = ("identity", "memory_total", "memory_used", "utilization", "encoder",
-                   "decoder", "temperature")
-WINDOWED = frozenset({"utilization", "encoder", "decoder", "temperature"})
-
-# field -> (Sigma's Gpu attribute, NVML's GpuReading attribute)
-_PAIRS: dict[str, tuple[str, str]] = {
-    "memory_total": ("memory_total_bytes", "memory_total_bytes"),
-    "memory_used": ("memory_used_bytes", "memory_used_bytes"),
-    "utilization": ("utilization_ratio", "utilization_ratio"),
-    "encoder": ("encoder_utilization_ratio", "encoder_utilization_ratio"),
-    "decoder": ("decoder_utilization_ratio", "decoder_utilization_ratio"),
-    "temperature": ("temperature_celsius", "temperature_celsius"),
-}
+# Fields with a difference series: the shared figures, and count (no mismatch
+# series). Identity (the names) has a mismatch series only.
+DIFFERENCE_FIELDS = (*(f.crosscheck for f in GPU_FIELDS), "count")
+MISMATCH_FIELDS = ("identity", *(f.crosscheck for f in GPU_FIELDS))
+WINDOWED = frozenset(f.crosscheck for f in GPU_FIELDS if f.windowed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,14 +68,11 @@ class Tolerances:
         return cls(**{k: nvml.tolerance(k) for k in DEFAULT_TOLERANCES})
 
     def limit(self, field: str, total_bytes: float | None) -> float:
-        """The largest |difference| that still agrees, for this field."""
-        if field == "memory_total":
-            return self.memory_total_bytes
-        if field == "memory_used":
-            return max(self.memory_used_bytes, self.memory_used_ratio * (total_bytes or 0.0))
-        if field == "temperature":
-            return self.temperature
-        return self.utilization  # utilization, encoder, decoder
+        """The largest |difference| that still agrees, for this cross-check field."""
+        tolerance: float = getattr(self, BY_CROSSCHECK[field].tolerance)
+        if field == "memory_used":  # the larger of a fixed and a relative slack
+            return max(tolerance, self.memory_used_ratio * (total_bytes or 0.0))
+        return tolerance
 
 
 def beyond(difference: float, limit: float) -> bool:
@@ -114,10 +101,10 @@ def sigma_count(gpu: Gpu) -> float | None:
 def differences(sigma: Gpu, nvml: GpuReading) -> dict[str, float]:
     """Sigma minus NVML per field, for the fields both sides have."""
     out: dict[str, float] = {}
-    for field, (s_attr, n_attr) in _PAIRS.items():
-        s, n = getattr(sigma, s_attr), getattr(nvml, n_attr)
+    for figure in GPU_FIELDS:
+        s, n = getattr(sigma, figure.attr), getattr(nvml, figure.attr)
         if s is not None and n is not None:
-            out[field] = float(s) - float(n)
+            out[figure.crosscheck] = float(s) - float(n)
     count = sigma_count(sigma)
     if count is not None and nvml.encoder_sessions is not None:
         out["count"] = count - nvml.encoder_sessions

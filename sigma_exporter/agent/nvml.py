@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sigma_exporter.collect.samples import Samples, new_samples
+from sigma_exporter.source.gpufields import GPU_FIELDS
 
 log = logging.getLogger("sigma_exporter.agent.nvml")
 
@@ -304,17 +305,13 @@ class PynvmlBackend:
 
 # --- samples --------------------------------------------------------------------
 
+# The figures Sigma reports too come from the shared table; the rest are NVML's own.
 _GAUGES: tuple[tuple[str, str], ...] = (
-    ("sigma_nvml_gpu_memory_total_bytes", "memory_total_bytes"),
-    ("sigma_nvml_gpu_memory_used_bytes", "memory_used_bytes"),
-    ("sigma_nvml_gpu_utilization_ratio", "utilization_ratio"),
+    *((f.nvml_metric, f.attr) for f in GPU_FIELDS),
     ("sigma_nvml_gpu_memory_utilization_ratio", "memory_utilization_ratio"),
-    ("sigma_nvml_gpu_encoder_utilization_ratio", "encoder_utilization_ratio"),
-    ("sigma_nvml_gpu_decoder_utilization_ratio", "decoder_utilization_ratio"),
     ("sigma_nvml_gpu_encoder_sessions", "encoder_sessions"),
     ("sigma_nvml_gpu_encoder_fps", "encoder_fps"),
     ("sigma_nvml_gpu_encoder_latency_seconds", "encoder_latency_seconds"),
-    ("sigma_nvml_gpu_temperature_celsius", "temperature_celsius"),
     ("sigma_nvml_gpu_power_watts", "power_watts"),
     ("sigma_nvml_gpu_video_clock_hz", "video_clock_hz"),
     ("sigma_nvml_gpu_power_limit_watts", "power_limit_watts"),

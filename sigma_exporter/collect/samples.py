@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sigma_exporter.collect.counters import ErrorLineCounter
+from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import Dump, ProcessStats, Progress
 from sigma_exporter.source.units import local_to_timestamp
 
@@ -135,12 +136,8 @@ def dump_samples(
     for gpu in dump.gpus:
         g = (target, gpu.index)
         _add(out, "sigma_gpu_info", (target, gpu.index, gpu.name or ""), 1.0)
-        _add(out, "sigma_gpu_memory_total_bytes", g, gpu.memory_total_bytes)
-        _add(out, "sigma_gpu_memory_used_bytes", g, gpu.memory_used_bytes)
-        _add(out, "sigma_gpu_utilization_ratio", g, gpu.utilization_ratio)
-        _add(out, "sigma_gpu_encoder_utilization_ratio", g, gpu.encoder_utilization_ratio)
-        _add(out, "sigma_gpu_decoder_utilization_ratio", g, gpu.decoder_utilization_ratio)
-        _add(out, "sigma_gpu_temperature_celsius", g, gpu.temperature_celsius)
+        for figure in GPU_FIELDS:
+            _add(out, figure.sigma_metric, g, getattr(gpu, figure.attr))
         for key, value in gpu.reported:
             _add(out, "sigma_gpu_reported_value", (target, gpu.index, key), value)
     _process(out, "sigma_process", t, dump.process)

@@ -29,7 +29,7 @@ from sigma_exporter.web.server import DEFAULT_LISTEN, describe_listen, listen_pr
 
 DEMO_SERVERS = 3
 # The shipped rules, when the demo runs from a checkout (scripts/demo).
-RULES_DIR = Path(__file__).resolve().parents[2] / "alerts"
+RULES_DIR = Path(__file__).resolve().parents[2] / "alerts"  # sigma_exporter/sim/ -> root
 RULE_FILES = ("sigma-recording.yml", "sigma-alerts.yml")
 
 

@@ -48,9 +48,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import yaml
-
 from sigma_exporter.agent.nvml import MIB, GpuReading, NvmlFailure, Readings
+from sigma_exporter.strictyaml import ConfigError, read_yaml
 
 GpuOverride = Callable[[int, float], dict[str, Any] | None]
 
@@ -371,10 +370,9 @@ def parse_scenario(data: object, source: str = "<scenario>") -> Scenario:
 
 
 def load_scenario(path: str) -> Scenario:
-    """Read a YAML or JSON scenario file; raises ScenarioError (or OSError)."""
-    with open(path, encoding="utf-8") as handle:
-        try:
-            data = yaml.safe_load(handle)
-        except yaml.YAMLError as exc:
-            raise ScenarioError(f"{path}: not valid YAML/JSON: {exc}") from None
+    """Read a YAML or JSON scenario file; raises ScenarioError."""
+    try:
+        data = read_yaml(path, "--gpu-scenario")
+    except ConfigError as exc:
+        raise ScenarioError(str(exc)) from None
     return parse_scenario(data, path)

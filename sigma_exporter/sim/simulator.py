@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
+from sigma_exporter.grammar import parse_host_port
 from sigma_exporter.sim.faults import FAULT_MODES
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import SimServer, make_servers
@@ -91,10 +92,13 @@ async def run_simulator(
 
 
 def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    try:
+        host, port = parse_host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT: {exc}") from None
+    if host is None:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a host, got {text!r}")
+    return host, port
 
 
 def _parser() -> argparse.ArgumentParser:

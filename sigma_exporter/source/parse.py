@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from sigma_exporter.redact import redact_url
 from sigma_exporter.source import units
+from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import (
     App,
     Codec,
@@ -41,7 +42,7 @@ MAX_LABEL_LENGTH = 256
 MAX_ITEMS = 1024
 # GPU fields with a meaning of their own; every other numeric field is
 # exported as reported under its own name.
-_GPU_KNOWN = frozenset({"index", "name", "total", "used", "gpu", "enc", "dec", "temp"})
+_GPU_KNOWN = frozenset({"index", "name", *(f.sigma_key for f in GPU_FIELDS)})
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
@@ -213,17 +214,9 @@ def _gpu(fields: _Fields, position: int) -> Gpu:
             continue
         reported.append((key, value))
     reported.sort()
-    return Gpu(
-        index=index,
-        name=fields.get("name", text),
-        memory_total_bytes=fields.get("total", units.size_bytes),
-        memory_used_bytes=fields.get("used", units.size_bytes),
-        utilization_ratio=fields.get("gpu", units.percent_ratio),
-        encoder_utilization_ratio=fields.get("enc", units.percent_ratio),
-        decoder_utilization_ratio=fields.get("dec", units.percent_ratio),
-        temperature_celsius=fields.get("temp", units.number),
-        reported=tuple(reported),
-    )
+    name = fields.get("name", text)
+    figures = {f.attr: fields.get(f.sigma_key, f.convert) for f in GPU_FIELDS}
+    return Gpu(index=index, name=name, reported=tuple(reported), **figures)
 
 
 def _codecs(dump: _Fields) -> tuple[Codec, ...]:

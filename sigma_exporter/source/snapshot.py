@@ -25,6 +25,7 @@ class ProcessStats:
 class Gpu:
     index: str  # label value: the reported index, else the position in the list
     name: str | None = None
+    # The figures: one row each in gpufields.GPU_FIELDS (Sigma's key, unit, metric).
     memory_total_bytes: float | None = None
     memory_used_bytes: float | None = None
     utilization_ratio: float | None = None

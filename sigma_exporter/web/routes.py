@@ -17,14 +17,9 @@ from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import gzip_accepted
 
 from sigma_exporter.collect import exposition
+from sigma_exporter.web.auth import AuthBusy, Authenticator, RateLimiter, parse_basic
 from sigma_exporter.web.exporter import Exporter
-from sigma_exporter.web.webconfig import (
-    AuthBusy,
-    Authenticator,
-    RateLimiter,
-    WebConfigWatcher,
-    parse_basic,
-)
+from sigma_exporter.web.webconfig import WebConfigWatcher
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

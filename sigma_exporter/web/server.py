@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from sigma_exporter.config import ConfigError
+from sigma_exporter.grammar import HOST_PORT_FIX, parse_host_port
+from sigma_exporter.web.auth import sans_allowed
 from sigma_exporter.web.exporter import Exporter
 from sigma_exporter.web.routes import build_app
-from sigma_exporter.web.webconfig import WebConfigWatcher, sans_allowed
+from sigma_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +34,16 @@ DEFAULT_LISTEN = ":19911"  # outside the 9100-9999 range of well-known exporter 
 
 
 def split_listen(address: str) -> tuple[str | None, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError("--web.listen-address", address, "not HOST:PORT",
-                          "write e.g. `:19911` or `127.0.0.1:19911`")
-    host = host.strip("[]")
-    return (host or None), int(port)
+    """A --web.listen-address value as (host or None for every interface, port)."""
+    try:
+        host, port = parse_host_port(address)
+    except ValueError as exc:
+        raise ConfigError("--web.listen-address", address, f"not HOST:PORT ({exc})",
+                          HOST_PORT_FIX) from None
+    if port == 0:
+        raise ConfigError("--web.listen-address", address, "port 0 is not a listen port",
+                          HOST_PORT_FIX)
+    return host, port
 
 
 def listen_problem(listen: str, exc: OSError) -> str:
@@ -354,10 +360,9 @@ async def ensure_port_free(host: str | None, port: int) -> None:
 
 
 def describe_listen(address: str) -> str:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"  # noqa: S104 - display only
-    shown = "localhost" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - display only
-    return f"http://{shown}:{port}/"
+    host, port = parse_host_port(address)
+    shown = "localhost" if host in (None, "0.0.0.0", "::") else host  # noqa: S104 - display only
+    return f"http://{f'[{shown}]' if ':' in shown else shown}:{port}/"  # IPv6 in brackets
 
 
 def python_info() -> str:

@@ -49,6 +49,7 @@ from sigma_exporter.config import (
     load_config,
     parse_duration,
 )
+from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.poll.target import AfterDump
 from sigma_exporter.redact import RedactFilter, redact_url
@@ -128,7 +129,8 @@ def raise_open_file_limit() -> None:
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError) as exc:  # an infinite hard limit may not be a soft one
-        log.debug("open-file limit left at %d (hard %d): %s", soft, hard, exc)
+        log.debug("open-file limit left as it was",
+                  extra=fields(soft=soft, hard=hard, error=str(exc)))
 
 
 async def serve(settings: Settings, after_dump: AfterDump | None = None,
@@ -152,7 +154,8 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
         except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
             poller.reload_failed()
             if isinstance(exc, ConfigError):
-                log.error("reload failed, keeping the running config: %s", exc)
+                log.error("reload failed, keeping the running config",
+                          extra=fields(error=str(exc)))
             else:
                 log.exception("reload failed, keeping the running config")
             return str(exc)
@@ -161,7 +164,7 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
             for flt in handler.filters:
                 if isinstance(flt, RedactFilter):
                     flt.secrets = new.secrets()
-        log.info("config reloaded targets=%d", len(new.targets))
+        log.info("config reloaded", extra=fields(targets=len(new.targets)))
         return None
 
     def reload_from_web() -> Awaitable[str | None]:
@@ -185,14 +188,16 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
             web_thread.start()
             try:
                 web_config = settings.web_config
-                log.info("listening address=%s tls=%s auth=%s targets=%d version=%s",
-                         web_thread.listen, web_config is not None and web_config.tls_enabled,
-                         bool(web_config and web_config.config.users), len(config.targets),
-                         __version__)
+                log.info("listening", extra=fields(
+                    address=web_thread.listen,
+                    tls=web_config is not None and web_config.tls_enabled,
+                    auth=bool(web_config and web_config.config.users),
+                    targets=len(config.targets), version=__version__))
                 for target in config.targets:
-                    log.info("watching target=%s url=%s interval=%s timeout=%s", target.name,
-                             redact_url(target.url), format_duration(target.interval),
-                             format_duration(target.timeout))
+                    log.info("watching", extra=fields(
+                        target=target.name, url=redact_url(target.url),
+                        interval=format_duration(target.interval),
+                        timeout=format_duration(target.timeout)))
                 poller.start()
                 if ready is not None:
                     ready.set()

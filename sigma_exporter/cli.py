@@ -221,7 +221,7 @@ def _check_nvml(config: Config) -> str:
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            reasons.append(record.getMessage())
+            reasons.append(logsetup.plain(record))
 
     agent_log = logging.getLogger("sigma_exporter.agent.hook")
     handler, level = Collect(logging.INFO), agent_log.level

@@ -41,6 +41,12 @@ def record_fields(record: logging.LogRecord) -> Mapping[str, Value]:
     return found if isinstance(found, Mapping) else {}
 
 
+def plain(record: logging.LogRecord) -> str:
+    """The message and its fields on one line, for text shown to a person (check-config)."""
+    pairs = " ".join(f"{k}={_logfmt_value(v)}" for k, v in record_fields(record).items())
+    return f"{record.getMessage()} ({pairs})" if pairs else record.getMessage()
+
+
 def level_name(record: logging.LogRecord) -> str:
     return LEVEL_NAMES.get(record.levelno, record.levelname.lower())
 

@@ -35,6 +35,7 @@ from sigma_exporter.config import (
     parse_config,
     parse_duration,
 )
+from sigma_exporter.logsetup import plain
 from sigma_exporter.metrics import DEFINITIONS
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.poll.target import TargetState
@@ -327,9 +328,9 @@ def test_an_internal_error_is_up_0_counted_logged_once(monkeypatch: pytest.Monke
 
     with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poll.target"):
         asyncio.run(run())
-    tracebacks = [r for r in caplog.records if r.exc_info and "internal" in r.getMessage()]
-    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
-    assert "target=bad" in tracebacks[0].getMessage()
+    tracebacks = [r for r in caplog.records if r.exc_info and "internal" in plain(r)]
+    assert len(tracebacks) == 1, [plain(r) for r in tracebacks]
+    assert "target=bad" in plain(tracebacks[0])
 
 
 def _body(poller: Poller, name: str) -> str:

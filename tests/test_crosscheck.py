@@ -26,6 +26,7 @@ from sigma_exporter.agent.crosscheck import (
 )
 from sigma_exporter.agent.nvml import MIB, GpuReading
 from sigma_exporter.collect.samples import Samples
+from sigma_exporter.logsetup import plain
 from sigma_exporter.sim.scenario import Scenario, parse_scenario
 from sigma_exporter.source.parse import parse_dump
 from sigma_exporter.source.snapshot import Gpu
@@ -227,7 +228,7 @@ def test_mb_mib_confusion_is_recognised_and_warned_once(caplog: pytest.LogCaptur
     assert result.mismatched() == {("0", "memory_total")}
     warnings = [r for r in caplog.records if "MB/MiB" in r.getMessage()]
     assert len(warnings) == 1
-    assert "gpu=0" in warnings[0].getMessage()
+    assert "gpu=0" in plain(warnings[0])
 
 
 def test_samples_have_labels_in_definition_order() -> None:

@@ -41,6 +41,7 @@ from sigma_exporter.config import (
     TargetConfig,
     parse_config,
 )
+from sigma_exporter.logsetup import plain
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source import units
@@ -535,7 +536,7 @@ def test_any_exception_of_an_nvml_round_is_counted(caplog: pytest.LogCaptureFixt
     assert counted(state.health) == {("nvml", "nvml_error"): 2}
     assert state.health.nvml_up is False
     # The traceback once, not every round: the counter shows that it repeats.
-    tracebacks = [r for r in caplog.records if r.exc_info and "source=nvml" in r.getMessage()]
+    tracebacks = [r for r in caplog.records if r.exc_info and "source=nvml" in plain(r)]
     assert len(tracebacks) == 1
 
 

@@ -25,6 +25,7 @@ from sigma_exporter.agent.nvml import (
     nvml_samples,
 )
 from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
+from sigma_exporter.logsetup import plain
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.gpu_override import (
@@ -399,7 +400,7 @@ def test_auto_without_library_is_off_with_one_log_line(
     assert len(lines) == 1
     assert lines[0].levelno == logging.INFO
     assert "agent mode off" in lines[0].getMessage()
-    assert "LibraryNotFound" in lines[0].getMessage()
+    assert "LibraryNotFound" in plain(lines[0])
 
 
 def test_auto_with_library_is_on_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
@@ -407,7 +408,7 @@ def test_auto_with_library_is_on_with_one_log_line(caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.DEBUG, logger="sigma_exporter"):
         hook = after_dump_hook(config("http://127.0.0.1:9999"), backend)
     assert isinstance(hook, AgentHook) and hook.target == "t0"
-    (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    (line,) = [plain(r) for r in caplog.records if r.levelno >= logging.INFO]
     assert "agent mode on" in line and "driver=550.54.15" in line and "gpus=2" in line
 
 
@@ -445,7 +446,7 @@ def test_no_local_target_auto_is_off_true_is_an_error(caplog: pytest.LogCaptureF
     backend = FakeBackend(parse_scenario(SCENARIO), ManualClock())
     with caplog.at_level(logging.INFO, logger="sigma_exporter"):
         assert after_dump_hook(config(*urls), backend, names={"me"}) is None
-    (line,) = [r.getMessage() for r in caplog.records]
+    (line,) = [plain(r) for r in caplog.records]
     assert "agent mode off" in line and "nvml.target" in line
     assert backend.closed
     with pytest.raises(ConfigError) as err:

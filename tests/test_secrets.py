@@ -148,7 +148,8 @@ def test_logs_hold_no_secret(run: Run) -> None:
     code, out, err = run.proc.stop()
     assert code == 0
     assert "level=debug" in err  # debug logging really was on
-    assert "target down target=down" in err and "target down target=denied" in err
+    assert 'msg="target down" target=down' in err
+    assert 'msg="target down" target=denied' in err
     assert_clean(out + err, "exporter logs")
 
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from sigma_exporter.agent.nvml import GpuReading
 from sigma_exporter.collect.samples import Samples, new_samples
 from sigma_exporter.config import DEFAULT_TOLERANCES, NvmlConfig
+from sigma_exporter.logsetup import fields
 from sigma_exporter.source.gpufields import BY_CROSSCHECK, GPU_FIELDS
 from sigma_exporter.source.snapshot import Gpu
 
@@ -210,10 +211,11 @@ class CrossCheck:
             return False
         if gpu not in self._noted_reserved:
             self._noted_reserved.add(gpu)
-            log.info("GPU memory total agrees without the driver's reserved memory target=%s "
-                     "gpu=%s sigma_bytes=%.0f nvml_total_bytes=%.0f nvml_reserved_bytes=%.0f: "
-                     "Sigma reports usable memory, not the card's total", self.target, gpu,
-                     s.memory_total_bytes, n.memory_total_bytes, n.memory_reserved_bytes)
+            log.info("GPU memory total agrees without the driver's reserved memory: "
+                     "Sigma reports usable memory, not the card's total", extra=fields(
+                         target=self.target, gpu=gpu, sigma_bytes=s.memory_total_bytes,
+                         nvml_total_bytes=n.memory_total_bytes,
+                         nvml_reserved_bytes=n.memory_reserved_bytes))
         return True
 
     def _check_units(self, gpu: str, s: Gpu, n: GpuReading) -> None:
@@ -224,11 +226,12 @@ class CrossCheck:
                                                                 n.memory_total_bytes):
             self._warned_units.add(key)
             log.warning(
-                "GPU memory total differs by the MB/MiB factor target=%s gpu=%s "
-                "sigma_bytes=%.0f nvml_bytes=%.0f ratio=%.6f: Sigma's `total` looks like "
+                "GPU memory total differs by the MB/MiB factor: Sigma's `total` looks like "
                 "megabytes (10^6) read as MiB (2^20) or the reverse; memory figures from "
-                "Sigma are off by 4.9%%", self.target, gpu, s.memory_total_bytes,
-                n.memory_total_bytes, s.memory_total_bytes / n.memory_total_bytes)
+                "Sigma are off by 4.9%", extra=fields(
+                    target=self.target, gpu=gpu, sigma_bytes=s.memory_total_bytes,
+                    nvml_bytes=n.memory_total_bytes,
+                    ratio=round(s.memory_total_bytes / n.memory_total_bytes, 6)))
 
 
 def crosscheck_samples(target: str, result: Result) -> Samples:

@@ -43,6 +43,7 @@ from sigma_exporter.agent.nvml import (
 )
 from sigma_exporter.collect.samples import merge, new_samples
 from sigma_exporter.config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
+from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.target import AfterDump, Failure, SourceResult
 from sigma_exporter.source.snapshot import Dump
 
@@ -162,8 +163,8 @@ class AgentHook:
     def close(self) -> None:
         if self._reading is not None and not self._reading.done():
             # nvmlShutdown would wait for the stuck call: let the process end instead.
-            log.warning("NVML read still stuck at shutdown target=%s; not closing NVML",
-                        self.target)
+            log.warning("NVML read still stuck at shutdown; not closing NVML",
+                        extra=fields(target=self.target))
             return
         self.backend.close()
 
@@ -190,15 +191,16 @@ def after_dump_hook(config: Config, backend: NvmlBackend | None = None,
         if required:
             raise ConfigError(config.source, "nvml.enabled",
                               f"true, but NVML cannot be used: {exc}", _FIX_ENABLED) from None
-        log.info("agent mode off: NVML not available (%s); exporting Sigma's own GPU "
-                 "figures only", exc)
+        log.info("agent mode off: NVML not available; exporting Sigma's own GPU figures only",
+                 extra=fields(error=str(exc)))
         return None
     if target is None:
         nvml.close()
-        log.info("agent mode off: NVML works (driver %s, %d GPUs) but %s; %s",
-                 info.driver_version, info.gpu_count, why, _FIX_TARGET)
+        log.info("agent mode off: NVML works but no target is this host", extra=fields(
+            driver=info.driver_version, gpus=info.gpu_count, reason=why, fix=_FIX_TARGET))
         return None
-    log.info("agent mode on target=%s (%s) driver=%s gpus=%d window=%d",
-             target.name, why, info.driver_version, info.gpu_count, config.nvml.window)
+    log.info("agent mode on", extra=fields(
+        target=target.name, reason=why, driver=info.driver_version, gpus=info.gpu_count,
+        window=config.nvml.window))
     check = CrossCheck(Tolerances.from_config(config.nvml), config.nvml.window, target.name)
     return AgentHook(target.name, nvml, check, config.nvml.timeout)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from sigma_exporter.collect.samples import Samples, new_samples
+from sigma_exporter.logsetup import fields
 from sigma_exporter.source.gpufields import GPU_FIELDS
 
 log = logging.getLogger("sigma_exporter.agent.nvml")
@@ -184,7 +185,7 @@ class PynvmlBackend:
                         h = nv.nvmlDeviceGetHandleByIndex(i)
                         nv.nvmlDeviceRegisterEvents(h, XID_CRITICAL_EVENT, self._events)
                     except nv.NVMLError as exc:
-                        log.debug("GPU %d: no Xid events: %s", i, exc)
+                        log.debug("no Xid events", extra=fields(gpu=i, error=str(exc)))
                         continue
                     self._xid_gpus.add(i)
                     self._xid.setdefault(i, (0, 0))
@@ -193,13 +194,13 @@ class PynvmlBackend:
                     data = nv.nvmlEventSetWait_v2(self._events, 0)
                 except nv.NVMLError as exc:
                     if exc.value != nv.NVML_ERROR_TIMEOUT:
-                        log.debug("nvmlEventSetWait failed: %s", exc)
+                        log.debug("nvmlEventSetWait failed", extra=fields(error=str(exc)))
                     break
                 i = int(nv.nvmlDeviceGetIndex(data.device))
                 n, _ = self._xid.get(i, (0, 0))
                 self._xid[i] = (n + 1, int(data.eventData))
         except nv.NVMLError as exc:
-            log.debug("Xid events unavailable: %s", exc)
+            log.debug("Xid events unavailable", extra=fields(error=str(exc)))
             self._free_events(nv)
 
     def read(self) -> Readings:
@@ -270,7 +271,7 @@ class PynvmlBackend:
             throttle = get(lambda: nv.nvmlDeviceGetCurrentClocksThrottleReasons(h))
         except nv.NVMLError as exc:
             if exc.value in lost:
-                log.debug("GPU %d lost: %s", i, exc)
+                log.debug("GPU lost", extra=fields(gpu=i, error=str(exc)))
                 return None
             raise
         sessions, fps, latency_us = stats if stats is not None else (None, None, None)

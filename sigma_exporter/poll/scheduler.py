@@ -20,6 +20,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from sigma_exporter.config import Config, TargetConfig
+from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.target import AfterDump, TargetState
 from sigma_exporter.poll.view import ConfigReload, View
 from sigma_exporter.source.client import SSLContexts
@@ -82,8 +83,9 @@ class Poller:
                 s.polls_done > 0 for s in self.targets.values()):
             self.first_round.set()
             self.flush_published()  # ready means every target is in /metrics now
-            log.info("first poll round complete targets=%d up=%d", len(self.targets),
-                     sum(1 for s in self.targets.values() if s.health.up))
+            log.info("first poll round complete", extra=fields(
+                targets=len(self.targets),
+                up=sum(1 for s in self.targets.values() if s.health.up)))
 
     def _published(self) -> None:
         """Coalesce a burst of publishes into a few Views.

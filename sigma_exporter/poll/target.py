@@ -35,6 +35,7 @@ from sigma_exporter.collect.samples import (
     progress_samples,
 )
 from sigma_exporter.config import TargetConfig
+from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.summary import summarize
 from sigma_exporter.poll.view import TargetView
 from sigma_exporter.redact import redact_text, redact_url
@@ -158,8 +159,9 @@ class TargetState:
         setattr(self.health, _UP_FLAG[source], True)
         down = self._down.pop(source, None)
         if down is not None:
-            log.info("target recovered target=%s source=%s after=%.0fs failures=%d",
-                     self.name, source, time.monotonic() - down.since, down.failures)
+            log.info("target recovered", extra=fields(
+                target=self.name, source=source,
+                down_for=f"{time.monotonic() - down.since:.0f}s", failures=down.failures))
 
     def record_source(self, result: SourceResult) -> None:
         """An extra source's round (agent mode): polled, timed, then failed or answered."""
@@ -181,15 +183,15 @@ class TargetState:
         if down is None or down.reason != reason:
             since, failures = (now, 1) if down is None else (down.since, down.failures + 1)
             self._down[source] = _Down(reason, since, now, failures)
-            log.warning("target down target=%s source=%s reason=%s error=%r",
-                        self.name, source, reason, message)
+            log.warning("target down", extra=fields(
+                target=self.name, source=source, reason=reason, error=message))
             return
         down.failures += 1
         if now - down.last_logged >= REMIND_DOWN_EVERY:
             down.last_logged = now
-            log.warning("target still down target=%s source=%s reason=%s for=%.0fs "
-                        "failures=%d error=%r", self.name, source, reason, now - down.since,
-                        down.failures, message)
+            log.warning("target still down", extra=fields(
+                target=self.name, source=source, reason=reason,
+                down_for=f"{now - down.since:.0f}s", failures=down.failures, error=message))
 
     def _log_bug(self, source: str, exc: BaseException) -> None:
         """A bug of ours: its traceback once per distinct error, so a bug that
@@ -203,13 +205,13 @@ class TargetState:
         where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else ""
         signature = f"{source}|{type(exc).__name__}|{where}"
         if signature in self._internal_errors_logged:
-            log.debug("internal error again target=%s source=%s error=%r",
-                      self.name, source, str(exc))
+            log.debug("internal error again", extra=fields(
+                target=self.name, source=source, error=str(exc)))
             return
         if len(self._internal_errors_logged) < 64:
             self._internal_errors_logged.add(signature)
-        log.error("internal error, target marked down target=%s source=%s", self.name,
-                  source, exc_info=exc)
+        log.error("internal error, target marked down",
+                  extra=fields(target=self.name, source=source), exc_info=exc)
 
     # --- bookkeeping --------------------------------------------------------
 
@@ -218,8 +220,8 @@ class TargetState:
             key = f"{source}.{path}" if source != "dump" else path
             self.health.parse_errors[key] = self.health.parse_errors.get(key, 0) + 1
         if paths:
-            log.debug("unparsable fields target=%s source=%s fields=%s",
-                      self.name, source, ",".join(sorted(set(paths))))
+            log.debug("unparsable fields", extra=fields(
+                target=self.name, source=source, paths=",".join(sorted(set(paths)))))
 
     def _within_budget(self, source: str, over: bool, samples: Samples,
                        budget: int) -> int | None:
@@ -247,7 +249,7 @@ class TargetState:
         before = self.server_start.restarts
         self.server_start.observe_start(dump.start_timestamp)
         if self.server_start.restarts != before:
-            log.info("server restarted target=%s", self.name)
+            log.info("server restarted", extra=fields(target=self.name))
         self.health.server_restarts = self.server_start.restarts
         names = {app.name for app in dump.apps}
         for app in dump.apps:
@@ -310,7 +312,7 @@ class TargetState:
             try:
                 result = await after_dump(self.name, dump)
             except Exception:  # the hook reports its failures in its result; not this
-                log.exception("after-dump hook failed target=%s", self.name)
+                log.exception("after-dump hook failed", extra=fields(target=self.name))
             else:
                 if result is not None:
                     self.record_source(result)
@@ -377,7 +379,7 @@ class TargetState:
             health = health_samples(self.name, self.health)
             self.published = self._view(exposition.render(health), health)
         except Exception:  # not even health renders: publish nothing
-            log.exception("cannot render health series target=%s", self.name)
+            log.exception("cannot render health series", extra=fields(target=self.name))
             self.published = TargetView(self.name, self._url, self.config.interval, {})
 
     def _view(self, rendered: exposition.Rendered, samples: Samples) -> TargetView:

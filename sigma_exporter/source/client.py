@@ -25,6 +25,7 @@ import orjson
 
 from sigma_exporter import __version__
 from sigma_exporter.config import TargetConfig, TLSConfig
+from sigma_exporter.logsetup import fields
 from sigma_exporter.redact import redact_url
 from sigma_exporter.source.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
 
@@ -219,7 +220,7 @@ class SigmaClient:
         except Exception as exc:  # a bug of ours: counted, with its traceback logged once
             if not self._internal_logged:
                 self._internal_logged = True
-                log.exception("unexpected error polling %s", self._safe_url)
+                log.exception("unexpected error polling", extra=fields(url=self._safe_url))
             raise PollError("internal", f"{type(exc).__name__} polling {self._safe_url}") \
                 from None
 

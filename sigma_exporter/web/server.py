@@ -23,6 +23,7 @@ from aiohttp import web
 
 from sigma_exporter.config import ConfigError
 from sigma_exporter.grammar import HOST_PORT_FIX, parse_host_port
+from sigma_exporter.logsetup import fields
 from sigma_exporter.web.auth import sans_allowed
 from sigma_exporter.web.exporter import Exporter
 from sigma_exporter.web.routes import build_app
@@ -171,11 +172,12 @@ class WebThread:
             async def reopen() -> None:
                 try:
                     await open_site()
-                    log.info("listener reopened with the new TLS settings address=%s",
-                             self.listen)
+                    log.info("listener reopened with the new TLS settings",
+                             extra=fields(address=self.listen))
                 except (OSError, RuntimeError) as exc:
-                    log.error("cannot reopen the listener with the new TLS settings, keeping "
-                              "the old one: %s", exc)
+                    log.error("cannot reopen the listener with the new TLS settings, "
+                              "keeping the old one",
+                              extra=fields(address=self.listen, error=str(exc)))
 
             def tls_changed() -> None:
                 task = loop.create_task(reopen())
@@ -237,8 +239,8 @@ class HeaderDeadline(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         if self._transport is not None and not self._transport.is_closing():
-            log.debug("closing a connection that sent no complete request in %gs",
-                      self._timeout)
+            log.debug("closing a connection that sent no complete request in time",
+                      extra=fields(timeout=f"{self._timeout:g}s"))
             abort = getattr(self._transport, "abort", self._transport.close)
             abort()
 
@@ -320,8 +322,8 @@ class ExporterSite(web.TCPSite):
             def admit(transport: asyncio.BaseTransport) -> bool:
                 ok = sans_allowed(allowed_sans(), transport.get_extra_info("peercert"))
                 if not ok:
-                    log.warning("client certificate refused: no SAN in client_allowed_sans "
-                                "peer=%s", transport.get_extra_info("peername"))
+                    log.warning("client certificate refused: no SAN in client_allowed_sans",
+                                extra=fields(peer=str(transport.get_extra_info("peername"))))
                 return ok
 
         def factory() -> asyncio.Protocol:

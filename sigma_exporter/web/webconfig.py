@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sigma_exporter.logsetup import fields
 from sigma_exporter.strictyaml import ConfigError, Reader, read_yaml
 
 log = logging.getLogger("sigma_exporter.web.webconfig")
@@ -409,14 +410,15 @@ class WebConfigWatcher:
             context = build_ssl_context(new.tls, self.path) if new.tls else None
         except ConfigError as exc:
             if not self.reload_failed:
-                log.error("web config reload failed, keeping the running one: %s", exc)
+                log.error("web config reload failed, keeping the running one",
+                          extra=fields(file=self.path, error=str(exc)))
             self.reload_failed = True
             return self.config
         self.config = new
         self._tls_stamps = self._tls_file_stamps(new)
         self.reload_failed = False
-        log.info("web config reloaded file=%s tls=%s users=%d", self.path,
-                 new.tls is not None, len(new.users))
+        log.info("web config reloaded", extra=fields(
+            file=self.path, tls=new.tls is not None, users=len(new.users)))
         if context is not None:
             self._context = context
             if self.on_tls_change is not None:

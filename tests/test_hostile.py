@@ -392,7 +392,7 @@ def test_nested_lists_cannot_multiply_past_the_series_budget(
     assert samples["sigma_up"] == [(("t",), 0.0)]
     assert samples["sigma_series_dropped"][0][1] > DEFAULT_MAX_SERIES
     assert "sigma_codec_info" not in samples and "sigma_host_cpu_cores" not in samples
-    warnings = [r for r in caplog.records if "series budget exceeded" in r.getMessage()]
+    warnings = [r for r in caplog.records if "series budget exceeded" in plain(r)]
     assert len(warnings) == 1  # logged once, not every poll
 
 

@@ -16,7 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
+
+# Property tests: a quick look by default, so `pytest tests/unit` runs in seconds;
+# the thorough run is the `ci` profile, which scripts/test selects with
+# --hypothesis-profile=ci (the plugin loads it after this file, so it wins).
+settings.register_profile("ci", max_examples=1300)
+settings.register_profile("quick", max_examples=30)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

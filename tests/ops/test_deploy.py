@@ -2,7 +2,7 @@
 Prometheus configs and packaging.
 
 The Dockerfile and compose file are checked statically here (hadolint
-included); tests/test_container.py builds the image and runs it. systemd
+included); tests/ops/test_container.py builds the image and runs it. systemd
 units go through `systemd-analyze verify` and `security`, Prometheus
 configs through `promtool check config`, Kubernetes manifests (as files and
 as `kubectl kustomize` renders them) through the schemas shipped in

@@ -384,7 +384,7 @@ def test_a_screenshot_reads_well(stack: Stack, tmp_path: Path, update_golden: bo
     assert (width, height) == (1280, 900)
     if update_golden:
         shutil.copy(shot, SCREENSHOT)
-    assert SCREENSHOT.exists(), "run: pytest tests/test_status_page.py --update"
+    assert SCREENSHOT.exists(), "run: pytest tests/e2e/test_status_page.py --update"
 
 
 USER, PASSWORD = "operator", "correct horse battery"

@@ -1,6 +1,6 @@
 """Fault matrix: three healthy servers and one faulty one behind one exporter.
 
-tests/test_e2e.py breaks one of three servers per fault and checks the report.
+tests/e2e/test_e2e.py breaks one of three servers per fault and checks the report.
 This goes further: four targets, the healthy three must keep exactly their
 series and stay fresh while the fourth fails each way in turn, the exporter
 must recover from every fault, and a hundred back-to-back fault cycles must

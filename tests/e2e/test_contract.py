@@ -40,7 +40,7 @@ from sigma_exporter.poll.poller import Poller, TargetState
 from sigma_exporter.sim.simulator import Simulator, make_servers
 from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------
 # Labels

@@ -47,7 +47,7 @@ from sigma_exporter.poll import poller as poller_module
 from sigma_exporter.poll.poller import TargetState
 from sigma_exporter.source.client import PollError, SSLContexts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # --------------------------------------------------------------------------

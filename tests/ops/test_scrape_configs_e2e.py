@@ -29,7 +29,7 @@ from conftest import (
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [
     "deploy/prometheus/agent-static.yml",
     "deploy/prometheus/agent-file-sd.yml",

@@ -80,7 +80,7 @@ asyncio.run(serve(config, listen, "/metrics", config_file, hook))
 
 
 def _load_generator() -> ModuleType:
-    name = "sigma_grafana_generate"  # the name tests/test_dashboards.py uses
+    name = "sigma_grafana_generate"  # the name tests/ops/test_dashboards.py uses
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "grafana" / "generate.py")
@@ -268,7 +268,7 @@ def test_every_panel_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> N
 @pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda d: d.uid)
 def test_every_annotation_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> None:
     """Restart annotations are valid over a range; they mark nothing while nothing
-    restarts (tests/test_dashboards.py replays a restart)."""
+    restarts (tests/ops/test_dashboards.py replays a restart)."""
     now = time.time()
     for values in _settings(dashboard.uid, chosen):
         for a in dashboard.annotations:

@@ -33,8 +33,8 @@ class Simulator:
     its control API (faults, job speeds, queues)."""
 
     def __init__(self, workdir: Path, servers: int = 3, *extra: str,
-                 log_name: str = "simulator.log") -> None:
-        self.first_port = free_ports(servers)
+                 first_port: int | None = None, log_name: str = "simulator.log") -> None:
+        self.first_port = first_port or free_ports(servers)
         self.urls = [f"http://127.0.0.1:{self.first_port + i}" for i in range(servers)]
         control_port = free_port()
         self.control = f"http://127.0.0.1:{control_port}"

@@ -34,13 +34,13 @@ from conftest import (
     ROOT,
     Proc,
     free_port,
-    free_ports,
     get,
     require_tool,
     sigma_exporter_cmd,
     value,
     wait_until,
 )
+from stack import Simulator, exporter_config
 
 import sigma_exporter
 from sigma_exporter.cli import DEFAULT_LISTEN, run_parser
@@ -450,11 +450,9 @@ def test_systemd_syscall_filter_lets_the_exporter_work(tmp_path: Path) -> None:
     allowed = _allowed_syscalls("sigma-exporter.service")
     assert "setrlimit" not in allowed and "sched_setaffinity" not in allowed  # ~@resources
     assert "prlimit64" in allowed  # reading limits is still fine
-    first = free_ports(2)
-    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}", "--servers", "2"))
+    sim = Simulator(tmp_path, 2)
     config = tmp_path / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 900ms\ntargets:\n" + "".join(
-        f"  - name: s{i}\n    url: http://127.0.0.1:{first + i}\n" for i in range(2)))
+    config.write_text(exporter_config({"s0": sim.urls[0], "s1": sim.urls[1]}, timeout="900ms"))
     port = free_port()
     trace = tmp_path / "trace"
     exporter = Proc([strace, "-f", "-qq", "-o", str(trace), *sigma_exporter_cmd(

@@ -1,14 +1,15 @@
 """Every fault mode of the simulator against a real exporter, as one table.
 
-One simulator (four servers) and one exporter serve the module: three healthy
-targets and one faulty one. For each mode in EXPECTED (every FAULT_MODES entry
-but "none") the faulty target is broken through the control API and must be
-reported: its error counted under the right source and reason, `sigma_up 0`
-with its data series gone (a `progress` fault: `sigma_progress_up 0` only), one
-"target down" log line. Meanwhile the healthy three keep exactly their series
-and stay fresh, and when the fault is cleared the target recovers. Then a
-hundred back-to-back fault cycles must not leak file descriptors, and the
-exporter must stop cleanly with no traceback in its log.
+One simulator (five servers) and one exporter serve the module: three healthy
+targets, one faulty one, and one for the fault cycles. For each mode in
+EXPECTED (every FAULT_MODES entry but "none") the faulty target is broken
+through the control API and must be reported: its error counted under the
+right source and reason, `sigma_up 0` with its data series gone (a `progress`
+fault: `sigma_progress_up 0` only), one "target down" log line. Meanwhile the
+healthy three keep exactly their series and stay fresh, and when the fault is
+cleared the target recovers. Then a hundred back-to-back fault cycles must not
+leak file descriptors, and the exporter must stop cleanly with no traceback in
+its log.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ HEALTHY = ("ok-1", "ok-2", "ok-3")
 FAULTY = "bad"
 FAULTY_INDEX = 3
 INTERVAL_S = 0.5
+# The fault cycles run on a target of their own polled faster: each cycle waits
+# for one poll, so they take half the time they would on FAULTY's interval.
+CHURN = "churn"
+CHURN_INDEX = 4
 CYCLES = 100
 FD_SLACK = 8
 
@@ -54,20 +59,23 @@ VOLATILE = {"sigma_poll_errors_total", "sigma_parse_errors_total", "sigma_job_er
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # A small body cap on the faulty targets: `huge` is refused fast even on a busy box.
     stack = start_stack(
-        tmp_path_factory.mktemp("faults"), (*HEALTHY, FAULTY),
+        tmp_path_factory.mktemp("faults"), (*HEALTHY, FAULTY, CHURN),
         interval=f"{int(INTERVAL_S * 1000)}ms", timeout="400ms",
-        # A small body cap on the faulty target: `huge` is refused fast even on a busy box.
-        per_target={FAULTY: {"max_body_bytes": "1MiB"}}, wait_up=False)
+        per_target={FAULTY: {"max_body_bytes": "1MiB"},
+                    CHURN: {"max_body_bytes": "1MiB", "interval": "200ms",
+                            "timeout": "150ms"}},
+        wait_up=False)
     try:
         # The simulator puts a job in the queue in about one 5-minute window in 10,
         # which adds (or removes) a healthy target's sigma_tasks{state="pending"}
         # series: the "exactly their series" check below would fail at random
         # (it did, once, in the [huge] case). Hold every queue empty.
         stack.sim.wait_ready()
-        for index in range(FAULTY_INDEX + 1):
+        for index in range(len(stack.names)):
             stack.sim.post(f"/servers/{index}/queue", jobs="0")
-        stack.exporter.wait_up((*HEALTHY, FAULTY))
+        stack.exporter.wait_up(stack.names)
         yield stack
     finally:
         stack.stop()
@@ -82,21 +90,22 @@ def series_of(body: str, target: str) -> set[tuple[str, frozenset[tuple[str, str
             if ("target", target) in labels and name not in VOLATILE}
 
 
-def errors(body: str, source: str | None = None, reason: str | None = None) -> float:
-    """The faulty target's poll errors, of one source and reason or all of them."""
+def errors(body: str, source: str | None = None, reason: str | None = None,
+           target: str = FAULTY) -> float:
+    """A target's poll errors, of one source and reason or all of them."""
     found = 0.0
     for (name, labels), v in parse_samples(body).items():
         label = dict(labels)
-        if name == "sigma_poll_errors_total" and label.get("target") == FAULTY and \
+        if name == "sigma_poll_errors_total" and label.get("target") == target and \
                 source in (None, label["source"]) and reason in (None, label["reason"]):
             found += v
     return found
 
 
-def recovered(stack: Stack) -> bool:
+def recovered(stack: Stack, target: str = FAULTY) -> bool:
     body = stack.metrics()
-    return value(body, "sigma_up", target=FAULTY) == 1 and \
-        value(body, "sigma_progress_up", target=FAULTY) == 1
+    return value(body, "sigma_up", target=target) == 1 and \
+        value(body, "sigma_progress_up", target=target) == 1
 
 
 def log_lines(stack: Stack, since: int, *words: str) -> list[str]:
@@ -175,23 +184,23 @@ def test_fault_is_reported_and_leaves_healthy_targets_untouched(stack: Stack,
 
 def test_no_fd_growth_over_a_hundred_fault_cycles(stack: Stack) -> None:
     faults = sorted(EXPECTED)
-    wait_until(lambda: recovered(stack), 30, "start healthy")
+    wait_until(lambda: recovered(stack, CHURN), 30, "start healthy")
     baseline = stack.exporter.fds()
     try:
         for cycle in range(CYCLES):
             fault = faults[cycle % len(faults)]
-            before = errors(stack.metrics())
-            stack.set_fault(FAULTY_INDEX, fault)
-            wait_until(lambda: errors(stack.metrics()) > before, 30,  # noqa: B023
-                       f"cycle {cycle}: {fault} seen")
+            before = errors(stack.metrics(), target=CHURN)
+            stack.set_fault(CHURN_INDEX, fault)
+            wait_until(lambda: errors(stack.metrics(), target=CHURN) > before,  # noqa: B023
+                       30, f"cycle {cycle}: {fault} seen")
     finally:
-        stack.set_fault(FAULTY_INDEX, "none")
-    wait_until(lambda: recovered(stack), 30, "recovery after the cycles")
+        stack.set_fault(CHURN_INDEX, "none")
+    wait_until(lambda: recovered(stack, CHURN), 30, "recovery after the cycles")
     # Connections of the last faults close within a poll or two.
     wait_until(lambda: stack.exporter.fds() <= baseline + FD_SLACK, 20,
                f"fds back near {baseline} (now {stack.exporter.fds()})")
     body = stack.metrics()
-    assert all(value(body, "sigma_up", target=n) == 1 for n in HEALTHY)
+    assert all(value(body, "sigma_up", target=n) == 1 for n in (*HEALTHY, FAULTY))
     assert stack.exporter.proc.alive()
 
 

@@ -17,7 +17,7 @@ safe to call twice. Waits poll with a deadline that only bounds a hung test.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,14 @@ import yaml
 from conftest import Proc, free_port, free_ports, get, sigma_exporter_cmd, value, wait_until
 
 __all__ = ["Exporter", "Simulator", "Stack", "exporter_config", "start_stack"]
+
+
+def _wait(predicate: Callable[[], Any], timeout: float, what: str, proc: Proc) -> Any:
+    """wait_until, with the end of the process's log in the failure message."""
+    try:
+        return wait_until(predicate, timeout, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{proc.tail()}") from None
 
 
 class Simulator:
@@ -51,9 +59,9 @@ class Simulator:
         self.post(f"/servers/{index}/fault", mode=mode)
 
     def wait_ready(self, timeout: float = 30) -> None:
-        wait_until(lambda: all(httpx.get(url, timeout=5, trust_env=False).status_code == 200
-                               for url in self.urls), timeout,
-                   f"the simulator on {self.urls[0]}...\n{self.proc.tail()}")
+        _wait(lambda: all(httpx.get(url, timeout=5, trust_env=False).status_code == 200
+                          for url in self.urls), timeout, f"the simulator on {self.urls[0]}...",
+              self.proc)
 
     def stop(self) -> tuple[int, str, str]:
         return self.proc.stop()
@@ -90,8 +98,8 @@ class Exporter:
         return response.text
 
     def wait_ready(self, timeout: float = 30) -> None:
-        wait_until(lambda: get(self.base + "/-/ready").status_code == 200, timeout,
-                   f"the exporter ready on {self.address}\n{self.proc.tail()}")
+        _wait(lambda: get(self.base + "/-/ready").status_code == 200, timeout,
+              f"the exporter ready on {self.address}", self.proc)
 
     def wait_up(self, names: Sequence[str], timeout: float = 30) -> str:
         """Wait until every target in `names` was polled whole (dump and progress);
@@ -102,7 +110,7 @@ class Exporter:
                                and value(body, "sigma_progress_up", target=n) == 1
                                for n in names) else None
 
-        body: str = wait_until(all_up, timeout, f"{', '.join(names)} up\n{self.proc.tail()}")
+        body: str = _wait(all_up, timeout, f"{', '.join(names)} up", self.proc)
         return body
 
     def fds(self) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Proc, free_port, get, sigma_exporter_cmd, value, wait_until
-from test_limits import Stub, sigma_answer
+from sigma_stub import Stub, sigma_answer
 
 pytestmark = pytest.mark.e2e
 

@@ -40,7 +40,7 @@ from conftest import (
     value,
     wait_until,
 )
-from test_limits import Stub, sigma_answer
+from sigma_stub import Stub, sigma_answer
 
 from sigma_exporter.config import ConfigErrors, TargetConfig, parse_config
 from sigma_exporter.poll import poller as poller_module

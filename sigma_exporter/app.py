@@ -41,6 +41,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sigma_exporter import __version__
+from sigma_exporter.collect import exposition
+from sigma_exporter.collect.result import AfterDump
 from sigma_exporter.config import (
     DURATION_FIX,
     Config,
@@ -49,14 +51,31 @@ from sigma_exporter.config import (
     load_config,
     parse_duration,
 )
-from sigma_exporter.logsetup import fields
+from sigma_exporter.logsetup import fields, plain
 from sigma_exporter.poll.scheduler import Poller
-from sigma_exporter.poll.target import AfterDump
 from sigma_exporter.redact import RedactFilter, redact_url
+from sigma_exporter.web import systemd
 from sigma_exporter.web.exporter import Exporter
 from sigma_exporter.web.routes import DEFAULT_MAX_REQUESTS
-from sigma_exporter.web.server import DEFAULT_LISTEN, WebThread, listen_problem
-from sigma_exporter.web.webconfig import WebConfigWatcher
+from sigma_exporter.web.server import DEFAULT_LISTEN, WebThread, listen_problem, split_listen
+from sigma_exporter.web.webconfig import WebConfig, WebConfigWatcher
+
+# What the command line offers and checks, defined where it is used.
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_MAX_REQUESTS",
+    "EXIT_CONFIG",
+    "Settings",
+    "check_listen_address",
+    "check_nvml",
+    "duration_flag",
+    "load_web_config",
+    "poll_once",
+    "run",
+    "serve",
+    "systemd_sockets",
+    "watch_web_config",
+]
 
 log = logging.getLogger("sigma_exporter")
 
@@ -91,6 +110,74 @@ def duration_flag(flag: str, text: str) -> float:
     if seconds <= 0:
         raise ConfigError(flag, text, "not a duration above zero", DURATION_FIX)
     return seconds
+
+
+def check_listen_address(address: str) -> None:
+    """Raise ConfigError naming --web.listen-address unless `address` is HOST:PORT."""
+    split_listen(address)
+
+
+def systemd_sockets() -> tuple[socket.socket, ...]:
+    """The listening sockets systemd passed (--web.systemd-socket)."""
+    return tuple(systemd.listen_sockets())
+
+
+def watch_web_config(path: str) -> WebConfigWatcher:
+    """The web config file, read now (ConfigError if bad) and re-read as it changes."""
+    return WebConfigWatcher(path)
+
+
+def load_web_config(path: str) -> WebConfig:
+    return WebConfigWatcher(path).config
+
+
+def check_nvml(config: Config) -> str:
+    """What agent mode would do on this host, as start-up decides it.
+
+    `nvml.enabled: true` that cannot be honoured raises ConfigError (start-up
+    refuses it too); otherwise a sentence saying what was found.
+    """
+    if config.nvml.enabled == "false":
+        return "agent mode off (nvml.enabled: false)"
+    from sigma_exporter.agent.hook import (
+        after_dump_hook,  # late: imports NVML bindings only when asked
+    )
+
+    reasons: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            reasons.append(plain(record))
+
+    agent_log = logging.getLogger("sigma_exporter.agent.hook")
+    handler, level = Collect(logging.INFO), agent_log.level
+    agent_log.addHandler(handler)
+    agent_log.setLevel(logging.INFO)
+    try:
+        hook = after_dump_hook(config)
+    finally:
+        agent_log.removeHandler(handler)
+        agent_log.setLevel(level)
+    close = getattr(hook, "close", None)
+    if callable(close):
+        close()
+    said = "; ".join(reasons) or "no reason given"
+    return f"{'checked' if hook is not None else 'agent mode off on this host'}: {said}"
+
+
+def poll_once(config: Config) -> tuple[bytes, bool, str | None]:
+    """Poll the config's first target once: its exposition, up or not, and why not."""
+    async def poll() -> tuple[bytes, bool, str | None]:
+        poller = Poller(config)
+        try:
+            await poller.poll_all_once()
+            state = next(iter(poller.targets.values()))
+            body = exposition.merge([state.published.rendered], openmetrics=False)
+            return body, bool(state.health.up), state.health.last_error
+        finally:
+            await poller.stop()
+
+    return asyncio.run(poll())
 
 
 @contextmanager

@@ -11,7 +11,6 @@ Flags follow the exporter convention (`--config.file`, `--web.listen-address`,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import os
@@ -21,7 +20,6 @@ from dataclasses import replace
 
 from sigma_exporter import __version__, app, logsetup
 from sigma_exporter.app import EXIT_CONFIG, duration_flag
-from sigma_exporter.collect import exposition
 from sigma_exporter.config import (
     Config,
     ConfigError,
@@ -29,12 +27,7 @@ from sigma_exporter.config import (
     format_duration,
     load_config,
 )
-from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.redact import install_log_filter, redact_url
-from sigma_exporter.web import systemd
-from sigma_exporter.web.routes import DEFAULT_MAX_REQUESTS
-from sigma_exporter.web.server import DEFAULT_LISTEN, split_listen
-from sigma_exporter.web.webconfig import WebConfigWatcher
 
 log = logging.getLogger("sigma_exporter")
 
@@ -71,7 +64,8 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument("--web.listen-address", action="append", default=None,
                         metavar="HOST:PORT",
                         help=f"address to serve metrics on; repeat for several (default "
-                             f"{DEFAULT_LISTEN}; env {ENV_PREFIX}WEB_LISTEN_ADDRESS, one address)")
+                             f"{app.DEFAULT_LISTEN}; env {ENV_PREFIX}WEB_LISTEN_ADDRESS, "
+                             "one address)")
     parser.add_argument("--web.systemd-socket", action="store_true",
                         default=(_env("--web.systemd-socket") or "").lower() in TRUE,
                         help="serve on the listening sockets systemd passes (socket "
@@ -80,7 +74,7 @@ def run_parser() -> argparse.ArgumentParser:
     _add(parser, "--web.telemetry-path", "/metrics", "path of the metrics endpoint")
     _add(parser, "--web.config.file", None,
          "exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes")
-    _add(parser, "--web.max-requests", str(DEFAULT_MAX_REQUESTS),
+    _add(parser, "--web.max-requests", str(app.DEFAULT_MAX_REQUESTS),
          "most requests handled at once; more get 503 (0: no limit)")
     _add(parser, "--web.read-timeout", DEFAULT_READ_TIMEOUT,
          "time a client has to send a complete request (and to finish a TLS handshake); "
@@ -94,9 +88,9 @@ def run_parser() -> argparse.ArgumentParser:
 def listen_addresses(args: argparse.Namespace) -> list[str]:
     """--web.listen-address, each checked; the environment's one or the default without."""
     given: list[str] | None = getattr(args, "web.listen_address")
-    addresses = given or [_env("--web.listen-address") or DEFAULT_LISTEN]
+    addresses = given or [_env("--web.listen-address") or app.DEFAULT_LISTEN]
     for address in addresses:
-        split_listen(address)
+        app.check_listen_address(address)
     if len(set(addresses)) != len(addresses):
         raise ConfigError("--web.listen-address", ", ".join(addresses), "given twice",
                           "give each address once")
@@ -156,15 +150,15 @@ def _settings(args: argparse.Namespace) -> app.Settings:
     logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
     config = resolve_config(getattr(args, "config.file"), args.target)
     listens = listen_addresses(args)
-    sockets = systemd.listen_sockets() if getattr(args, "web.systemd_socket") else []
+    sockets = app.systemd_sockets() if getattr(args, "web.systemd_socket") else ()
     max_requests = _count_flag("--web.max-requests", getattr(args, "web.max_requests"))
     read_timeout = duration_flag("--web.read-timeout", getattr(args, "web.read_timeout"))
     web_config_file = getattr(args, "web.config.file")
     install_log_filter(config.secrets())
-    web_config = WebConfigWatcher(web_config_file) if web_config_file else None
+    web_config = app.watch_web_config(web_config_file) if web_config_file else None
     return app.Settings(config, tuple(listens), getattr(args, "web.telemetry_path"),
                         getattr(args, "config.file"), web_config, max_requests, read_timeout,
-                        tuple(sockets))
+                        sockets)
 
 
 def main_check_config(argv: Sequence[str]) -> int:
@@ -183,9 +177,9 @@ def main_check_config(argv: Sequence[str]) -> int:
     web_file = getattr(args, "web.config.file")
     try:
         config = load_config(args.file)
-        web_cfg = WebConfigWatcher(web_file).config if web_file else None
+        web_cfg = app.load_web_config(web_file) if web_file else None
         nvml = ("not checked (--syntax-only); start-up checks it" if args.syntax_only
-                else _check_nvml(config))
+                else app.check_nvml(config))
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -203,40 +197,6 @@ def main_check_config(argv: Sequence[str]) -> int:
     print("Not checked: whether each server answers and accepts the credentials; "
           f"try `sigma-exporter once --config.file {args.file} --target NAME`.")
     return 0
-
-
-def _check_nvml(config: Config) -> str:
-    """What agent mode would do on this host, as start-up decides it.
-
-    `nvml.enabled: true` that cannot be honoured raises ConfigError (start-up
-    refuses it too); otherwise a sentence saying what was found.
-    """
-    if config.nvml.enabled == "false":
-        return "agent mode off (nvml.enabled: false)"
-    from sigma_exporter.agent.hook import (
-        after_dump_hook,  # late: imports NVML bindings only when asked
-    )
-
-    reasons: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            reasons.append(logsetup.plain(record))
-
-    agent_log = logging.getLogger("sigma_exporter.agent.hook")
-    handler, level = Collect(logging.INFO), agent_log.level
-    agent_log.addHandler(handler)
-    agent_log.setLevel(logging.INFO)
-    try:
-        hook = after_dump_hook(config)
-    finally:
-        agent_log.removeHandler(handler)
-        agent_log.setLevel(level)
-    close = getattr(hook, "close", None)
-    if callable(close):
-        close()
-    said = "; ".join(reasons) or "no reason given"
-    return f"{'checked' if hook is not None else 'agent mode off on this host'}: {said}"
 
 
 def main_once(argv: Sequence[str]) -> int:
@@ -261,17 +221,7 @@ def main_once(argv: Sequence[str]) -> int:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    async def poll() -> tuple[bytes, bool, str | None]:
-        poller = Poller(config)
-        try:
-            await poller.poll_all_once()
-            state = next(iter(poller.targets.values()))
-            body = exposition.merge([state.published.rendered], openmetrics=False)
-            return body, bool(state.health.up), state.health.last_error
-        finally:
-            await poller.stop()
-
-    body, up, error = asyncio.run(poll())
+    body, up, error = app.poll_once(config)
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
     if not up:

@@ -16,7 +16,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
+
+# Property tests: a quick look by default, so `pytest tests/unit` runs in seconds;
+# the thorough run is the `ci` profile, which scripts/test selects with
+# --hypothesis-profile=ci (the plugin loads it after this file, so it wins).
+settings.register_profile("ci", max_examples=1300)
+settings.register_profile("quick", max_examples=30)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "quick"))
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -144,19 +152,49 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0,
 
 
 class Proc:
-    """A child process on loopback that is always stopped."""
+    """A child process on loopback that is always stopped.
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    With `log`, stdout and stderr go to that file (never a pipe nobody reads
+    while it runs: a chatty process would fill one and block), and `stop()`
+    returns the file as `err`. Without it they are pipes, for the few tests
+    that read a stream while the process runs.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, *,
+                 log: Path | None = None, cwd: Path = ROOT) -> None:
         self.args = args
+        self.log = log
+        self._log_file = None
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = log.open("wb")
+        output: Any = self._log_file if self._log_file is not None else subprocess.PIPE
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})}, cwd=ROOT,
+            args, stdout=output, stderr=subprocess.STDOUT if log is not None else output,
+            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, cwd=cwd,
         )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the log, for a failure message ("" without a log)."""
+        if self.log is None:
+            return ""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return f"--- {self.args[0]} ... ({self.log}) ---\n" + "\n".join(
+            text.splitlines()[-lines:])
 
     def stop_after_exit(self, timeout: float = 30) -> tuple[int, str, str]:
         """Wait for a process that is expected to exit by itself."""
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out.decode(), err.decode()
+        if self._log_file is None:  # read the pipes while waiting: a full one blocks the child
+            out, err = self.proc.communicate(timeout=timeout)
+            return self.proc.returncode, out.decode(), err.decode()
+        self.proc.wait(timeout=timeout)
+        return self._collect()
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str, str]:
         if self.proc.poll() is None:
@@ -166,8 +204,15 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        out, err = self.proc.communicate()
-        return self.proc.returncode, out.decode(), err.decode()
+        return self._collect()
+
+    def _collect(self) -> tuple[int, str, str]:
+        if self._log_file is None:
+            out, err = self.proc.communicate()
+            return self.proc.returncode, out.decode(), err.decode()
+        self._log_file.close()
+        assert self.log is not None
+        return self.proc.returncode, "", self.log.read_text(errors="replace")
 
 
 def sigma_exporter_cmd(*args: str) -> list[str]:

@@ -20,7 +20,7 @@ field) are born at their first increment.
 Each file starts with the operator's expectation in words and asserts it:
 alerts that must fire (exact label sets; annotations are filled in from the
 rules by running promtool once, so the file pins them too) and alerts that
-must stay quiet. tests/test_alerts.py runs every file.
+must stay quiet. tests/ops/test_alerts.py runs every file.
 """
 
 from __future__ import annotations

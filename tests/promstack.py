@@ -9,9 +9,10 @@
         prom.stop()
 
 Each process gets a generated config and its own storage in a temporary
-directory, listens on a free 127.0.0.1 port and logs to a file there (not a
-pipe, which a chatty process could fill and block on); `stop()` terminates
-it and is safe to call twice. The binaries must be installed: a missing one
+directory, listens on a free 127.0.0.1 port and logs to a file there (a
+conftest.Proc with a log: no pipe a chatty process could fill and block on);
+`stop()` terminates it and is safe to call twice. The simulator and the
+exporter they scrape start from tests/stack.py. The binaries must be installed: a missing one
 FAILS the test (conftest.require_tool), it never skips. Debian ships
 Alertmanager as `prometheus-alertmanager`; either name is accepted.
 
@@ -22,8 +23,6 @@ pass never depends on a sleep.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,17 +30,14 @@ from typing import Any
 
 import httpx
 import yaml
-from conftest import ROOT, free_port, require_tool, sigma_exporter_cmd
+from conftest import Proc, free_port, require_tool
 
 __all__ = [
     "Alertmanager",
-    "LoggedProc",
     "Prometheus",
     "alertmanager_binary",
     "poll",
     "prometheus_binary",
-    "sigma_exporter_proc",
-    "simulator_proc",
 ]
 
 
@@ -77,52 +73,6 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str,
         time.sleep(step)
 
 
-class LoggedProc:
-    """A child process whose stdout and stderr go to a log file; always stopped."""
-
-    def __init__(self, args: Sequence[str], log: Path, cwd: Path = ROOT) -> None:
-        self.args = list(args)
-        self.log = log
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(self.args, stdout=self._out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=cwd)
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log.read_text(errors="replace")
-        except OSError:
-            return ""
-        return f"--- {self.args[0]} ... ({self.log}) ---\n" + "\n".join(
-            text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-        return self.proc.returncode
-
-
-def simulator_proc(first_port: int, control_port: int, log: Path, servers: int = 3,
-                   *extra: str) -> LoggedProc:
-    return LoggedProc(sigma_exporter_cmd(
-        "simulate", "--listen", f"127.0.0.1:{first_port}", "--servers", str(servers),
-        "--control", f"127.0.0.1:{control_port}", *extra), log)
-
-
-def sigma_exporter_proc(config: Path, port: int, log: Path) -> LoggedProc:
-    return LoggedProc(sigma_exporter_cmd("--config.file", str(config),
-                                         "--web.listen-address", f"127.0.0.1:{port}"), log)
-
-
 def _http() -> httpx.Client:
     return httpx.Client(timeout=5, trust_env=False)
 
@@ -137,10 +87,10 @@ class _Server:
         self.address = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.address}"
         self.client = _http()
-        self.proc: LoggedProc | None = None
+        self.proc: Proc | None = None
 
     def _launch(self, args: Sequence[str]) -> None:
-        self.proc = LoggedProc(args, self.dir / f"{self.name}.log", cwd=self.dir)
+        self.proc = Proc(list(args), log=self.dir / f"{self.name}.log", cwd=self.dir)
         try:
             poll(self._ready, 30, f"{self.name} ready on {self.address}", self.logs)
         except BaseException:

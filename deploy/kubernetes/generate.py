@@ -13,7 +13,7 @@
   `kubectl apply` can record in its annotation.
 
 alerts/ and grafana/dashboards/ are the sources of truth: edit them, then run
-this script; tests/test_deploy.py fails while the output is out of date.
+this script; tests/ops/test_deploy.py fails while the output is out of date.
 Standard library and PyYAML only.
 """
 

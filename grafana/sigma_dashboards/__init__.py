@@ -13,7 +13,7 @@ a healthy fleet (errors, mismatches, jobs behind real time); `needs_nvml`
 marks queries that only return data when the exporter runs in agent mode
 with NVML.
 
-Conventions (checked by tests/test_dashboards.py):
+Conventions (checked by tests/ops/test_dashboards.py):
 - every panel and target uses the `${datasource}` template variable;
 - every panel has a title, a description and a unit;
 - rate()/irate()/increase() use `[$__rate_interval]`; the only exception is

@@ -1,7 +1,7 @@
 """The numbers the alerts fire at, read from alerts/thresholds.yml.
 
 The alert rules and the dashboards share that file so that a panel turns red
-exactly where its alert fires; tests/test_dashboards.py checks every such
+exactly where its alert fires; tests/ops/test_dashboards.py checks every such
 panel against the file. Keys the dashboards do not colour by (swap growth,
 error bursts, ...) are left to the rules.
 """

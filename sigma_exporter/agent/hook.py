@@ -41,10 +41,10 @@ from sigma_exporter.agent.nvml import (
     Readings,
     nvml_samples,
 )
+from sigma_exporter.collect.result import AfterDump, Failure, SourceResult
 from sigma_exporter.collect.samples import merge, new_samples
 from sigma_exporter.config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
 from sigma_exporter.logsetup import fields
-from sigma_exporter.poll.target import AfterDump, Failure, SourceResult
 from sigma_exporter.source.snapshot import Dump
 
 log = logging.getLogger("sigma_exporter.agent.hook")

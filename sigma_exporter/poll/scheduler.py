@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from sigma_exporter.collect.result import AfterDump
 from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.logsetup import fields
-from sigma_exporter.poll.target import AfterDump, TargetState
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.poll.view import ConfigReload, View
 from sigma_exporter.source.client import SSLContexts
 

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import ErrorLineCounter, RestartDetector
+from sigma_exporter.collect.result import AfterDump, Failure, SourceResult
 from sigma_exporter.collect.samples import (
     Health,
     Samples,
@@ -59,41 +59,6 @@ REMIND_DOWN_EVERY = 300.0
 
 # Each source's up flag in Health: what record_failure and record_success set.
 _UP_FLAG = {"dump": "up", "progress": "progress_up", "nvml": "nvml_up"}
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why one source failed this round: a reason of the closed set, a message,
-    and the exception when it was a bug of ours (logged with its traceback)."""
-
-    reason: str
-    message: str
-    bug: BaseException | None = None
-
-    @staticmethod
-    def of(error: PollError) -> Failure:
-        return Failure(error.reason, error.message)
-
-    @staticmethod
-    def internal(exc: BaseException, reason: str = "internal") -> Failure:
-        return Failure(reason, f"{type(exc).__name__}: {exc}", exc)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceResult:
-    """One round of an extra source (agent mode's `nvml`), as its reader returns it."""
-
-    source: str
-    reasons: tuple[str, ...]  # how it can fail; each counter exists at 0 from the first round
-    samples: Samples
-    duration: float
-    failure: Failure | None = None
-
-
-# An after-dump hook (agent mode): given the target's name and its fresh dump,
-# it reads its own source and returns the result (None: not for this target).
-# It writes nothing; the target's state records the result.
-AfterDump = Callable[[str, Dump | None], Awaitable[SourceResult | None]]
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 // of @kubernetes-models/prometheus-operator, generated from the operator's
 // Go API types: types, enums, patterns and required fields. Prints one JSON
 // line per object: {"ok": true} or {"ok": false, "error": "..."}.
-// tests/test_deploy.py runs it; npm ci --prefix tests/k8s installs the models.
+// tests/ops/test_deploy.py runs it; npm ci --prefix tests/k8s installs the models.
 import { createInterface } from "node:readline";
 
 const lines = createInterface({ input: process.stdin });

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, Proc, free_port, free_ports, get, sigma_exporter_cmd, value, wait_until
+from conftest import ROOT, free_port, get, value, wait_until
+from stack import Simulator
 
 pytestmark = pytest.mark.e2e
 
@@ -114,14 +115,11 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def simulator() -> Iterator[int]:
-    first = free_ports(len(NAMES))
-    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
-                                  "--servers", str(len(NAMES))))
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    sim = Simulator(tmp_path_factory.mktemp("simulator"), len(NAMES))
     try:
-        wait_until(lambda: get(f"http://127.0.0.1:{first + 1}/").status_code < 500, 20,
-                   "simulator")
-        yield first
+        sim.wait_ready(20)
+        yield sim.first_port
     finally:
         sim.stop()
 

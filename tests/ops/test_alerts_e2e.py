@@ -49,17 +49,15 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, free_port, free_ports, get, require_tool, value
+from conftest import ROOT, Proc, get, require_tool, value
 from promstack import (
     Alertmanager,
-    LoggedProc,
     Prometheus,
     alertmanager_binary,
     poll,
     prometheus_binary,
-    sigma_exporter_proc,
-    simulator_proc,
 )
+from stack import Exporter, Simulator, exporter_config
 
 pytestmark = pytest.mark.e2e
 
@@ -287,8 +285,8 @@ class Stack:
     prom: Prometheus
     am: Alertmanager
     webhook: Webhook
-    procs: list[LoggedProc]
-    restart_exporter: Any = None  # () -> LoggedProc: a new exporter on the same port
+    procs: list[Proc]
+    restart_exporter: Any = None  # () -> Proc: a new exporter on the same port
     baseline: int = 0  # notifications received before the tests began
 
     def control_post(self, path: str, **params: str) -> None:
@@ -344,29 +342,28 @@ def pin_job_speeds(control: str, servers: int, log: Path) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("alerts-e2e")
     rule_files = write_compressed_rules(tmp / "rules")
-    first, control_port, exporter_port = free_ports(3), free_port(), free_port()
-    config = tmp / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n" + "".join(
-        f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
-        for i, name in enumerate(NAMES)))
     webhook = start_webhook()
-    procs: list[LoggedProc] = []
+    procs: list[Proc] = []
     am: Alertmanager | None = None
     prom: Prometheus | None = None
     try:
-        procs.append(simulator_proc(first, control_port, tmp / "simulator.log"))
-        control = f"http://127.0.0.1:{control_port}"
+        sim = Simulator(tmp, len(NAMES))
+        procs.append(sim.proc)
+        control = sim.control
         pin_job_speeds(control, len(NAMES), tmp / "simulator.log")
-        procs.append(sigma_exporter_proc(config, exporter_port, tmp / "exporter.log"))
-        exporter_url = f"http://127.0.0.1:{exporter_port}"
+        config = tmp / "sigma.yml"
+        config.write_text(exporter_config(dict(zip(NAMES, sim.urls, strict=True))))
+        exporter = Exporter(config, tmp)
+        procs.append(exporter.proc)
+        exporter_port, exporter_url = exporter.port, exporter.base
         am = Alertmanager(tmp / "am", alertmanager_config(webhook.url))
         prom = Prometheus(tmp / "prom", scrape_targets=[f"127.0.0.1:{exporter_port}"],
                           rule_files=rule_files, alertmanager=am.address)
         stack = Stack(control, exporter_url,
                       f"127.0.0.1:{exporter_port}", prom, am, webhook, procs)
 
-        def restart_exporter() -> LoggedProc:
-            proc = sigma_exporter_proc(config, exporter_port, tmp / "exporter-2.log")
+        def restart_exporter() -> Proc:
+            proc = Exporter(config, tmp, port=exporter_port, log_name="exporter-2.log").proc
             procs.append(proc)
             return proc
 

@@ -21,15 +21,14 @@ import yaml
 from conftest import (
     Proc,
     free_port,
-    free_ports,
     get,
     require_tool,
     samples,
-    sigma_exporter_cmd,
     wait_until,
 )
+from stack import start_stack
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [
     "deploy/prometheus/agent-static.yml",
     "deploy/prometheus/agent-file-sd.yml",
@@ -50,20 +49,9 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("fleet")
-    started: list[Proc] = []
+    stack = start_stack(tmp, NAMES, exporter_args=("--log.level", "error"), wait_up=False)
     try:
-        first = free_ports(len(NAMES))
-        started.append(Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
-                                               "--servers", str(len(NAMES)))))
-        config = {"defaults": {"interval": "1s", "timeout": "800ms"},
-                  "targets": [{"name": n, "url": f"http://127.0.0.1:{first + i}"}
-                              for i, n in enumerate(NAMES)]}
-        (tmp / "sigma.yml").write_text(yaml.safe_dump(config))
-        port = free_port()
-        started.append(Proc(sigma_exporter_cmd(
-            "--config.file", str(tmp / "sigma.yml"),
-            "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "error")))
-        exporter = f"127.0.0.1:{port}"
+        exporter = stack.exporter.address
 
         def channels() -> set[tuple[str, str]] | None:
             try:
@@ -79,8 +67,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         assert found is not None and len(found) >= 2 * len(NAMES)
         yield Fleet(exporter, found)
     finally:
-        for proc in reversed(started):
-            proc.stop()
+        stack.stop()
 
 
 def _on_loopback(path: str, home: Path, fleet: Fleet) -> dict[str, Any]:

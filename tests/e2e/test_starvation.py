@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 import pytest
 from conftest import FIXTURES, Proc, free_port, get, samples, value, wait_until
-from test_limits import Stub, sigma_answer
-from test_limits import stubs as stubs  # the fixture, used by name
+from sigma_stub import Stub, sigma_answer
+from sigma_stub import stubs as stubs  # the fixture, used by name
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ import yaml
 
 from sigma_exporter.metrics import DEFINITIONS
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "alerts" / "sigma-alerts.yml"
 RECORDING = ROOT / "alerts" / "sigma-recording.yml"
 RULE_TESTS = sorted((ROOT / "alerts" / "tests").glob("*.yml"))

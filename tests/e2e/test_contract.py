@@ -43,7 +43,7 @@ from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import make_servers
 from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # --------------------------------------------------------------------------
 # Labels

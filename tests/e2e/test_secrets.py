@@ -28,7 +28,7 @@ from conftest import (
     value,
     wait_until,
 )
-from test_limits import DUMP, Stub
+from sigma_stub import DUMP, Stub
 
 from sigma_exporter.logsetup import JsonFormatter, LogfmtFormatter
 from sigma_exporter.redact import RedactFilter, redact_text, redact_url

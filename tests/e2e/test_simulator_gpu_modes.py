@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
-from conftest import FIXTURES, Proc, free_ports, sigma_exporter_cmd, wait_until
+from conftest import FIXTURES, Proc, sigma_exporter_cmd, wait_until
+from stack import Simulator
 
 
-def test_gpu_scenario_flag_drives_reported_figures() -> None:
-    port = free_ports(1)
-    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{port}", "--gpu-scenario",
-                                  str(FIXTURES / "scenarios" / "one-a10.yml")))
+def test_gpu_scenario_flag_drives_reported_figures(tmp_path: Path) -> None:
+    sim = Simulator(tmp_path, 1, "--gpu-scenario", str(FIXTURES / "scenarios" / "one-a10.yml"))
     try:
-        dump = wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/", timeout=5,
-                                            trust_env=False).json(), 20, "simulator up")
+        dump = wait_until(lambda: httpx.get(sim.urls[0], timeout=5, trust_env=False).json(),
+                          20, "simulator up")
         gpu = dump["System"]["gpu"][0]
         assert gpu["name"] == "NVIDIA A10" and gpu["total"] == 22731
         assert gpu["used"] in (4096, 4200) and gpu["enc"] in (55, 58)

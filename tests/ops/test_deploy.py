@@ -2,7 +2,7 @@
 Prometheus configs and packaging.
 
 The Dockerfile and compose file are checked statically here (hadolint
-included); tests/test_container.py builds the image and runs it. systemd
+included); tests/ops/test_container.py builds the image and runs it. systemd
 units go through `systemd-analyze verify` and `security`, Prometheus
 configs through `promtool check config`, Kubernetes manifests (as files and
 as `kubectl kustomize` renders them) through the schemas shipped in
@@ -34,13 +34,13 @@ from conftest import (
     ROOT,
     Proc,
     free_port,
-    free_ports,
     get,
     require_tool,
     sigma_exporter_cmd,
     value,
     wait_until,
 )
+from stack import Simulator, exporter_config
 
 import sigma_exporter
 from sigma_exporter.cli import run_parser
@@ -451,11 +451,9 @@ def test_systemd_syscall_filter_lets_the_exporter_work(tmp_path: Path) -> None:
     allowed = _allowed_syscalls("sigma-exporter.service")
     assert "setrlimit" not in allowed and "sched_setaffinity" not in allowed  # ~@resources
     assert "prlimit64" in allowed  # reading limits is still fine
-    first = free_ports(2)
-    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}", "--servers", "2"))
+    sim = Simulator(tmp_path, 2)
     config = tmp_path / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 900ms\ntargets:\n" + "".join(
-        f"  - name: s{i}\n    url: http://127.0.0.1:{first + i}\n" for i in range(2)))
+    config.write_text(exporter_config({"s0": sim.urls[0], "s1": sim.urls[1]}, timeout="900ms"))
     port = free_port()
     trace = tmp_path / "trace"
     exporter = Proc([strace, "-f", "-qq", "-o", str(trace), *sigma_exporter_cmd(
@@ -1059,7 +1057,7 @@ def test_deployment_doc_says_how_to_build_and_run_the_image() -> None:
         assert needle in text, needle
     assert f"sigma-exporter:{sigma_exporter.__version__}@sha256:" in text
     # The Podman flags the docs give are the ones the container test builds with.
-    container_test = (ROOT / "tests" / "test_container.py").read_text()
+    container_test = (ROOT / "tests" / "ops" / "test_container.py").read_text()
     for flag in ("--format=docker", "--ignorefile", "--isolation=chroot"):
         assert flag in container_test, flag
         assert flag in text or flag.replace("=", " ") in text, flag

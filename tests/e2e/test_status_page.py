@@ -28,14 +28,13 @@ from conftest import (
     ROOT,
     Proc,
     free_port,
-    free_ports,
-    get,
     make_ca,
     make_cert,
     sigma_exporter_cmd,
     value,
     wait_until,
 )
+from stack import Stack, start_stack
 
 from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.config import TargetConfig
@@ -308,42 +307,18 @@ def chromium(tmp_path: Path, url: str, *args: str) -> str:
     return out.decode()
 
 
-class Stack:
-    def __init__(self, base: str, control: str) -> None:
-        self.base, self.control = base, control
-
-    def metrics(self) -> str:
-        return get(self.base + "/metrics").text
-
-    def control_post(self, path: str, **params: str) -> None:
-        httpx.post(self.control + path, params=params, timeout=5,
-                   trust_env=False).raise_for_status()
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The demo's shape (three servers, the third without GPU) with a fault on each:
     sigma-02 refuses connections, sigma-01's VTV3 is stopped, sigma-03's HTV7 is slow."""
-    first, control = free_ports(3), free_port()
-    sim = Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
-                                  "--servers", "3", "--gpus", "2", "--jobs", "6",
-                                  "--control", f"127.0.0.1:{control}"))
-    config = tmp_path_factory.mktemp("status") / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 800ms\ntargets:\n" + "".join(
-        f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
-        for i, name in enumerate(NAMES)))
-    port = free_port()
-    exporter = Proc(sigma_exporter_cmd("--config.file", str(config),
-                                       "--web.listen-address", f"127.0.0.1:{port}"))
-    stack = Stack(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control}")
+    # Every server polled once and up: the simulator (and its control API) listens.
+    # (Ready alone is not enough: the first round completes on refusals too.)
+    stack = start_stack(tmp_path_factory.mktemp("status"), NAMES,
+                        sim_args=("--gpus", "2", "--jobs", "6"))
     try:
-        # Every server polled once and up: the simulator (and its control API) listens.
-        # (Ready alone is not enough: the first round completes on refusals too.)
-        wait_until(lambda: all(value(stack.metrics(), "sigma_up", target=n) == 1
-                               for n in NAMES), 60, "every simulated server up")
-        stack.control_post("/servers/1/fault", mode="refuse")
-        stack.control_post("/servers/0/jobs/VTV3", state="stopped")
-        stack.control_post("/servers/2/jobs/HTV7", speed="0.5")
+        stack.set_fault(1, "refuse")
+        stack.sim.post("/servers/0/jobs/VTV3", state="stopped")
+        stack.sim.post("/servers/2/jobs/HTV7", speed="0.5")
 
         def faults_seen() -> bool:
             body = stack.metrics()
@@ -355,8 +330,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_until(faults_seen, 30, "the faults in /metrics")
         yield stack
     finally:
-        exporter.stop()
-        sim.stop()
+        stack.stop()
 
 
 @pytest.mark.e2e
@@ -387,7 +361,7 @@ def test_a_screenshot_reads_well(stack: Stack, tmp_path: Path, update_golden: bo
     assert (width, height) == (1280, 900)
     if update_golden:
         shutil.copy(shot, SCREENSHOT)
-    assert SCREENSHOT.exists(), "run: pytest tests/test_status_page.py --update"
+    assert SCREENSHOT.exists(), "run: pytest tests/e2e/test_status_page.py --update"
 
 
 USER, PASSWORD = "operator", "correct horse battery"

@@ -1,6 +1,6 @@
 """No SSRF: the exporter only ever talks to the URLs in its config.
 
-tests/test_e2e.py checks that /probe refuses a handful of non-names; here a
+tests/e2e/test_e2e.py checks that /probe refuses a handful of non-names; here a
 canary server records every request it gets, and neither /probe variants
 (encoded, doubled, userinfo tricks, metadata addresses) nor redirects from a
 configured target (301, 302, 303, 307, 308, to the canary or to
@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Proc, free_port, get, sigma_exporter_cmd, value, wait_until
-from test_limits import Stub, sigma_answer
+from sigma_stub import Stub, sigma_answer
 
 pytestmark = pytest.mark.e2e
 

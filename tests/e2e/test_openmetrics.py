@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from conftest import free_port, free_ports, get, load_fixture, promtool_check_metrics, samples
+from conftest import get, load_fixture, promtool_check_metrics, samples
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from promstack import LoggedProc, Prometheus, poll, sigma_exporter_proc, simulator_proc
+from promstack import Prometheus, poll
+from stack import Stack, start_stack
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
@@ -130,24 +131,16 @@ class Scraped:
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scraped]:
     work = tmp_path_factory.mktemp("om")
-    first, control = free_ports(2), free_port()
-    sim = simulator_proc(first, control, work / "sim.log", 2)
-    config = work / "sigma.yml"
-    config.write_text("defaults:\n  interval: 1s\n  timeout: 900ms\ntargets:\n" + "".join(
-        f"  - name: s{i}\n    url: http://127.0.0.1:{first + i}\n" for i in range(2)))
-    port = free_port()
-    exporter: LoggedProc = sigma_exporter_proc(config, port, work / "exporter.log")
+    stack: Stack = start_stack(work, ("s0", "s1"), timeout="900ms", wait_up=False)
     prom: Prometheus | None = None
     try:
-        poll(lambda: get(f"http://127.0.0.1:{port}/-/ready").status_code == 200, 30,
-             "exporter ready", lambda: exporter.tail())
-        prom = Prometheus(work / "prom", scrape_targets=[f"127.0.0.1:{port}"])
-        yield Scraped(prom, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{control}")
+        stack.exporter.wait_ready()
+        prom = Prometheus(work / "prom", scrape_targets=[stack.exporter.address])
+        yield Scraped(prom, stack.base, stack.control)
     finally:
         if prom is not None:
             prom.stop()
-        exporter.stop()
-        sim.stop()
+        stack.stop()
 
 
 def test_prometheus_ingests_units_and_info_types(scraped: Scraped) -> None:

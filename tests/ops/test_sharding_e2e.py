@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, Proc, free_port, get, require_tool, sigma_exporter_cmd, wait_until
+from conftest import ROOT, Proc, free_port, get, require_tool, wait_until
+from stack import Exporter, Simulator, exporter_config
 
 pytestmark = pytest.mark.e2e
 
@@ -108,15 +109,10 @@ def test_every_target_is_scraped_by_exactly_one_prometheus(tmp_path: Path) -> No
     shard_tool = load_shard_module()
     procs: list[Proc] = []
     try:
-        first = free_port_block(SERVERS)
-        procs.append(Proc(sigma_exporter_cmd("simulate", "--listen", f"127.0.0.1:{first}",
-                                             "--servers", str(SERVERS))))
-        fleet = {
-            "defaults": {"interval": "1s", "timeout": "800ms"},
-            "targets": [{"name": name, "url": f"http://127.0.0.1:{first + i}"}
-                        for i, name in enumerate(NAMES)],
-        }
-        (tmp_path / "fleet.yml").write_text(yaml.safe_dump(fleet))
+        sim = Simulator(tmp_path, SERVERS, first_port=free_port_block(SERVERS))
+        procs.append(sim.proc)
+        (tmp_path / "fleet.yml").write_text(
+            exporter_config(dict(zip(NAMES, sim.urls, strict=True))))
         assert shard_tool.main(["--shards", str(SHARDS), str(tmp_path / "fleet.yml"),
                                 str(tmp_path / "shards")]) == 0
         expected: dict[int, set[str]] = {
@@ -128,11 +124,10 @@ def test_every_target_is_scraped_by_exactly_one_prometheus(tmp_path: Path) -> No
 
         exporters, proms = [], []
         for k in range(SHARDS):
-            port = free_port()
-            procs.append(Proc(sigma_exporter_cmd(
-                "--config.file", str(tmp_path / "shards" / f"sigma-shard-{k}.yml"),
-                "--web.listen-address", f"127.0.0.1:{port}")))
-            exporters.append(f"127.0.0.1:{port}")
+            exporter = Exporter(tmp_path / "shards" / f"sigma-shard-{k}.yml", tmp_path,
+                                log_name=f"exporter-{k}.log")
+            procs.append(exporter.proc)
+            exporters.append(exporter.address)
         for k in range(SHARDS):
             home = tmp_path / f"prometheus-{k}"
             (home / "file_sd").mkdir(parents=True)

@@ -40,7 +40,7 @@ from conftest import (
     value,
     wait_until,
 )
-from test_limits import Stub, sigma_answer
+from sigma_stub import Stub, sigma_answer
 
 from sigma_exporter.config import ConfigErrors, TargetConfig, parse_config
 from sigma_exporter.logsetup import plain
@@ -48,7 +48,7 @@ from sigma_exporter.poll import target as target_module
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source.client import PollError, SSLContexts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 # --------------------------------------------------------------------------

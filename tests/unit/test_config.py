@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-from conftest import FIXTURES, sigma_exporter_cmd
+from conftest import FIXTURES
 
 from sigma_exporter.config import ConfigError, config_from_urls, load_config
 
@@ -103,40 +101,3 @@ def test_secrets_from_file_and_env(tmp_path: pytest.TempPathFactory,
 def test_target_flag_names_targets_by_host_port() -> None:
     config = config_from_urls(["http://127.0.0.1:9999", "https://sigma-02:9999/"])
     assert [t.name for t in config.targets] == ["127.0.0.1:9999", "sigma-02:9999"]
-
-
-def test_cli_exits_2_naming_file_key_and_fix() -> None:
-    path = CONFIGS / "bad-method.yml"
-    result = subprocess.run(sigma_exporter_cmd("--config.file", str(path)),
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 2
-    assert str(path) in result.stderr and "targets[0].method" in result.stderr
-    assert "Fix:" in result.stderr
-
-
-def test_check_config_ok_and_bad() -> None:
-    ok = subprocess.run(sigma_exporter_cmd("check-config", str(CONFIGS / "valid.yml")),
-                        capture_output=True, text=True, timeout=60, check=False)
-    assert ok.returncode == 0, ok.stderr
-    assert "2 target(s)" in ok.stdout and "sigma-02" in ok.stdout
-    bad = subprocess.run(sigma_exporter_cmd("check-config", str(CONFIGS / "bad-interval.yml")),
-                         capture_output=True, text=True, timeout=60, check=False)
-    assert bad.returncode == 2 and "targets[0].interval" in bad.stderr
-
-
-def test_no_target_at_all_explains_the_demo() -> None:
-    result = subprocess.run(sigma_exporter_cmd(), capture_output=True, text=True, timeout=60,
-                            check=False, env={"PATH": "/usr/bin:/bin"})
-    assert result.returncode == 2
-    assert "--config.file" in result.stderr and "demo" in result.stderr
-
-
-def test_bad_flag_values_exit_2() -> None:
-    for flags, key in ((["--log.level", "loud"], "--log.level"),
-                       (["--log.format", "xml"], "--log.format"),
-                       (["--web.listen-address", "nowhere"], "--web.listen-address")):
-        result = subprocess.run(
-            sigma_exporter_cmd("--target", "http://127.0.0.1:1", *flags),
-            capture_output=True, text=True, timeout=60, check=False)
-        assert result.returncode == 2, (flags, result.stderr)
-        assert key in result.stderr

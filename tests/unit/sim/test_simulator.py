@@ -44,7 +44,7 @@ ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 LOCAL = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$")
 LIFE = re.compile(r"^(?:(\d+)D)?(?:(\d+)h)?(?:(\d+)m)?(\d+)s$")
 CODE = re.compile(r"\(code: ([A-Z_]+)\)$")
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 def run(coro: Awaitable[T]) -> T:

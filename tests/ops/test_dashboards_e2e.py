@@ -35,8 +35,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import ROOT, free_port, free_ports, get, value
-from promstack import LoggedProc, Prometheus, poll, prometheus_binary, simulator_proc
+from conftest import ROOT, Proc, free_port, get, value
+from promstack import Prometheus, poll, prometheus_binary
+from stack import Simulator
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +81,7 @@ asyncio.run(serve(Settings(config, (listen,), config_file=config_file), hook))
 
 
 def _load_generator() -> ModuleType:
-    name = "sigma_grafana_generate"  # the name tests/test_dashboards.py uses
+    name = "sigma_grafana_generate"  # the name tests/ops/test_dashboards.py uses
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "grafana" / "generate.py")
@@ -98,7 +99,7 @@ DASHBOARDS = gen.build()
 @dataclass
 class Stack:
     prom: Prometheus
-    procs: list[LoggedProc]
+    procs: list[Proc]
     target: str = ""  # a real target with GPUs and NVML
     job: str = ""  # a real channel of it
     gpu: str = ""  # a real GPU of it
@@ -110,21 +111,23 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("dashboards-e2e")
-    first, control_port, port = free_ports(3), free_port(), free_port()
+    port = free_port()
     scenario = tmp / "gpu-scenario.yml"
     scenario.write_text(SCENARIO)
-    config = tmp / "sigma.yml"
-    config.write_text(
-        "defaults:\n  interval: 1s\n  timeout: 800ms\n"
-        f"nvml:\n  enabled: true\n  target: {NVML_TARGET}\n"
-        "targets:\n" + "".join(f"  - name: {name}\n    url: http://127.0.0.1:{first + i}\n"
-                               for i, name in enumerate(NAMES)))
-    procs: list[LoggedProc] = []
+    procs: list[Proc] = []
     prom: Prometheus | None = None
     try:
-        procs.append(simulator_proc(first, control_port, tmp / "simulator.log"))
-        procs.append(LoggedProc([sys.executable, "-c", FAKE_NVML_EXPORTER, str(config),
-                                 str(scenario), f"127.0.0.1:{port}"], tmp / "exporter.log"))
+        sim = Simulator(tmp, len(NAMES))
+        procs.append(sim.proc)
+        config = tmp / "sigma.yml"
+        config.write_text(
+            "defaults:\n  interval: 1s\n  timeout: 800ms\n"
+            f"nvml:\n  enabled: true\n  target: {NVML_TARGET}\n"
+            "targets:\n" + "".join(f"  - name: {name}\n    url: {url}\n"
+                                   for name, url in zip(NAMES, sim.urls, strict=True)))
+        # The exporter with a fake NVML backend: a script, not the CLI.
+        procs.append(Proc([sys.executable, "-c", FAKE_NVML_EXPORTER, str(config),
+                           str(scenario), f"127.0.0.1:{port}"], log=tmp / "exporter.log"))
         metrics = f"http://127.0.0.1:{port}/metrics"
 
         def exporter_ready() -> bool:
@@ -268,7 +271,7 @@ def test_every_panel_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> N
 @pytest.mark.parametrize("dashboard", DASHBOARDS, ids=lambda d: d.uid)
 def test_every_annotation_query_runs_on_real_data(chosen: Stack, dashboard: Any) -> None:
     """Restart annotations are valid over a range; they mark nothing while nothing
-    restarts (tests/test_dashboards.py replays a restart)."""
+    restarts (tests/ops/test_dashboards.py replays a restart)."""
     now = time.time()
     for values in _settings(dashboard.uid, chosen):
         for a in dashboard.annotations:

@@ -16,6 +16,14 @@ from typing import Any, TypeVar
 
 from sigma_exporter.redact import redact_url
 from sigma_exporter.source import units
+from sigma_exporter.source.fields import (
+    MAX_ITEMS,
+    MAX_LABEL_LENGTH,
+    Budget,
+    Fields,
+    lower_text,
+    text,
+)
 from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import (
     App,
@@ -35,152 +43,13 @@ from sigma_exporter.source.snapshot import (
 
 V = TypeVar("V")
 
-# Label values are capped: an answer must not be able to blow up a scrape.
-MAX_LABEL_LENGTH = 256
-# Lists are capped for the same reason (a GPU list of a million entries); a
-# list cut at its cap is reported as a parse error of its path.
-MAX_ITEMS = 1024
 # GPU fields with a meaning of their own; every other numeric field is
 # exported as reported under its own name.
 _GPU_KNOWN = frozenset({"index", "name", *(f.sigma_key for f in GPU_FIELDS)})
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
-def text(value: object) -> str | None:
-    """A label-safe string: valid UTF-8, bounded length; numbers become text."""
-    if type(value) is str and len(value) <= MAX_LABEL_LENGTH and value.isascii():
-        return value  # the common case: ASCII has no lone surrogates to clean
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value) if abs(value) < 10**18 else None
-    if isinstance(value, float):
-        return f"{value:g}" if value == value else None
-    if not isinstance(value, str):
-        return None
-    # Lone surrogates (legal in JSON escapes) cannot be written out as UTF-8.
-    cleaned = value.encode("utf-8", "replace").decode("utf-8")
-    return cleaned[:MAX_LABEL_LENGTH]
-
-
-class Budget:
-    """How many more entries (list items, GPU fields, task states, jobs) one
-    answer may yield. Caps per list multiply when lists nest; this bounds the
-    whole answer, so what one server sends costs at most this many series
-    (and their memory) before the poller refuses the rest."""
-
-    __slots__ = ("exceeded", "left")
-
-    def __init__(self, entries: int | None) -> None:
-        self.left = entries
-        self.exceeded = False
-
-    def take(self, wanted: int) -> int:
-        """How many of `wanted` entries may be read; the rest is over budget."""
-        if self.left is None:
-            return wanted
-        granted = min(wanted, self.left)
-        self.left -= granted
-        if granted < wanted:
-            self.exceeded = True
-        return granted
-
-
-class _Fields:
-    """Case-insensitive view of one JSON object that records parse errors."""
-
-    __slots__ = ("_budget", "_errors", "_items", "_path")
-
-    def __init__(self, obj: dict[str, Any], path: str, errors: list[str],
-                 budget: Budget) -> None:
-        try:
-            # Reversed, so that of keys differing only in case the first wins.
-            items = {key.lower(): value for key, value in reversed(obj.items())}
-        except AttributeError:  # a non-string key (not from JSON): the slow way
-            items = {}
-            for key, value in obj.items():
-                if isinstance(key, str):
-                    items.setdefault(key.lower(), value)
-        self._items = items
-        self._path = path
-        self._errors = errors
-        self._budget = budget
-
-    def _error(self, key: str) -> None:
-        # Keys come from the server: clean them like a label value (no lone
-        # surrogates, bounded) before they become the `field` label.
-        self._errors.append(text(f"{self._path}{key}") or "?")
-
-    def get(
-        self, key: str, convert: Callable[[object], V | None], required: bool = False
-    ) -> V | None:
-        """The converted value of `key`; None (and an error) when unreadable."""
-        raw = self._items.get(key)
-        if raw is None:  # absent (an error only when required) or null
-            if required or key in self._items:
-                self._error(key)
-            return None
-        value = convert(raw)
-        if value is None:
-            self._error(key)
-        return value
-
-    def child(self, key: str, required: bool = False) -> _Fields | None:
-        raw = self._items.get(key)
-        if isinstance(raw, dict):
-            return _Fields(raw, f"{self._path}{key}.", self._errors, self._budget)
-        if key in self._items or required:
-            self._error(key)
-        return None
-
-    def _list(self, key: str) -> list[Any]:
-        """The entries of a list field (capped); null or a non-list is an error."""
-        raw = self._items.get(key)
-        if isinstance(raw, list):
-            if len(raw) > MAX_ITEMS:
-                self._error(key)  # cut at its cap: counted, not silent
-            return raw[:self._budget.take(min(len(raw), MAX_ITEMS))]
-        if key in self._items:
-            self._error(key)
-        return []
-
-    def items(self, key: str) -> list[_Fields]:
-        """The objects of a list field; non-objects inside are errors."""
-        out = []
-        path = f"{self._path}{key}[]."
-        for entry in self._list(key):
-            if isinstance(entry, dict):
-                out.append(_Fields(entry, path, self._errors, self._budget))
-            else:
-                self._error(f"{key}[]")
-        return out
-
-    def strings(self, key: str) -> list[str]:
-        """The strings of a list field (numbers are accepted as text)."""
-        out = []
-        for entry in self._list(key):
-            value = text(entry)
-            if value is None:
-                self._error(f"{key}[]")
-            else:
-                out.append(value)
-        return out
-
-    def has(self, key: str) -> bool:
-        return key in self._items
-
-    def raw_items(self) -> list[tuple[str, Any]]:
-        """Every key and value, as many as the answer's budget still allows."""
-        items = list(self._items.items())
-        return items[:self._budget.take(len(items))]
-
-
-def _lower_text(value: object) -> str | None:
-    result = text(value)
-    return result.lower() if result is not None else None
-
-
-def _process(fields: _Fields | None) -> ProcessStats | None:
+def _process(fields: Fields | None) -> ProcessStats | None:
     if fields is None:
         return None
     return ProcessStats(
@@ -198,7 +67,7 @@ def _gpu_index(value: object) -> str | None:
     return str(int(index))
 
 
-def _gpu(fields: _Fields, position: int) -> Gpu:
+def _gpu(fields: Fields, position: int) -> Gpu:
     index = fields.get("index", _gpu_index) or str(position)
     reported = []
     for key, raw in fields.raw_items():
@@ -219,7 +88,7 @@ def _gpu(fields: _Fields, position: int) -> Gpu:
     return Gpu(index=index, name=name, reported=tuple(reported), **figures)
 
 
-def _codecs(dump: _Fields) -> tuple[Codec, ...]:
+def _codecs(dump: Fields) -> tuple[Codec, ...]:
     codecs: list[Codec] = []
     seen: set[tuple[str, str, str]] = set()
     for position, device in enumerate(dump.items("supported")):
@@ -233,7 +102,7 @@ def _codecs(dump: _Fields) -> tuple[Codec, ...]:
     return tuple(codecs)
 
 
-def _tasks(dump: _Fields) -> tuple[tuple[str, float], ...]:
+def _tasks(dump: Fields) -> tuple[tuple[str, float], ...]:
     task = dump.child("task")
     if task is None:
         return ()
@@ -275,7 +144,7 @@ def parse_dump(obj: object, max_entries: int | None = None) -> Parsed[Dump]:
     if not isinstance(obj, dict):
         return Parsed(Dump(), ("dump",))
     budget = Budget(max_entries)
-    dump = _Fields(obj, "", errors, budget)
+    dump = Fields(obj, "", errors, budget)
     system = dump.child("system")
 
     networks: list[NetworkInterface] = []
@@ -322,7 +191,7 @@ def parse_dump(obj: object, max_entries: int | None = None) -> Parsed[Dump]:
         apps.append(
             App(
                 name=app.get("name", text) or str(position),
-                state=app.get("state", _lower_text),
+                state=app.get("state", lower_text),
                 uptime_seconds=app.get("life", units.duration_seconds),
                 process=_process(app.child("process")),
             )
@@ -365,7 +234,7 @@ def _zone_name(value: object) -> str | None:
     return name
 
 
-def _job(name: str, fields: _Fields) -> Job:
+def _job(name: str, fields: Fields) -> Job:
     inputs = []
     for position, entry in enumerate(fields.items("input")):
         url = entry.get("url", text)
@@ -389,7 +258,7 @@ def _job(name: str, fields: _Fields) -> Job:
         outputs.append(
             JobOutput(
                 index=str(position),
-                format=entry.get("format", _lower_text) or "",
+                format=entry.get("format", lower_text) or "",
                 bytes_per_second=_bits_to_bytes(entry.get("bitrate", units.number)),
             )
         )
@@ -399,7 +268,7 @@ def _job(name: str, fields: _Fields) -> Job:
     startup: datetime | None = fields.get("startup", units.local_datetime)
     return Job(
         name=name,
-        state=fields.get("state", _lower_text),
+        state=fields.get("state", lower_text),
         speed=fields.get("speed", units.number),
         uptime_seconds=fields.get("life", units.duration_seconds),
         media_time_seconds=fields.get("pts", units.duration_seconds),
@@ -456,5 +325,5 @@ def parse_progress(obj: object, wanted: Callable[[str], bool] | None = None,
             continue
         if not budget.take(1):
             break  # over budget: the poller drops this answer's series anyway
-        jobs.append(_job(name, _Fields(raw_job, "job.", errors, budget)))
+        jobs.append(_job(name, Fields(raw_job, "job.", errors, budget)))
     return Parsed(Progress(tuple(jobs), dropped), tuple(errors), budget.exceeded)

@@ -201,6 +201,7 @@ class WebThread:
             for task in list(background):
                 task.cancel()
             await runner.cleanup()
+            self.exporter.close()
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip as gzip_module
+import threading
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any
@@ -170,6 +171,7 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
 
                 sim.set_job_speed(1, "VTV3", 0.5)
                 await poller.poll_all_once()  # announced: the asked variant is prebuilt
+                exporter._building[(True, True)].result(timeout=10)  # on the build thread
                 assert builds[-1] == (True, True, poller.generation)
                 assert len(builds) == 2
                 body = gzip_module.decompress(exporter.metrics_body(True, True))
@@ -182,6 +184,49 @@ def test_scrape_bodies_are_prebuilt_for_asked_variants_only() -> None:
                 await poller.poll_all_once()
                 assert len(builds) == 2
             finally:
+                exporter.close()
+                await poller.stop()
+
+    asyncio.run(run())
+
+
+def test_a_scrape_during_a_build_gets_the_last_complete_body_at_once() -> None:
+    """The build of a new View's body (the whole fleet merged and compressed)
+    runs on the build thread: a scrape meanwhile is answered from the last
+    complete body instead of waiting for it, and the next one gets the new."""
+    async def run() -> None:
+        first = free_ports(1)
+        sim = Simulator(make_servers(1), listen_host="127.0.0.1", first_port=first)
+        async with sim:
+            poller = Poller(Config((TargetConfig(name="s0", url=sim.url(0), timeout=2.0),)))
+            exporter = Exporter(poller)
+            poller.on_publish = exporter.prebuild
+            release = threading.Event()
+            real_build = exporter._build
+
+            def slow(openmetrics: bool, gzip: bool, view: View) -> Any:
+                release.wait(timeout=30)  # a build that takes as long as the test says
+                return real_build(openmetrics, gzip, view)
+
+            try:
+                await poller.poll_all_once()
+                first_body = exporter.metrics_body(False, False).decode()  # built now
+                assert value(first_body, "sigma_job_speed", target="s0", job_name="VTV3") != 0.25
+                exporter._build = slow  # type: ignore[method-assign]
+                sim.set_job_speed(0, "VTV3", 0.25)
+                await poller.poll_all_once()  # announced: the build starts and blocks
+                pending = exporter._building[(False, False)]
+                during = exporter.metrics_body(False, False).decode()  # does not wait
+                assert not pending.done()
+                assert value(during, "sigma_job_speed", target="s0", job_name="VTV3") \
+                    == value(first_body, "sigma_job_speed", target="s0", job_name="VTV3")
+                release.set()
+                pending.result(timeout=10)
+                after = exporter.metrics_body(False, False).decode()
+                assert value(after, "sigma_job_speed", target="s0", job_name="VTV3") == 0.25
+            finally:
+                release.set()
+                exporter.close()
                 await poller.stop()
 
     asyncio.run(run())

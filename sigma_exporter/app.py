@@ -58,7 +58,7 @@ from sigma_exporter.web import systemd
 from sigma_exporter.web.exporter import Exporter
 from sigma_exporter.web.routes import DEFAULT_MAX_REQUESTS
 from sigma_exporter.web.server import DEFAULT_LISTEN, WebThread, listen_problem, split_listen
-from sigma_exporter.web.webconfig import WebConfig, WebConfigWatcher
+from sigma_exporter.web.webconfig import WebConfigWatcher, load_web_config
 
 # What the command line offers and checks, defined where it is used.
 __all__ = [
@@ -125,10 +125,6 @@ def systemd_sockets() -> tuple[socket.socket, ...]:
 def watch_web_config(path: str) -> WebConfigWatcher:
     """The web config file, read now (ConfigError if bad) and re-read as it changes."""
     return WebConfigWatcher(path)
-
-
-def load_web_config(path: str) -> WebConfig:
-    return WebConfigWatcher(path).config
 
 
 def check_nvml(config: Config) -> str:

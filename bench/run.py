@@ -218,6 +218,7 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
     from prometheus_client import CollectorRegistry
     from prometheus_client.openmetrics.exposition import generate_latest as om_latest
 
+    from sigma_exporter.collect.sigma import DumpSource, ProgressSource
     from sigma_exporter.config import Config, TargetConfig
     from sigma_exporter.poll.scheduler import Poller
     from sigma_exporter.source.client import Answer
@@ -226,12 +227,28 @@ def serving_paths(urls: list[str], repeats: int) -> dict[str, Any]:
     answers = fetch_answers(urls)
     config = Config(tuple(TargetConfig(name=f"s{i:04d}", url=u) for i, u in enumerate(urls)))
     poller = Poller(config)
-    snapshots = []
+
+    class Canned:
+        """The answers fetched above, handed to the real sources without I/O."""
+
+        def __init__(self, dump: dict[str, Any], progress: dict[str, Any]) -> None:
+            now = time.time()
+            self.answers = {"dump": Answer(dump, now, 0.01),
+                            "progress": Answer(progress, now, 0.01)}
+
+        async def fetch(self, payload: dict[str, str], method: str = "POST") -> Answer:
+            return self.answers[payload["type"]]
+
+        async def aclose(self) -> None:
+            return None
+
     for state, (dump, progress) in zip(poller.targets.values(), answers, strict=True):
-        now = time.time()
-        parts, _ = state.ingest(Answer(dump, now, 0.01), Answer(progress, now, 0.01))
-        snapshots.append(parts)
-        state.publish(list(parts))
+        canned = Canned(dump, progress)
+        for source in state.sources:
+            if isinstance(source, DumpSource | ProgressSource):
+                source.client = canned
+    asyncio.run(poller.poll_all_once())
+    snapshots = [[exposition.read_back(s.published.rendered)] for s in poller.targets.values()]
     ours = Exporter(poller)
 
     class Stock:
@@ -490,7 +507,7 @@ def agent_mode(seconds: float, interval: float) -> dict[str, Any]:
     """CPU of one local target plus NVML (fake backend) at the default interval."""
     code = f"""
 import asyncio, json, time, resource
-from sigma_exporter.agent.hook import after_dump_hook
+from sigma_exporter.agent.source import nvml_source
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
 from sigma_exporter.sim.fake_nvml import FakeBackend
 from sigma_exporter.sim.scenario import parse_scenario, TimeClock
@@ -508,8 +525,9 @@ async def main():
     config = Config((TargetConfig(name="local", url=sim.url(0), interval={interval},
                                   timeout={min(5.0, interval / 2)}),),
                     NvmlConfig(enabled="true", target="local"))
-    hook = after_dump_hook(config, FakeBackend(scenario, TimeClock(time.time(), 15.0)))
-    task = asyncio.create_task(serve(Settings(config, ("127.0.0.1:{free_port()}",)), hook))
+    nvml = nvml_source(config, FakeBackend(scenario, TimeClock(time.time(), 15.0)))
+    task = asyncio.create_task(serve(Settings(config, ("127.0.0.1:{free_port()}",)),
+                                     [nvml.factory]))
     await asyncio.sleep({interval} + 1)
     if task.done():
         raise SystemExit(f"exporter failed: {{task.exception()}}")

@@ -5,12 +5,19 @@ concerns the process as a whole is here: signals (SIGINT and SIGTERM stop,
 SIGHUP reloads), the config reload (SIGHUP and POST /-/reload), the GC and
 GIL switch-interval tuning, the open-file limit and the order of shutdown.
 
-Threading model. Two threads, each with its own event loop:
+Threading model. Two event loops, each on its own thread, and three kinds
+of worker thread that own no state:
 
-* The main thread runs the poll loop: the Poller, every TargetState, the
-  agent hook, reloads and signals. Nothing else touches their state.
+* The main thread runs the poll loop: the Poller, every TargetState and its
+  sources, reloads and signals. Nothing else touches their state.
 * The web thread (`WebThread`) runs the HTTP server: the Exporter, its body
   cache (`_bodies`, `_asked`) and the listeners. Nothing else touches them.
+* Workers: the exporter's build thread (merges and compresses a new View's
+  body from the immutable View, `web/exporter.py`); one NVML read thread at
+  a time in agent mode (a daemon, so a wedged driver never holds up the exit,
+  `agent/source.py`); and asyncio's default executor, which runs bcrypt for
+  basic auth on the web loop's behalf and the resolver's getaddrinfo for
+  the poll loop's connections.
 
 From poll to web crosses one thing: the immutable `View` the poller builds
 per generation and hands over by a single attribute assignment
@@ -36,13 +43,13 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sigma_exporter import __version__
 from sigma_exporter.collect import exposition
-from sigma_exporter.collect.result import AfterDump
+from sigma_exporter.collect.source import SourceFactory
 from sigma_exporter.config import (
     DURATION_FIX,
     Config,
@@ -135,9 +142,7 @@ def check_nvml(config: Config) -> str:
     """
     if config.nvml.enabled == "false":
         return "agent mode off (nvml.enabled: false)"
-    from sigma_exporter.agent.hook import (
-        after_dump_hook,  # late: imports NVML bindings only when asked
-    )
+    from sigma_exporter.agent.source import nvml_source  # late: NVML bindings only when asked
 
     reasons: list[str] = []
 
@@ -145,31 +150,33 @@ def check_nvml(config: Config) -> str:
         def emit(self, record: logging.LogRecord) -> None:
             reasons.append(plain(record))
 
-    agent_log = logging.getLogger("sigma_exporter.agent.hook")
+    agent_log = logging.getLogger("sigma_exporter.agent.source")
     handler, level = Collect(logging.INFO), agent_log.level
     agent_log.addHandler(handler)
     agent_log.setLevel(logging.INFO)
     try:
-        hook = after_dump_hook(config)
+        nvml = nvml_source(config)
     finally:
         agent_log.removeHandler(handler)
         agent_log.setLevel(level)
-    close = getattr(hook, "close", None)
-    if callable(close):
-        close()
+    if nvml is not None:
+        nvml.close()
     said = "; ".join(reasons) or "no reason given"
-    return f"{'checked' if hook is not None else 'agent mode off on this host'}: {said}"
+    return f"{'checked' if nvml is not None else 'agent mode off on this host'}: {said}"
 
 
 def poll_once(config: Config) -> tuple[bytes, bool, str | None]:
-    """Poll the config's first target once: its exposition, up or not, and why not."""
+    """Poll the config's first target once: its exposition, whether every source
+    answered, and each failing source's error (`source: reason: message; ...`)."""
     async def poll() -> tuple[bytes, bool, str | None]:
         poller = Poller(config)
         try:
             await poller.poll_all_once()
             state = next(iter(poller.targets.values()))
             body = exposition.merge([state.published.rendered], openmetrics=False)
-            return body, bool(state.health.up), state.health.last_error
+            errors = state.health.errors
+            said = "; ".join(f"{source}: {error}" for source, error in errors.items())
+            return body, not errors and bool(state.health.up), said or None
         finally:
             await poller.stop()
 
@@ -216,11 +223,14 @@ def raise_open_file_limit() -> None:
                   extra=fields(soft=soft, hard=hard, error=str(exc)))
 
 
-async def serve(settings: Settings, after_dump: AfterDump | None = None,
+async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
                 ready: asyncio.Event | None = None) -> None:
-    """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation)."""
+    """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation).
+
+    `sources`: the factories of extra sources (agent mode's NVML, the outputs).
+    """
     config = settings.config
-    poller = Poller(config, after_dump)
+    poller = Poller(config, sources)
     exporter = Exporter(poller, settings.telemetry_path)
     web_thread = WebThread(exporter, settings.listen, settings.web_config,
                            settings.max_requests, settings.read_timeout, settings.sockets)
@@ -289,9 +299,6 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
                 log.info("shutting down")
                 remove_signal_handlers()
                 await poller.stop()
-                close = getattr(after_dump, "close", None)
-                if callable(close):  # agent mode: let go of NVML
-                    close()
                 await asyncio.to_thread(web_thread.stop)
     finally:
         remove_signal_handlers()
@@ -300,20 +307,21 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
 
 def run(settings: Settings) -> int:
     """The exporter, until a signal stops it; the process's exit status."""
-    from sigma_exporter.agent.hook import (
-        after_dump_hook,  # late: imports NVML bindings only when running
-    )
+    from sigma_exporter.agent.source import nvml_source  # late: NVML bindings only when running
 
     raise_open_file_limit()
     try:
-        hook = after_dump_hook(settings.config)
+        nvml = nvml_source(settings.config)
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     listen = "the systemd sockets" if settings.sockets else ", ".join(settings.listen)
     try:
-        asyncio.run(serve(settings, hook))
+        asyncio.run(serve(settings, [nvml.factory] if nvml is not None else []))
     except OSError as exc:
         print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
         return 1
+    finally:
+        if nvml is not None:  # agent mode: let go of NVML
+            nvml.close()
     return 0

@@ -1,9 +1,10 @@
 """Every metric the exporter can emit, declared once.
 
-The collector, the renderer and docs/metrics.md all read this table, so a
-name, type, label set or HELP text lives in exactly one place. Data families
-are rendered once per poll and cached; health families are rebuilt on each
-scrape from the targets' counters (they survive a failed poll).
+The sources, the renderer and docs/metrics.md all read this table, so a
+name, type, label set or HELP text lives in exactly one place. A target's
+data and health families are rendered together once per poll; the health
+families (kept in the target's health, collect/health.py) are rendered again
+when a poll fails, so they survive it, and the data families do not.
 """
 
 from __future__ import annotations
@@ -96,16 +97,17 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_poll_interval_seconds", "gauge",
        "Configured poll interval of the target (for staleness alerts).", T, "health"),
     _d("sigma_poll_duration_seconds", "gauge",
-       "Wall time of the last poll of the target, by source (dump, progress, nvml).",
-       ("target", "source"), "health"),
+       "Wall time of the last read of each source of the target (dump, progress, nvml), "
+       "fetch and parse; time spent waiting for another source of the same round is not "
+       "counted.", ("target", "source"), "health"),
     _d("sigma_polls_total", "counter",
        "Polls attempted by source (dump, progress, nvml), failed ones included: "
        "the denominator of sigma_poll_errors_total.", ("target", "source"), "health"),
     _d("sigma_poll_errors_total", "counter",
        "Failed polls by source and reason (timeout, connect, tls, http_status, "
-       "too_large, protocol, invalid_json, invalid_schema, series_limit; internal for a bug "
-       "of the exporter's own; nvml_error for the driver). Every source and reason exists "
-       "at 0 from the first poll.",
+       "too_large, protocol, invalid_json, invalid_schema; api_error when Sigma refused the "
+       "call, its `ec` not 0; nvml_error for the driver; series_limit; internal for a bug "
+       "of the exporter's own). Every source and reason exists at 0 from the start.",
        ("target", "source", "reason"), "health"),
     _d("sigma_last_poll_success_timestamp_seconds", "gauge",
        "Unix time of the last successful dump poll.", T, "health"),

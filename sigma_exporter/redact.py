@@ -82,10 +82,19 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
     return urlunsplit((parts.scheme, netloc, path, query, fragment))
 
 
+# Sigma's licence key (dump `nats.license`, `Y7KI4-HHQX5-0N9QN-X8TLN-VOPE7`): five
+# groups of five. The exporter never reads it, but a server may echo it in a
+# `msg` or an error: text of that shape is blanked wherever it appears.
+_LICENCE_KEY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{5}(?:-[A-Za-z0-9]{5}){4}(?![A-Za-z0-9])")
+
+
 def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
-    """Redact every URL in `text` and blank out known secret values."""
+    """Redact every URL in `text`, anything shaped like a licence key, and known
+    secret values."""
     if "://" in text:
         text = _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
+    if "-" in text:
+        text = _LICENCE_KEY.sub("REDACTED", text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, "REDACTED")

@@ -39,18 +39,20 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from feed import Fed  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from sigma_exporter.agent.crosscheck import CrossCheck, crosscheck_samples  # noqa: E402
-from sigma_exporter.agent.nvml import GpuReading, nvml_samples  # noqa: E402
+from sigma_exporter.agent.crosscheck import CrossCheck  # noqa: E402
+from sigma_exporter.agent.nvml import DriverInfo, GpuReading  # noqa: E402
+from sigma_exporter.agent.source import NvmlSource  # noqa: E402
 from sigma_exporter.collect import exposition  # noqa: E402
 from sigma_exporter.config import TargetConfig  # noqa: E402
 from sigma_exporter.metrics import BY_NAME  # noqa: E402
-from sigma_exporter.poll.target import TargetState  # noqa: E402
 from sigma_exporter.sim.dump import render_dump  # noqa: E402
 from sigma_exporter.sim.model import make_servers  # noqa: E402
 from sigma_exporter.sim.progress import render_progress  # noqa: E402
-from sigma_exporter.source.client import Answer, SSLContexts  # noqa: E402
+from sigma_exporter.source.client import Answer  # noqa: E402
+from sigma_exporter.source.parse import parse_dump  # noqa: E402
 
 OUT = ROOT / "alerts" / "tests" / "incidents"
 ALERTS = ROOT / "alerts" / "sigma-alerts.yml"
@@ -69,34 +71,47 @@ Key = tuple[str, Labels]
 # --- the exposition of a healthy host -------------------------------------------
 
 
+class Driver:
+    """An NVML backend that reads the given figures."""
+
+    def __init__(self, readings: tuple[GpuReading, ...]) -> None:
+        self.readings = readings
+
+    def init(self) -> DriverInfo:
+        return DriverInfo("550.54.15", len(self.readings))
+
+    def read(self) -> tuple[GpuReading, ...]:
+        return self.readings
+
+    def close(self) -> None:
+        return None
+
+
 def base_samples(agent: bool) -> list[tuple[str, dict[str, str], float]]:
     """(name, labels, value) of one scrape: two GPUs, the two channels, NVML if agent."""
     server = make_servers(1, gpus=2, jobs=3, seed=1, epoch=SIM_EPOCH)[0]
-    state = TargetState(TargetConfig(name=TARGET, url="http://127.0.0.1:9999"), SSLContexts())
-    parts, dump = state.ingest(Answer(render_dump(server, SIM_NOW), SIM_NOW, 0.0125),
-                               Answer(render_progress(server, SIM_NOW), SIM_NOW, 0.0045))
-    if agent and dump is not None:
-        readings = tuple(
-            GpuReading(
-                index=int(g.index), uuid=f"GPU-5e1d0c2a-0000-4000-8000-00000000000{g.index}",
-                name=g.name, pci_bus_id=f"00000000:{0x17 + int(g.index):02X}:00.0",
-                memory_total_bytes=g.memory_total_bytes, memory_used_bytes=g.memory_used_bytes,
-                utilization_ratio=g.utilization_ratio, memory_utilization_ratio=0.04,
-                encoder_utilization_ratio=g.encoder_utilization_ratio,
-                decoder_utilization_ratio=g.decoder_utilization_ratio, encoder_sessions=2.0,
-                encoder_fps=25.0, encoder_latency_seconds=0.0012,
-                temperature_celsius=g.temperature_celsius, power_watts=31.5,
-                video_clock_hz=1.545e9, power_limit_watts=72.0, xid_errors=0.0, last_xid=0.0,
-                ecc_uncorrected_errors=0.0, row_remap_pending=0.0, row_remap_failure=0.0,
-                throttle_reasons=1.0)
-            for g in dump.gpus)
-        state.health.nvml_up = True
-        state.health.durations["nvml"] = 0.003
-        state.health.poll_errors.setdefault(("nvml", "nvml_error"), 0)
-        parts.append(nvml_samples(TARGET, readings))
-        parts.append(crosscheck_samples(TARGET, CrossCheck(target=TARGET).update(
-            dump.gpus, readings)))
-    state.publish(parts)
+    dump_body = render_dump(server, SIM_NOW)
+    gpus = parse_dump(dump_body).value.gpus
+    readings = tuple(
+        GpuReading(
+            index=int(g.index), uuid=f"GPU-5e1d0c2a-0000-4000-8000-00000000000{g.index}",
+            name=g.name, pci_bus_id=f"00000000:{0x17 + int(g.index):02X}:00.0",
+            memory_total_bytes=g.memory_total_bytes, memory_used_bytes=g.memory_used_bytes,
+            utilization_ratio=g.utilization_ratio, memory_utilization_ratio=0.04,
+            encoder_utilization_ratio=g.encoder_utilization_ratio,
+            decoder_utilization_ratio=g.decoder_utilization_ratio, encoder_sessions=2.0,
+            encoder_fps=25.0, encoder_latency_seconds=0.0012,
+            temperature_celsius=g.temperature_celsius, power_watts=31.5,
+            video_clock_hz=1.545e9, power_limit_watts=72.0, xid_errors=0.0, last_xid=0.0,
+            ecc_uncorrected_errors=0.0, row_remap_pending=0.0, row_remap_failure=0.0,
+            throttle_reasons=1.0)
+        for g in gpus)
+    # Agent mode: the real NVML source over a driver that reads these figures.
+    nvml = [NvmlSource(TARGET, Driver(readings), CrossCheck(target=TARGET))] if agent else []
+    fed = Fed(TargetConfig(name=TARGET, url="http://127.0.0.1:9999"), extra=nvml)
+    fed.round(Answer(dump_body, SIM_NOW, 0.0125),
+              Answer(render_progress(server, SIM_NOW), SIM_NOW, 0.0045))
+    state = fed.state
     text = exposition.merge([state.published.rendered], False).decode()
     out: list[tuple[str, dict[str, str], float]] = []
     for family in text_string_to_metric_families(text):

@@ -112,7 +112,13 @@ def _text(value: object) -> str:
 
 
 class PynvmlBackend:
-    """NVML through nvidia-ml-py. Thread-safe: NVML itself is, and init is locked."""
+    """NVML through nvidia-ml-py.
+
+    One read at a time: `read` keeps state between rounds (the Xid event set
+    and counts) without a lock, and the NVML source never starts a read while
+    one is in flight. `init` and the reset after a failure are locked, as
+    `close` may run on another thread at shutdown.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

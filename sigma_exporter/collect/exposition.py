@@ -14,8 +14,9 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from sigma_exporter import metrics
 from sigma_exporter.collect.samples import Samples
-from sigma_exporter.metrics import BY_NAME, DEFINITIONS, MetricDef
+from sigma_exporter.metrics import MetricDef
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -42,30 +43,36 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
-def _pieces() -> dict[str, tuple[str, ...]]:
-    """Per metric, the fixed text of one sample line around its variable parts.
+def _build_pieces(d: MetricDef) -> tuple[str, ...]:
+    """One metric's fixed text of a sample line around its variable parts.
 
     (`name{a="`, -, `",b="`, -, `"} `, -, newline): label values go into the
     odd slots, the value into the last but one. Filling a list and joining it
     is much cheaper than %-formatting the whole line (a long template).
     """
-    out = {}
-    for d in DEFINITIONS:
-        if d.labels:
-            heads = [f'{d.name}{{{d.labels[0]}="']
-            heads += [f'",{label}="' for label in d.labels[1:]]
-            heads.append('"} ')
-        else:
-            heads = [f"{d.name} "]
-        pieces = []
-        for head in heads:
-            pieces += [head, ""]
-        pieces.append("\n")
-        out[d.name] = tuple(pieces)
-    return out
+    if d.labels:
+        heads = [f'{d.name}{{{d.labels[0]}="']
+        heads += [f'",{label}="' for label in d.labels[1:]]
+        heads.append('"} ')
+    else:
+        heads = [f"{d.name} "]
+    pieces: list[str] = []
+    for head in heads:
+        pieces += [head, ""]
+    pieces.append("\n")
+    return tuple(pieces)
 
 
-_PIECES = _pieces()
+# Built once per metric, on first use: the table is read when rendering, so a
+# source's rows in metrics.py are all it takes for its families to render.
+_PIECES: dict[str, tuple[str, ...]] = {}
+
+
+def _pieces(name: str) -> tuple[str, ...]:
+    pieces = _PIECES.get(name)
+    if pieces is None:
+        pieces = _PIECES[name] = _build_pieces(metrics.BY_NAME[name])
+    return pieces
 
 
 def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
@@ -74,8 +81,8 @@ def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Render
     for name, entries in samples.items():
         if not entries:
             continue
-        line = list(_PIECES[name])
-        width = len(BY_NAME[name].labels)
+        line = list(_pieces(name))
+        width = len(metrics.BY_NAME[name].labels)
         label_slots = slice(1, 2 * width, 2)
         lines = []
         for labels, value in entries:
@@ -95,27 +102,23 @@ def _help(text: str) -> str:
     return text.replace("\\", r"\\").replace("\n", r"\n")
 
 
-def _headers(openmetrics: bool) -> dict[str, bytes]:
-    """Each family's metadata lines, built once at import (scrapes only concatenate).
+def _header(d: MetricDef, openmetrics: bool) -> bytes:
+    """A family's metadata lines, built once (scrapes only concatenate).
 
     OpenMetrics gets the family name, the `info` type and a `# UNIT` where the
     name ends in a unit; the text format 0.0.4 knows neither, and keeps the
     sample name and `gauge`.
     """
-    headers = {}
-    for d in DEFINITIONS:
-        if openmetrics:
-            text = f"# HELP {d.family} {_help(d.help)}\n# TYPE {d.family} {d.type}\n"
-            if d.unit:
-                text += f"# UNIT {d.family} {d.unit}\n"
-        else:
-            text = f"# HELP {d.name} {_help(d.help)}\n# TYPE {d.name} {d.text_type}\n"
-        headers[d.name] = text.encode()
-    return headers
+    if openmetrics:
+        text = f"# HELP {d.family} {_help(d.help)}\n# TYPE {d.family} {d.type}\n"
+        if d.unit:
+            text += f"# UNIT {d.family} {d.unit}\n"
+    else:
+        text = f"# HELP {d.name} {_help(d.help)}\n# TYPE {d.name} {d.text_type}\n"
+    return text.encode()
 
 
-_TEXT_HEADERS = _headers(openmetrics=False)
-_OM_HEADERS = _headers(openmetrics=True)
+_HEADERS: dict[tuple[str, bool], bytes] = {}
 
 
 def merge(blocks: Iterable[Rendered], openmetrics: bool, end: bool = True) -> bytes:
@@ -124,13 +127,15 @@ def merge(blocks: Iterable[Rendered], openmetrics: bool, end: bool = True) -> by
     `end=False` leaves out the OpenMetrics `# EOF` so more families can follow.
     """
     blocks = list(blocks)
-    headers = _OM_HEADERS if openmetrics else _TEXT_HEADERS
     parts: list[bytes] = []
-    for d in DEFINITIONS:
+    for d in metrics.DEFINITIONS:
         name = d.name
         chunks = [b for block in blocks if (b := block.get(name))]
         if chunks:
-            parts.append(headers[name])
+            header = _HEADERS.get((name, openmetrics))
+            if header is None:
+                header = _HEADERS[(name, openmetrics)] = _header(d, openmetrics)
+            parts.append(header)
             parts.extend(chunks)
     if openmetrics and end:
         parts.append(b"# EOF\n")
@@ -139,7 +144,7 @@ def merge(blocks: Iterable[Rendered], openmetrics: bool, end: bool = True) -> by
 
 def to_families(samples: Samples) -> Iterator[Metric]:
     """The same samples as prometheus_client families (for registries and tests)."""
-    for d in DEFINITIONS:
+    for d in metrics.DEFINITIONS:
         entries = samples.get(d.name)
         if not entries:
             continue
@@ -165,7 +170,7 @@ def read_back(rendered: Rendered) -> Samples:
     body = merge([rendered], openmetrics=False).decode()
     for family in text_string_to_metric_families(body):
         for sample in family.samples:
-            names = BY_NAME[sample.name].labels
+            names = metrics.BY_NAME[sample.name].labels
             out.setdefault(sample.name, []).append(
                 (tuple(sample.labels[n] for n in names), sample.value))
     return out

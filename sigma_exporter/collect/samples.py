@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 from sigma_exporter.collect.counters import ErrorLineCounter
 from sigma_exporter.source.gpufields import GPU_FIELDS
@@ -31,54 +30,6 @@ def new_samples() -> Samples:
 def _add(samples: Samples, name: str, labels: Labels, value: float | None) -> None:
     if value is not None:
         samples[name].append((labels, value))
-
-
-@dataclass
-class Health:
-    """Per-target poll health: kept (and exported) when polls fail."""
-
-    interval_seconds: float
-    up: bool | None = None  # None until the first dump poll finished
-    progress_up: bool | None = None
-    nvml_up: bool | None = None
-    last_success_timestamp: float | None = None
-    durations: dict[str, float] = field(default_factory=dict)  # source -> seconds
-    polls: dict[str, int] = field(default_factory=dict)  # source -> polls attempted
-    poll_errors: dict[tuple[str, str], int] = field(default_factory=dict)
-    parse_errors: dict[str, int] = field(default_factory=dict)
-    server_restarts: int = 0
-    series_dropped: int = 0  # data series over the series budget, last poll
-    last_error: str | None = None  # for logs and `once`
-    errors: dict[str, str] = field(default_factory=dict)  # source -> last poll's error
-
-    def count_poll(self, source: str) -> None:
-        """One more poll of `source` attempted (whatever its outcome)."""
-        self.polls[source] = self.polls.get(source, 0) + 1
-
-
-def health_samples(target: str, health: Health) -> Samples:
-    out = new_samples()
-    t = (target,)
-    _add(out, "sigma_poll_interval_seconds", t, health.interval_seconds)
-    if health.up is not None:
-        _add(out, "sigma_up", t, 1.0 if health.up else 0.0)
-        # Counters start existing with the first poll so rate() sees their start.
-        _add(out, "sigma_server_restarts_total", t, float(health.server_restarts))
-        _add(out, "sigma_series_dropped", t, float(health.series_dropped))
-    if health.progress_up is not None:
-        _add(out, "sigma_progress_up", t, 1.0 if health.progress_up else 0.0)
-    if health.nvml_up is not None:
-        _add(out, "sigma_nvml_up", t, 1.0 if health.nvml_up else 0.0)
-    _add(out, "sigma_last_poll_success_timestamp_seconds", t, health.last_success_timestamp)
-    for source, seconds in sorted(health.durations.items()):
-        _add(out, "sigma_poll_duration_seconds", (target, source), seconds)
-    for source, count in sorted(health.polls.items()):
-        _add(out, "sigma_polls_total", (target, source), float(count))
-    for (source, reason), count in sorted(health.poll_errors.items()):
-        _add(out, "sigma_poll_errors_total", (target, source, reason), float(count))
-    for path, count in sorted(health.parse_errors.items()):
-        _add(out, "sigma_parse_errors_total", (target, path), float(count))
-    return out
 
 
 def _process(out: Samples, prefix: str, labels: Labels, proc: ProcessStats | None) -> None:

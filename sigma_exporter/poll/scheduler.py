@@ -13,13 +13,14 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from sigma_exporter.collect.result import AfterDump
+from sigma_exporter.collect.sigma import sigma_sources
+from sigma_exporter.collect.source import SourceFactory
 from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.target import TargetState
@@ -45,12 +46,14 @@ PUBLISH_MAX_DELAY = 0.25
 class Poller:
     """Owns the targets' states and the scheduler that polls them."""
 
-    def __init__(self, config: Config, after_dump: AfterDump | None = None) -> None:
+    def __init__(self, config: Config, sources: Sequence[SourceFactory] = ()) -> None:
+        """`sources`: factories of the sources besides a Sigma server's own dump and
+        progress (agent mode's NVML, the outputs), asked once per target config."""
         self.config = config
         self.contexts = SSLContexts()
-        self.after_dump = after_dump
+        self.factories: tuple[SourceFactory, ...] = (sigma_sources(self.contexts), *sources)
         self.targets: dict[str, TargetState] = {
-            t.name: TargetState(t, self.contexts) for t in config.targets
+            t.name: self._state(t) for t in config.targets
         }
         self.scheduler: AsyncIOScheduler | None = None
         self._semaphore = asyncio.Semaphore(config.max_concurrent_polls)
@@ -65,6 +68,9 @@ class Poller:
         self.on_publish: Callable[[View], None] | None = None
         self.view = self._next_view(0)
 
+    def _state(self, target: TargetConfig) -> TargetState:
+        return TargetState(target, [s for make in self.factories for s in make(target)])
+
     @property
     def generation(self) -> int:
         return self.view.generation
@@ -78,7 +84,7 @@ class Poller:
         if state is None:
             return
         async with self._semaphore:
-            await state.poll(self._secrets, self.after_dump)
+            await state.poll(self._secrets)
         self._published()
         if not self.first_round.is_set() and all(
                 s.polls_done > 0 for s in self.targets.values()):
@@ -158,7 +164,7 @@ class Poller:
             if state is not None and state.config == target:
                 new[target.name] = state
             else:
-                new[target.name] = TargetState(target, self.contexts)
+                new[target.name] = self._state(target)
         removed = [s for name, s in old.items() if new.get(name) is not s]
         self.config = config
         self._secrets = config.secrets()
@@ -172,7 +178,7 @@ class Poller:
                 if old.get(target.name) is not new[target.name]:
                     self._schedule(target)
         for state in removed:
-            await state.client.aclose()
+            await state.aclose()
         self._reload = ConfigReload(True, time.time())
         self.flush_published()
 
@@ -184,4 +190,4 @@ class Poller:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
         for state in self.targets.values():
-            await state.client.aclose()
+            await state.aclose()

@@ -1,18 +1,22 @@
-"""What the status page needs of one poll, summarized on the poll side.
+"""What the status page needs of one poll, summarized on the poll side from typed results.
 
-`summarize` runs on the poll loop right after a target's poll. From the very
-samples the target's exposition is rendered from (and its health) it keeps
-the little the page shows, in a frozen `TargetStatus` that the poller puts in
-the target's view together with its exposition, so the web thread renders
-the page without reading anything the poll loop changes.
+`summarize` runs on the poll loop right after a target's round. From the
+round's typed readings (the dump's `Dump`, progress's `Progress`, every
+source's findings) and the target's health it keeps the little the page
+shows, in a frozen `TargetStatus` that the poller puts in the target's view
+together with its exposition, so the web thread renders the page without
+reading anything the poll loop changes. Nothing here reads metric names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sigma_exporter.collect.samples import Health, Labels
+from sigma_exporter.collect.health import TargetHealth
+from sigma_exporter.collect.samples import UP_STATES_JOB
+from sigma_exporter.collect.source import Outcome
+from sigma_exporter.source.snapshot import Dump, Progress
 
 # A channel is slow when it is up but its last reported speed is below this
 # (1.0 is real time). Same number as SigmaJobBehindRealtime's threshold
@@ -39,78 +43,88 @@ class Gpu:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """One source of the target as of its last read."""
+
+    name: str
+    up: bool | None  # None: not read yet
+    error: str | None  # "reason: message" of the last read, if it failed
+    findings: tuple[str, ...] = ()  # problems its last read found, as sentences
+
+
+@dataclass(frozen=True, slots=True)
 class TargetStatus:
     """One target as the page shows it, as of its last poll (immutable)."""
 
-    up: bool | None  # dump side; None before the first poll finished
-    progress_up: bool | None  # None: progress is not polled
-    nvml_up: bool | None  # None: not the agent-mode target
+    up: bool | None  # the primary source (dump); None before the first poll finished
     last_success: float | None  # Unix time of the last good dump
-    errors: tuple[tuple[str, str], ...]  # (source, error) of the last poll
+    sources: tuple[SourceStatus, ...]  # in the target's order, dump first
     channels: int  # channels seen (after include/exclude/max)
     channels_up: int
     channels_dropped: int  # left out by the target's jobs: include/exclude/max
     down: tuple[Channel, ...]
     slow: tuple[Channel, ...]
     gpus: tuple[Gpu, ...]
-    mismatches: tuple[str, ...]  # cross-check findings, as sentences
+
+    def source(self, name: str) -> SourceStatus | None:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        return None
 
     def error(self, source: str) -> str | None:
-        return dict(self.errors).get(source)
+        found = self.source(source)
+        return None if found is None else found.error
+
+    def up_of(self, source: str) -> bool | None:
+        """`source`'s up flag; None when it was not read (or the target has none)."""
+        found = self.source(source)
+        return None if found is None else found.up
+
+    @property
+    def progress_up(self) -> bool | None:
+        return self.up_of("progress")
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        return tuple(f for source in self.sources for f in source.findings)
 
 
-Samples = Mapping[str, Sequence[tuple[Labels, float]]]  # read only
-
-
-def _by_label(samples: Samples, name: str, position: int = 1) -> dict[str, float]:
-    """One metric's values keyed by one label (default: the one after `target`)."""
-    return {labels[position]: value for labels, value in samples.get(name, ())}
-
-
-def _channels(samples: Samples) -> tuple[int, int, tuple[Channel, ...], tuple[Channel, ...]]:
-    up = _by_label(samples, "sigma_job_up")
-    speed = _by_label(samples, "sigma_job_speed")
-    state = {labels[1]: labels[2] for labels, _ in samples.get("sigma_job_state", ())}
-    names = list(dict.fromkeys([*up, *speed]))  # the server's order
-    down, slow = [], []
-    for name in names:
-        channel = Channel(name, state.get(name), speed.get(name))
-        if up.get(name) == 0:
+def _channels(progress: Progress | None) -> tuple[int, int, tuple[Channel, ...],
+                                                  tuple[Channel, ...]]:
+    if progress is None:
+        return 0, 0, (), ()
+    down, slow, up = [], [], 0
+    for job in progress.jobs:  # the server's order
+        channel = Channel(job.name, job.state, job.speed)
+        if job.state is not None and job.state not in UP_STATES_JOB:
             down.append(channel)
-        elif channel.speed is not None and channel.speed < SLOW_SPEED:
-            slow.append(channel)
-    return len(names), sum(1 for v in up.values() if v == 1), tuple(down), tuple(slow)
+        else:
+            up += job.state is not None
+            if channel.speed is not None and channel.speed < SLOW_SPEED:
+                slow.append(channel)
+    return len(progress.jobs), up, tuple(down), tuple(slow)
 
 
-def _gpus(samples: Samples) -> tuple[Gpu, ...]:
-    names = {labels[1]: labels[2] for labels, _ in samples.get("sigma_gpu_info", ())}
-    core = _by_label(samples, "sigma_gpu_utilization_ratio")
-    encoder = _by_label(samples, "sigma_gpu_encoder_utilization_ratio")
-    decoder = _by_label(samples, "sigma_gpu_decoder_utilization_ratio")
-    temperature = _by_label(samples, "sigma_gpu_temperature_celsius")
-    indexes = dict.fromkeys([*names, *core, *encoder, *decoder, *temperature])
-    return tuple(Gpu(i, names.get(i, ""), core.get(i), encoder.get(i), decoder.get(i),
-                     temperature.get(i)) for i in indexes)
+def _gpus(dump: Dump | None) -> tuple[Gpu, ...]:
+    if dump is None:
+        return ()
+    return tuple(Gpu(g.index, g.name or "", g.utilization_ratio, g.encoder_utilization_ratio,
+                     g.decoder_utilization_ratio, g.temperature_celsius) for g in dump.gpus)
 
 
-def _mismatches(samples: Samples) -> tuple[str, ...]:
-    found = [f"GPU {gpu}: {field} differs from NVML"
-             for (_, gpu, field), value in samples.get("sigma_gpu_crosscheck_mismatch", ())
-             if value == 1]
-    found += [f"GPU {gpu}: missing on the {side} side"
-              for (_, gpu, side), value in samples.get("sigma_gpu_crosscheck_gpu_missing", ())
-              if value == 1]
-    return tuple(found)
-
-
-def summarize(samples: Samples, health: Health) -> TargetStatus:
-    """What the page needs of one poll's samples; cheap, called once per poll."""
-    channels, channels_up, down, slow = _channels(samples)
-    dropped = _by_label(samples, "sigma_jobs_dropped", 0)
+def summarize(outcomes: Sequence[Outcome], health: TargetHealth) -> TargetStatus:
+    """What the page needs of one round; cheap, called once per poll."""
+    values = {o.source: o.reading.value for o in outcomes if o.reading is not None}
+    findings = {o.source: o.reading.findings for o in outcomes if o.reading is not None}
+    dump = values.get("dump")
+    progress = values.get("progress")
+    progress = progress if isinstance(progress, Progress) else None
+    channels, channels_up, down, slow = _channels(progress)
     return TargetStatus(
-        up=health.up, progress_up=health.progress_up, nvml_up=health.nvml_up,
-        last_success=health.last_success_timestamp,
-        errors=tuple(sorted(health.errors.items())),
+        up=health.up, last_success=health.last_success_timestamp,
+        sources=tuple(SourceStatus(name, s.up, s.error, findings.get(name, ()))
+                      for name, s in health.sources.items()),
         channels=channels, channels_up=channels_up,
-        channels_dropped=int(sum(dropped.values())),
-        down=down, slow=slow, gpus=_gpus(samples), mismatches=_mismatches(samples))
+        channels_dropped=progress.dropped if progress is not None else 0,
+        down=down, slow=slow, gpus=_gpus(dump if isinstance(dump, Dump) else None))

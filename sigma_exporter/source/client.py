@@ -1,19 +1,19 @@
-"""Fetching one answer from a Sigma server (httpx, async).
+"""Fetching one answer from a Sigma server: request to decoded JSON in one pass.
 
-Every failure becomes a `PollError` with exactly one `reason`:
-timeout, connect, tls, http_status, too_large, protocol, invalid_json,
-invalid_schema (and `internal`, for a bug of ours: the poller records it for
-its own, `fetch` for an exception nobody foresaw). `fetch` raises nothing else.
-Redirects are never followed (a redirect is `http_status`): the exporter only
-talks to URLs it was configured with. The body is capped while it streams in,
-and a compressed body again while it is inflated.
+One deadline (the target's timeout) bounds the whole fetch: connect, send,
+receive, inflate and decode. A failure is a `PollError` with one reason of
+`errors.REASONS`, decided where it happens (the transport: connect, tls,
+protocol, too_large; here: timeout, http_status, the encoding, the JSON);
+an exception nobody foresaw is the caller's `internal`. Redirects are never
+followed (a redirect is `http_status`): the exporter only talks to URLs it
+was configured with. The body is capped while it streams in, and a
+compressed body again while it is inflated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import ssl
 import time
 import zlib
@@ -25,39 +25,12 @@ import orjson
 
 from sigma_exporter import __version__
 from sigma_exporter.config import TargetConfig, TLSConfig
-from sigma_exporter.logsetup import fields
-from sigma_exporter.redact import redact_url
-from sigma_exporter.source.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
-
-log = logging.getLogger("sigma_exporter.source.client")
-
-REASONS = (
-    "timeout",
-    "connect",
-    "tls",
-    "http_status",
-    "too_large",
-    "protocol",  # not valid HTTP: bad framing, a truncated or undecodable body
-    "invalid_json",
-    "invalid_schema",
-    "series_limit",  # more series than the target's max_series: its data is dropped
-    # A bug of ours, never the server's doing: while ingesting or rendering a
-    # good answer (poller.TargetState records it; the target then reads up 0),
-    # or an exception of a fetch nobody foresaw.
-    "internal",
-)
+from sigma_exporter.source.errors import REASONS as REASONS
+from sigma_exporter.source.errors import PollError as PollError
+from sigma_exporter.source.transport import SigmaTransport
 
 DUMP_REQUEST = {"type": "dump"}
 PROGRESS_REQUEST = {"type": "progress", "name": "*"}
-
-
-class PollError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        if reason not in REASONS:
-            raise ValueError(f"unknown poll error reason {reason!r}")
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,18 +95,6 @@ def inflate(body: bytes, content_encoding: str, cap: int) -> bytes:
     return b"".join(out)
 
 
-def _is_tls_error(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, ssl.SSLError):
-            return True
-        current = current.__cause__ or current.__context__
-    text = str(exc)
-    return "SSL" in text or "CERTIFICATE" in text.upper()
-
-
 class SSLContexts:
     """One SSL context per distinct TLS setting, shared by all targets using it.
 
@@ -188,92 +149,45 @@ class SigmaClient:
             max_connections=2, keepalive_expiry=target.interval * 2 + 5)
         # Plain httpx.Request objects, not an AsyncClient: a client would build
         # (and keep) an SSL context of its own for every target.
-        extensions = {"timeout": httpx.Timeout(target.timeout).as_dict()}
         json_headers = httpx.Headers(headers)
         json_headers["Content-Type"] = "application/json"
         self._requests: dict[tuple[str, str], httpx.Request] = {
             (payload["type"], "POST"): httpx.Request(
-                "POST", target.url, headers=json_headers, content=orjson.dumps(payload),
-                extensions=extensions)
+                "POST", target.url, headers=json_headers, content=orjson.dumps(payload))
             for payload in (DUMP_REQUEST, PROGRESS_REQUEST)
         }
-        self._requests[("dump", "GET")] = httpx.Request("GET", target.url, headers=headers,
-                                                        extensions=extensions)
-        self._safe_url = redact_url(target.url)
-        self._internal_logged = False
+        self._requests[("dump", "GET")] = httpx.Request("GET", target.url, headers=headers)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
 
     async def fetch(self, payload: dict[str, str], method: str = "POST") -> Answer:
-        """Send one request; the whole exchange is bounded by the target timeout.
+        """One request, bounded as a whole by the target's timeout; raises PollError.
 
-        Raises PollError and nothing else (cancellation aside): whatever the
-        server does, the poll of this target fails with a reason.
+        Any other exception is a bug of ours, left to the source's `execute()`
+        (reason `internal`, its traceback logged once).
         """
-        try:
-            return await self._fetch(payload, method)
-        except PollError:
-            raise
-        except MemoryError:
-            raise PollError("too_large", "out of memory reading the answer") from None
-        except Exception as exc:  # a bug of ours: counted, with its traceback logged once
-            if not self._internal_logged:
-                self._internal_logged = True
-                log.exception("unexpected error polling", extra=fields(url=self._safe_url))
-            raise PollError("internal", f"{type(exc).__name__} polling {self._safe_url}") \
-                from None
-
-    async def _fetch(self, payload: dict[str, str], method: str) -> Answer:
+        request = self._requests[(payload["type"], method)]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.target.timeout):
-                body = await self._request(payload, method)
+                answer = await self._transport.exchange(request)
         except TimeoutError:
-            raise PollError(
-                "timeout", f"no complete answer from {self._safe_url} "
-                f"within {self.target.timeout:g}s"
-            ) from None
+            raise PollError("timeout", f"no complete answer within {self.target.timeout:g}s "
+                            "(the target's timeout)") from None
         received_at = time.time()
+        if not 200 <= answer.status < 300:
+            raise PollError("http_status", f"HTTP {answer.status}")
+        encoding = answer.header(b"content-encoding")
+        body = inflate(answer.body, encoding, self.target.max_body_bytes) if encoding \
+            else answer.body
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise PollError("invalid_json", f"answer is not valid JSON: {exc}") from None
+        except MemoryError:
+            raise PollError("too_large", "out of memory decoding the answer") from None
         if not isinstance(decoded, dict):
             raise PollError(
-                "invalid_schema", f"answer is JSON {type(decoded).__name__}, not an object"
-            )
+                "invalid_schema", f"answer is JSON {type(decoded).__name__}, not an object")
         return Answer(decoded, received_at, time.perf_counter() - started)
-
-    async def _request(self, payload: dict[str, str], method: str) -> bytes:
-        request = self._requests.get((payload["type"], method))
-        if request is None:
-            raise ValueError(f"no {method} request for {payload['type']}")
-        try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                if not 200 <= response.status_code < 300:
-                    raise PollError(
-                        "http_status", f"HTTP {response.status_code} from {self._safe_url}"
-                    )
-                # The transport already refused a raw answer over the cap (declared
-                # or streamed); the encoding is undone here, under the same cap.
-                raw = b"".join([chunk async for chunk in response.aiter_raw()])
-            finally:
-                await response.aclose()
-        except BodyTooLarge as exc:
-            raise PollError("too_large", str(exc)) from None
-        except httpx.TimeoutException:
-            raise PollError("timeout", f"timed out talking to {self._safe_url}") from None
-        except MalformedAnswer as exc:
-            raise PollError("protocol", f"malformed answer from {self._safe_url}: {exc}") \
-                from None
-        except httpx.ConnectError as exc:
-            reason = "tls" if _is_tls_error(exc) else "connect"
-            raise PollError(reason, f"cannot connect to {self._safe_url}: {exc}") from None
-        except httpx.TransportError as exc:
-            # Reset or closed mid-answer; a TLS failure can surface here too.
-            reason = "tls" if _is_tls_error(exc) else "connect"
-            raise PollError(reason, f"connection to {self._safe_url} failed: {exc}") from None
-        encoding = response.headers.get("Content-Encoding", "")
-        return inflate(raw, encoding, self.target.max_body_bytes) if encoding else raw

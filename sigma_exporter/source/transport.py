@@ -1,13 +1,18 @@
 """A lean HTTP/1.1 transport under httpx, for polling many Sigma servers.
 
-httpx stays the client API (requests, responses, errors), but its stock
-transport (httpcore on anyio, h11) spent more CPU per request than parsing
-the answer did: a thousand servers polled twice every 15 s made that the
-largest cost of a round. This transport implements httpx's documented
-`AsyncBaseTransport` directly on an asyncio protocol with httptools (llhttp,
-the parser Node.js uses). Per server it keeps a tiny keep-alive pool and
-collects each answer inside the protocol, refusing it as soon as it grows
-past the cap.
+httpx stays the client API (the requests are `httpx.Request` objects, and
+`handle_async_request` makes this a documented httpx `AsyncBaseTransport`),
+but its stock transport (httpcore on anyio, h11) spent more CPU per request
+than parsing the answer did: a thousand servers polled twice every 15 s made
+that the largest cost of a round. This transport speaks HTTP/1.1 on an
+asyncio protocol with httptools (llhttp, the parser Node.js uses). Per server
+it keeps a tiny keep-alive pool and collects each answer inside the protocol,
+refusing it as soon as it grows past the cap.
+
+The poll path calls `exchange`: request to answer in one pass. The body is
+joined once, in the protocol; there is no timeout here (the caller's one
+deadline bounds the whole exchange, connect included); and a failure is a
+`PollError` with its reason decided where it happens, never translated again.
 
 What it does not do, because the poller never asks for it: proxies, HTTP/2,
 upgrades, `Expect: 100-continue`, streaming request bodies.
@@ -18,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 import httptools
 import httpx
+
+from sigma_exporter.source.errors import PollError
 
 # Most bytes of status line and headers we read before giving up on an answer.
 # Go's client allows 10 MiB; Python keeps each header as objects several times
@@ -29,16 +37,43 @@ import httpx
 MAX_HEAD_BYTES = 64 * 1024
 
 
-class BodyTooLarge(httpx.TransportError):
-    """The answer is bigger than the cap; `declared` is its Content-Length if it said."""
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """One complete HTTP answer: status, headers as received, the body joined once."""
 
-    def __init__(self, message: str, declared: int | None) -> None:
-        super().__init__(message)
-        self.declared = declared
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def header(self, name: bytes) -> str:
+        """The last value of header `name` (lower case), or ""."""
+        found = b""
+        for key, value in self.headers:
+            if key.lower() == name:
+                found = value
+        return found.decode("latin-1")
 
 
-class MalformedAnswer(httpx.RemoteProtocolError):
-    """The server answered, but not in valid HTTP/1.1 (or cut its answer short)."""
+class _NoAnswer(PollError):
+    """The server closed the connection before sending a byte of an answer.
+
+    On a kept connection that is the server's idle close racing our request:
+    the transport retries once on a new connection (see `exchange`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__("connect", "server closed the connection without answering")
+
+
+def _is_tls_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class _Exchange(asyncio.Protocol):
@@ -55,7 +90,7 @@ class _Exchange(asyncio.Protocol):
         # a dropped connection and what it buffered are freed at once, not
         # at the next full garbage collection.
         self._parser: httptools.HttpResponseParser | None = None
-        self._waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
+        self._waiter: asyncio.Future[RawAnswer] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -82,16 +117,16 @@ class _Exchange(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(MalformedAnswer("unexpected protocol upgrade"))
+            self._fail(PollError("protocol", "malformed answer: unexpected protocol upgrade"))
             return
         except httptools.HttpParserError as exc:
             if not self._waiter.done():  # not a callback's own failure
-                self._fail(MalformedAnswer(f"malformed HTTP answer: {exc}"))
+                self._fail(PollError("protocol", f"malformed HTTP answer: {exc}"))
             return
         # The parser buffers a header until it ends: bound what it may hold
         # across reads (on_header bounds what one read completes).
         if not self._headers_done and self.received > MAX_HEAD_BYTES and not self._waiter.done():
-            self._fail(BodyTooLarge(f"answer headers exceed {MAX_HEAD_BYTES} bytes", None))
+            self._fail(PollError("too_large", f"answer headers exceed {MAX_HEAD_BYTES} bytes"))
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -106,12 +141,13 @@ class _Exchange(asyncio.Protocol):
         if self._headers_done and not self._framed:
             self._complete()  # a body delimited by the end of the connection
         elif self.received == 0:
-            error = httpx.RemoteProtocolError("server closed the connection without answering")
-            self._fail(error, exc)
+            self._fail(_NoAnswer(), exc)
         elif exc is None:  # a clean close in the middle of a framed answer
-            self._fail(MalformedAnswer("answer truncated: connection closed before its end"))
-        else:
-            self._fail(httpx.ReadError("connection closed before the answer was complete"), exc)
+            self._fail(PollError("protocol", "answer truncated: connection closed before its end"))
+        else:  # reset mid-answer; a TLS failure can surface here too
+            reason = "tls" if _is_tls_error(exc) else "connect"
+            self._fail(PollError(reason, f"connection closed before the answer was complete: "
+                                 f"{exc}"), exc)
 
     # --- httptools callbacks -----------------------------------------------------
 
@@ -124,7 +160,7 @@ class _Exchange(asyncio.Protocol):
         # Counted here too: headers that arrive in one read are parsed in one go.
         self._head_size += len(name) + len(value) + 4
         if self._head_size > MAX_HEAD_BYTES:
-            self._fail(BodyTooLarge(f"answer headers exceed {MAX_HEAD_BYTES} bytes", None))
+            self._fail(PollError("too_large", f"answer headers exceed {MAX_HEAD_BYTES} bytes"))
             raise httptools.HttpParserError("refused")
         self._headers.append((name, value))
         lowered = name.lower()
@@ -133,8 +169,8 @@ class _Exchange(asyncio.Protocol):
         elif lowered == b"content-length":
             self._framed = True
             if value.strip().isdigit() and int(value) > self.max_body_bytes:
-                self._fail(BodyTooLarge(
-                    f"answer of {int(value)} bytes exceeds {self.max_body_bytes}", int(value)))
+                self._fail(PollError(
+                    "too_large", f"answer of {int(value)} bytes exceeds {self.max_body_bytes}"))
                 raise httptools.HttpParserError("refused")  # stop parsing this answer
 
     def on_headers_complete(self) -> None:
@@ -145,8 +181,8 @@ class _Exchange(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
         if self._size > self.max_body_bytes:
-            self._fail(BodyTooLarge(
-                f"answer exceeds {self.max_body_bytes} bytes; stopped reading", None))
+            self._fail(PollError(
+                "too_large", f"answer exceeds {self.max_body_bytes} bytes; stopped reading"))
             raise httptools.HttpParserError("refused")
         self._body.append(body)
 
@@ -161,10 +197,10 @@ class _Exchange(asyncio.Protocol):
 
     def _complete(self) -> None:
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result((self._status, self._headers, b"".join(self._body)))
+            self._waiter.set_result(RawAnswer(self._status, self._headers, b"".join(self._body)))
         self._reset()  # an idle connection keeps nothing of its last answer
 
-    def _fail(self, error: Exception, cause: BaseException | None = None) -> None:
+    def _fail(self, error: PollError, cause: BaseException | None = None) -> None:
         if cause is not None:
             error.__cause__ = cause
         if self._waiter is not None and not self._waiter.done():
@@ -177,9 +213,9 @@ class _Exchange(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def exchange(self, payload: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def exchange(self, payload: bytes) -> RawAnswer:
         if self.transport is None or self.closed:
-            raise httpx.ReadError("connection is closed")
+            raise _NoAnswer()
         self._waiter = asyncio.get_running_loop().create_future()
         self.received = 0
         self.transport.write(payload)
@@ -219,33 +255,56 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         self._closed = False
         self._payloads: dict[int, tuple[httpx.Request, bytes]] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def exchange(self, request: httpx.Request) -> RawAnswer:
+        """Send `request`, return its complete answer, or raise PollError.
+
+        No deadline of its own: the caller bounds the whole call (a
+        cancelled exchange leaves no connection behind).
+        """
         if self._closed:
-            raise httpx.ConnectError("transport is closed", request=request)
+            raise PollError("connect", "transport is closed")
         url = request.url
         scheme = url.raw_scheme
         if scheme not in (b"http", b"https"):
-            raise httpx.UnsupportedProtocol(f"unsupported scheme {url.scheme!r}",
-                                            request=request)
+            raise PollError("connect", f"unsupported scheme {url.scheme!r}")
         port = url.port or (443 if scheme == b"https" else 80)
         origin = (scheme, url.raw_host, port)
         payload = await self._payload(request)
-        timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         connection, reused = self._take_idle(origin)
         if connection is None:
-            connection = await self._connect(request, origin, timeouts.get("connect"))
+            connection = await self._connect(request, origin)
         try:
-            status, headers, body = await self._exchange(request, connection, payload,
-                                                         timeouts.get("read"))
-        except httpx.RemoteProtocolError:
-            if not (reused and connection.received == 0):
+            answer = await self._exchange(connection, payload)
+        except _NoAnswer:
+            if not reused:
                 raise
             # A kept connection the server had closed: once more, fresh.
-            connection = await self._connect(request, origin, timeouts.get("connect"))
-            status, headers, body = await self._exchange(request, connection, payload,
-                                                         timeouts.get("read"))
+            connection = await self._connect(request, origin)
+            answer = await self._exchange(connection, payload)
         self._give_back(origin, connection)
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body),
+        return answer
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """httpx's transport interface over `exchange`, for use under `httpx.AsyncClient`.
+
+        The poll path does not come through here. httpx users get httpx's
+        own error types; the timeout is the request's `read` timeout.
+        """
+        timeout = request.extensions.get("timeout", {}).get("read")
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self.exchange(request)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no complete answer within {timeout:g}s",
+                                    request=request) from None
+        except PollError as exc:
+            error: type[httpx.TransportError] = (
+                httpx.RemoteProtocolError if exc.reason == "protocol"
+                else httpx.ConnectError if exc.reason in ("connect", "tls")
+                else httpx.TransportError)
+            raise error(exc.message, request=request) from exc
+        return httpx.Response(answer.status, headers=answer.headers,
+                              stream=httpx.ByteStream(answer.body),
                               extensions={"http_version": b"HTTP/1.1"}, request=request)
 
     async def _payload(self, request: httpx.Request) -> bytes:
@@ -280,8 +339,8 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         connection.abort()
         self._open.discard(connection)
 
-    async def _connect(self, request: httpx.Request, origin: tuple[bytes, bytes, int],
-                       timeout: float | None) -> _Exchange:
+    async def _connect(self, request: httpx.Request,
+                       origin: tuple[bytes, bytes, int]) -> _Exchange:
         scheme, _, port = origin
         host = request.url.host
         tls = self._ssl_context if scheme == b"https" else None
@@ -290,36 +349,25 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         max_body = self._max_body_bytes
         try:
-            async with asyncio.timeout(timeout):
-                _, protocol = await loop.create_connection(
-                    lambda: _Exchange(max_body), host, port, ssl=tls,
-                    server_hostname=host if tls is not None else None)
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"no connection within {timeout:g}s",
-                                       request=request) from None
+            _, protocol = await loop.create_connection(
+                lambda: _Exchange(max_body), host, port, ssl=tls,
+                server_hostname=host if tls is not None else None)
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, handshake
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+            reason = "tls" if _is_tls_error(exc) else "connect"
+            raise PollError(reason, f"cannot connect: {exc or type(exc).__name__}") from None
         except (UnicodeError, ValueError) as exc:  # a host name IDNA or the resolver refuses
-            raise httpx.ConnectError(f"unusable host name: {exc}", request=request) from exc
+            raise PollError("connect", f"cannot connect: unusable host name: {exc}") from None
         self._open.add(protocol)
         return protocol
 
-    async def _exchange(self, request: httpx.Request, connection: _Exchange, payload: bytes,
-                        timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    async def _exchange(self, connection: _Exchange, payload: bytes) -> RawAnswer:
         done = False
         try:
-            async with asyncio.timeout(timeout):
-                result = await connection.exchange(payload)
+            answer = await connection.exchange(payload)
             done = True
-            return result
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no complete answer within {timeout:g}s",
-                                    request=request) from None
-        except httpx.TransportError as exc:
-            exc.request = request
-            raise
+            return answer
         finally:
-            if not done:  # timed out, failed or cancelled mid-answer: unusable
+            if not done:  # failed or cancelled (the deadline) mid-answer: unusable
                 self._drop(connection)
 
     async def aclose(self) -> None:

@@ -2,23 +2,29 @@
 
 The exporter lives on the web thread. It reads the poll side's current View
 (one attribute, swapped whole by the poller) and builds everything it serves
-from that immutable object. Its caches (`_bodies`, `_asked`) are read and
-changed on the web thread only.
+from that immutable object. Its caches (`_bodies`, `_asked`, `_building`,
+`_next`) are read and changed on the web thread only.
 
 The merged, gzip-1 body of the targets is built once per View, ahead of the
 scrape, for the variants Prometheus asks for (`prebuild`, scheduled on the
 web thread when a new View is announced), so a scrape only appends the
 process metrics. The build (a merge of the whole fleet and its compression,
 tens of milliseconds at 1,000 targets, more while a poll round holds the
-GIL) runs on the exporter's own build thread, never on the web loop: until
-it is done, scrapes get the last complete body, at most one View older,
-as they did when the poll loop built it. A build reads only the immutable
-View and returns an immutable body; the web thread collects it from its
-Future.
+GIL) runs on the exporter's own build thread, one build per variant at a
+time. A View announced while a build runs is remembered (the newest one
+only) and built as soon as that build ends. So a scrape gets the newest
+complete body: while a build runs, the body before it; the bound on how
+stale that is is one build (the one running) plus the next, never a
+dropped View. A scrape builds on the web loop itself only when its variant
+has no body yet, or one nobody kept current (not scraped within
+PREBUILD_WINDOW). A build reads only the immutable View and returns an
+immutable body; the web thread collects it from its Future.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import platform
 import time
@@ -100,9 +106,11 @@ class Exporter:
         # of the View it was built from.
         self._bodies: dict[Variant, _Body] = {}
         self._asked: dict[Variant, float] = {}  # variant -> last scrape (monotonic)
-        # Builds for a new View, off the web loop; one at a time per variant.
+        # Builds for a new View, off the web loop; one at a time per variant,
+        # and the newest View announced meanwhile, built when that one ends.
         self._builder = builder or ThreadPoolExecutor(1, thread_name_prefix="sigma-build")
         self._building: dict[Variant, Future[_Body]] = {}
+        self._next: dict[Variant, View] = {}
 
     @property
     def view(self) -> View:
@@ -133,7 +141,7 @@ class Exporter:
         return _Body(view.generation, plain, GzipPrefix(plain) if gzip else None)
 
     def prebuild(self, view: View) -> None:
-        """Start building, from a new `view`, the bodies scrapers asked for lately.
+        """Build, from a new `view`, the bodies scrapers asked for lately.
 
         Scheduled on the web thread when the poller announces the View; the
         build itself runs on the build thread (see the module docstring).
@@ -141,47 +149,78 @@ class Exporter:
         now = time.monotonic()
         for variant, asked in list(self._asked.items()):
             if now - asked < PREBUILD_WINDOW:
-                self._refresh(variant, view, wait=False)
+                self._want(variant, view)
 
-    def _refresh(self, variant: Variant, view: View, wait: bool) -> _Body | None:
-        """The variant's newest complete body; a build from `view` started if it is older.
+    def _want(self, variant: Variant, view: View) -> None:
+        """Build `view`'s body for `variant`: now, or right after the build running."""
+        self._collect(variant)
+        body = self._bodies.get(variant)
+        if body is not None and body.generation >= view.generation:
+            return
+        if variant in self._building:  # remember the newest View; built when this ends
+            waiting = self._next.get(variant)
+            if waiting is None or view.generation > waiting.generation:
+                self._next[variant] = view
+            return
+        self._start(variant, view)
 
-        With `wait` (a scrape), a body is built here and now when there is
-        none, or when the variant was not scraped within PREBUILD_WINDOW (no
-        prebuild kept it current, so the last body may be old). Otherwise the
-        last complete body is served while the newer one builds.
-        """
+    def _start(self, variant: Variant, view: View) -> None:
+        future = self._builder.submit(self._build, *variant, view)
+        self._building[variant] = future
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a direct call): collected by the next scrape
+            return
+
+        def built(_: Future[_Body]) -> None:  # on the build thread: hop to the web loop
+            with contextlib.suppress(RuntimeError):  # the loop closed: shutting down
+                loop.call_soon_threadsafe(self._collect, variant)
+
+        future.add_done_callback(built)
+
+    def _collect(self, variant: Variant) -> None:
+        """Keep a finished build's body (if newer), then start the View that waited."""
         pending = self._building.get(variant)
-        if pending is not None and pending.done():
-            del self._building[variant]
-            try:
-                built = pending.result()
-            except Exception:  # never stop serving: the next View or scrape builds again
-                log.exception("building the scrape body failed")
-            else:
-                current = self._bodies.get(variant)
-                if current is None or built.generation > current.generation:
-                    self._bodies[variant] = built
+        if pending is None or not pending.done():
+            return
+        del self._building[variant]
+        try:
+            built = pending.result()
+        except Exception:  # never stop serving: the next View or scrape builds again
+            log.exception("building the scrape body failed")
+        else:
+            current = self._bodies.get(variant)
+            if current is None or built.generation > current.generation:
+                self._bodies[variant] = built
+        waiting = self._next.pop(variant, None)
+        if waiting is not None:
+            self._want(variant, waiting)
+
+    def _refresh(self, variant: Variant, view: View) -> _Body:
+        """For a scrape: the variant's newest complete body.
+
+        Built here and now when there is none, or when the variant was not
+        scraped within PREBUILD_WINDOW (no prebuild kept it current, so the
+        last body may be old). Otherwise the last complete body is served
+        while a newer one builds.
+        """
+        self._collect(variant)
         body = self._bodies.get(variant)
         if body is not None and body.generation >= view.generation:
             return body
-        if variant in self._building:  # a newer body is on its way: serve the last one
-            return body
         unattended = time.monotonic() - self._asked.get(variant, -PREBUILD_WINDOW) \
             >= PREBUILD_WINDOW
-        if wait and (body is None or unattended):
+        if body is None or unattended:
             body = self._bodies[variant] = self._build(*variant, view)
             return body
-        self._building[variant] = self._builder.submit(self._build, *variant, view)
+        self._want(variant, view)
         return body
 
     def metrics_body(self, openmetrics: bool, gzip: bool) -> bytes:
         """The full /metrics body; the targets' part is built once per View."""
         variant = (openmetrics, gzip)
-        body = self._refresh(variant, self.view, wait=True)
+        body = self._refresh(variant, self.view)
         self._asked[variant] = time.monotonic()
-        if body is None:  # not reached: a scrape without a body builds one
-            raise RuntimeError("no scrape body")
         tail = self._process_metrics(openmetrics) + (b"# EOF\n" if openmetrics else b"")
         if body.gzip is None:
             return body.plain + tail

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from sigma_exporter.collect.samples import UP_STATES_JOB
-from sigma_exporter.poll.summary import SLOW_SPEED, Channel, Gpu, TargetStatus
+from sigma_exporter.poll.summary import SLOW_SPEED, Channel, Gpu, SourceStatus, TargetStatus
 
 # Bars turn red above the GPU alerts' thresholds (alerts/thresholds.yml).
 GPU_LOAD_HIGH = 0.90
@@ -78,7 +78,7 @@ def _rank(row: Row) -> int:
         return 1
     if not s.up:
         return 0
-    troubled = any((s.progress_up is False, s.nvml_up is False, s.down, s.mismatches))
+    troubled = any(source.up is False for source in s.sources) or s.down or s.findings
     return 2 if troubled else 3
 
 
@@ -103,10 +103,9 @@ def fleet_summary(rows: Sequence[Row]) -> str:
     if slow:
         line += f', <span class="warn">{slow} slow</span>'
     line += f" · {_count(sum(len(s.gpus) for s in statuses), 'GPU')}"
-    mismatches = sum(len(s.mismatches) for s in statuses)
-    if mismatches:
-        line += (' · <span class="bad">'
-                 f'{_count(mismatches, "cross-check mismatch", "cross-check mismatches")}</span>')
+    findings = sum(len(s.findings) for s in statuses)
+    if findings:
+        line += f' · <span class="bad">{_count(findings, "finding")}</span>'
     return line
 
 
@@ -145,13 +144,21 @@ def _state_cell(row: Row, now: float) -> str:
             f"<small>polled every {row.interval:g} s</small></div>")
 
 
-def _source_cell(up: bool | None, error: str | None, idle: str) -> str:
-    """One source (dump or progress): ok, or down with its error; `idle` when never polled."""
-    if error is not None or up is False:
-        return f'<span class="bad">down</span><div class="error">{esc(error or "")}</div>'
-    if up:
-        return '<span class="ok">ok</span>'
-    return f'<span class="muted">{idle}</span>'
+def _source(source: SourceStatus) -> str:
+    """One source: ok, or down with its error, or pending; then what it found."""
+    if source.error is not None or source.up is False:
+        state = (f'<span class="bad">down</span>'
+                 f'<div class="error">{esc(source.error or "")}</div>')
+    elif source.up:
+        state = '<span class="ok">ok</span>'
+    else:
+        state = '<span class="muted">pending</span>'
+    found = "".join(f'<div class="bad">{esc(f)}</div>' for f in source.findings)
+    return f'<div class="src"><b>{esc(source.name)}</b> {state}{found}</div>'
+
+
+def _sources_cell(s: TargetStatus | None) -> str:
+    return "" if s is None else "".join(map(_source, s.sources))
 
 
 def _channels_cell(s: TargetStatus | None) -> str:
@@ -198,14 +205,16 @@ def _gpu(gpu: Gpu) -> str:
 
 
 def _gpus_cell(s: TargetStatus | None) -> str:
-    if s is None or not (s.gpus or s.mismatches or s.nvml_up is not None):
+    nvml = None if s is None else s.source("nvml")
+    if s is None or not (s.gpus or nvml is not None):
         return '<span class="muted">none</span>'
     out = [_gpu(gpu) for gpu in s.gpus]
-    if s.nvml_up is False:
+    if nvml is not None and nvml.up is False:
         out.append('<div class="bad">NVML not answering</div>')
-    elif s.nvml_up and not s.mismatches:
-        out.append('<div class="ok">cross-check with NVML: agrees</div>')
-    out.extend(f'<div class="bad">{esc(m)}</div>' for m in s.mismatches)
+    elif nvml is not None and nvml.up:
+        out.append('<div class="ok">cross-check with NVML: agrees</div>' if not nvml.findings
+                   else f'<div class="bad">cross-check with NVML: '
+                        f'{_count(len(nvml.findings), "mismatch", "mismatches")}</div>')
     return "".join(out)
 
 
@@ -215,8 +224,7 @@ def _row(row: Row, now: float) -> str:
         f'<a href="probe?target={esc(quote(row.name, safe=""))}">{esc(row.name)}</a>'
         f'<br><small class="muted">{esc(row.url)}</small>',
         _state_cell(row, now),
-        _source_cell(s.up, s.error("dump"), "pending") if s else "",
-        _source_cell(s.progress_up, s.error("progress"), "not polled") if s else "",
+        _sources_cell(s),
         _channels_cell(s),
         _gpus_cell(s),
     ]
@@ -259,7 +267,7 @@ small,.muted{{color:#656d76}}
 .badge.pending{{background:#9a6700}}
 .error{{color:#cf222e;font-family:monospace;white-space:pre-wrap;word-break:break-word;
 max-width:30em}}
-.gpu{{margin-bottom:.4em}}
+.gpu,.src{{margin-bottom:.4em}}
 .nowrap,.m{{white-space:nowrap}}
 .m{{display:flex;gap:.4em;align-items:center}}.m span:first-child{{width:2.5em}}
 meter{{width:7em;height:.9em}}
@@ -269,7 +277,7 @@ meter{{width:7em;height:.9em}}
 <a href="-/healthy">Health</a> &middot; <a href="-/ready">Ready</a></p>
 <p class="summary">{summary}</p>
 <p><small>As of {rendered}; this page reloads every {refresh} s. Problems first.</small></p>
-<table><tr><th>Target</th><th>State</th><th>Dump</th><th>Progress</th><th>Channels</th>
+<table><tr><th>Target</th><th>State</th><th>Sources</th><th>Channels</th>
 <th>GPUs</th></tr>
 {rows}
 </table>

@@ -24,8 +24,10 @@ Behaviour copied from the toolkit on purpose:
   the toolkit's two keys we do not implement (cipher_suites,
   curve_preferences) are refused the same way, naming the toolkit version;
 * relative paths are relative to the web config file's directory;
-* the file is re-read when it changes (checked on each request and each TLS
-  handshake); a broken new file is logged and the last good one stays.
+* the file and its TLS files are re-read when they change (checked at most
+  once a second, on requests and by a periodic task; a new handshake uses
+  the new certificate once that check ran); a broken new file is logged and
+  the last good one stays.
 
 One deliberate difference: `rate_limit.interval` is a Go duration in the
 toolkit; here it is read with the one duration grammar of the exporter

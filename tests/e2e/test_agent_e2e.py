@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pytest
 from conftest import structured
 
-from sigma_exporter.agent.hook import after_dump_hook
+from sigma_exporter.agent.source import nvml_source
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
@@ -92,9 +92,9 @@ async def agent_run(doc: dict[str, Any], rounds: int = ROUNDS, servers: int = 1,
     try:
         targets = tuple(TargetConfig(name=f"sigma-{i}", url=sim.url(i)) for i in range(servers))
         config = Config(targets, NvmlConfig(enabled="true", target="sigma-0"))
-        hook = after_dump_hook(config, FakeBackend(sc, clock))
-        assert hook is not None
-        poller = Poller(config, after_dump=hook)
+        nvml = nvml_source(config, FakeBackend(sc, clock))
+        assert nvml is not None
+        poller = Poller(config, [nvml.factory])
         try:
             for r in range(rounds):
                 if before_round is not None:

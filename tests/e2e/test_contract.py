@@ -24,8 +24,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import free_ports, load_fixture, require_tool, sigma_exporter_cmd, value
+from feed import Fed
 
 from sigma_exporter.collect import exposition
+from sigma_exporter.collect.sigma import DumpSource
+from sigma_exporter.collect.source import COMMON_REASONS
 from sigma_exporter.config import (
     Config,
     ConfigError,
@@ -38,10 +41,9 @@ from sigma_exporter.config import (
 from sigma_exporter.logsetup import plain
 from sigma_exporter.metrics import DEFINITIONS
 from sigma_exporter.poll.scheduler import Poller
-from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import make_servers
-from sigma_exporter.source.client import REASONS, Answer, PollError, SSLContexts
+from sigma_exporter.source.client import REASONS, PollError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,12 +70,10 @@ def test_no_metric_has_a_label_prometheus_owns() -> None:
 
 
 def _documented_exposition() -> str:
-    state = TargetState(TargetConfig(name="sigma-01", url="http://127.0.0.1:9999"),
-                        SSLContexts())
-    parts, _ = state.ingest(Answer(load_fixture("dump-sample.json"), 1709398433.0, 0.01),
-                            Answer(load_fixture("progress-sample.json"), 1709398433.0, 0.01))
-    state.publish(parts)
-    return exposition.merge([state.published.rendered], False).decode()
+    fed = Fed(TargetConfig(name="sigma-01", url="http://127.0.0.1:9999"))
+    fed.round(load_fixture("dump-sample.json"), load_fixture("progress-sample.json"),
+              received_at=1709398433.0)
+    return fed.text()
 
 
 def test_no_emitted_series_has_a_label_prometheus_owns() -> None:
@@ -203,21 +203,21 @@ def _poll_errors(body: str) -> dict[tuple[str, str], float]:
 
 
 def test_closed_counters_exist_at_zero_from_the_first_poll() -> None:
-    state = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9999"), SSLContexts())
-    parts, _ = state.ingest(Answer(load_fixture("dump-sample.json"), 1.0, 0.01),
-                            PollError("timeout", "no answer"))
-    state.publish(parts)
-    body = exposition.merge([state.published.rendered], False).decode()
+    fed = Fed(TargetConfig(name="t", url="http://127.0.0.1:9999"))
+    fed.round(load_fixture("dump-sample.json"), PollError("timeout", "no answer"),
+              received_at=1.0)
+    body = fed.text()
     errors = _poll_errors(body)
-    assert set(errors) == {(s, r) for s in ("dump", "progress") for r in REASONS}
+    assert set(errors) == {(s, r) for s in ("dump", "progress")
+                           for r in (*REASONS, *COMMON_REASONS)}
     assert errors.pop(("progress", "timeout")) == 1
     assert set(errors.values()) == {0.0}
     assert value(body, "sigma_server_restarts_total", target="t") == 0
     # Progress off: no progress series at all.
-    off = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9999",
-                                   jobs=JobsConfig(enabled=False)), SSLContexts())
-    off.publish(off.ingest(PollError("connect", "refused"), None)[0])
-    body = exposition.merge([off.published.rendered], False).decode()
+    off = Fed(TargetConfig(name="t", url="http://127.0.0.1:9999",
+                           jobs=JobsConfig(enabled=False)))
+    off.round(PollError("connect", "refused"))
+    body = off.text()
     assert {s for s, _ in _poll_errors(body)} == {"dump"}
     assert _poll_errors(body)[("dump", "connect")] == 1
 
@@ -326,7 +326,7 @@ def test_an_internal_error_is_up_0_counted_logged_once(monkeypatch: pytest.Monke
             finally:
                 await poller.stop()
 
-    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.poll.target"):
+    with caplog.at_level(logging.DEBUG, logger="sigma_exporter.collect.health"):
         asyncio.run(run())
     tracebacks = [r for r in caplog.records if r.exc_info and "internal" in plain(r)]
     assert len(tracebacks) == 1, [plain(r) for r in tracebacks]
@@ -352,7 +352,9 @@ def test_an_internal_error_on_the_first_poll_still_makes_the_exporter_ready(
             config = Config(tuple(TargetConfig(name=f"s{i}", url=sim.url(i), timeout=2.0)
                                   for i in range(2)))
             poller = Poller(config)
-            client = poller.targets["s1"].client
+            dump = poller.targets["s1"].sources[0]
+            assert isinstance(dump, DumpSource)
+            client = dump.client
             monkeypatch.setattr(client, "fetch", exploding_fetch.__get__(client))
             try:
                 await asyncio.wait_for(poller.poll_all_once(), 10)

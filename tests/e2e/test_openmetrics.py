@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from conftest import get, load_fixture, promtool_check_metrics, samples
+from feed import Fed
 from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from promstack import Prometheus, poll
@@ -22,8 +23,7 @@ from stack import Stack, start_stack
 from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.metrics import BY_NAME, DEFINITIONS
-from sigma_exporter.poll.target import TargetState
-from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.client import Answer, PollError
 
 
 def openmetrics_families(body: str) -> list[Metric]:
@@ -49,22 +49,20 @@ def test_info_families_and_units_in_the_definitions() -> None:
 # --- one target's exposition, both formats ------------------------------------------
 
 
-def _state() -> TargetState:
-    return TargetState(TargetConfig(name="t1", url="http://127.0.0.1:9"), SSLContexts())
+def _state() -> Fed:
+    return Fed(TargetConfig(name="t1", url="http://127.0.0.1:9"))
 
 
-def _round(state: TargetState, dump: Answer | PollError,
-           progress: Answer | PollError | None) -> None:
-    parts, _ = state.ingest(dump, progress)
-    state.publish(parts)
+def _round(fed: Fed, dump: Answer | PollError, progress: Answer | PollError | None) -> None:
+    fed.round(dump, progress)
 
 
 @pytest.fixture
 def rendered() -> exposition.Rendered:
-    state = _state()
-    _round(state, Answer(load_fixture("dump-sample.json"), 1709398433.0, 0.01),
+    fed = _state()
+    _round(fed, Answer(load_fixture("dump-sample.json"), 1709398433.0, 0.01),
            Answer(load_fixture("progress-sample.json"), 1709398433.0, 0.01))
-    return state.published.rendered
+    return fed.state.published.rendered
 
 
 def test_openmetrics_body_passes_the_strict_parser(rendered: exposition.Rendered) -> None:
@@ -95,27 +93,28 @@ def test_polls_total_is_the_denominator_of_poll_errors() -> None:
     state = _state()
 
     def exposed() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        return samples(exposition.merge([state.published.rendered], False).decode())
+        return samples(state.text())
 
     def polls(source: str) -> float | None:
         return exposed().get(("sigma_polls_total",
                               frozenset({"target": "t1", "source": source}.items())))
 
-    # Jobs are polled (the default): both sources exist at 0 before a poll of theirs.
-    _round(state, PollError("connect", "refused"), None)
-    assert polls("dump") == 1 and polls("progress") == 0
+    # Jobs are polled (the default): both sources are polled every round.
+    assert polls("dump") is None  # nothing published before the first round
+    _round(state, PollError("connect", "refused"), PollError("connect", "refused"))
+    assert polls("dump") == 1 and polls("progress") == 1
     _round(state, Answer(load_fixture("dump-sample.json"), 1709398433.0, 0.01),
            PollError("invalid_json", "nope"))
     _round(state, Answer(load_fixture("dump-sample.json"), 1709398433.0, 0.01),
            Answer(load_fixture("progress-sample.json"), 1709398433.0, 0.01))
-    assert polls("dump") == 3 and polls("progress") == 2
+    assert polls("dump") == 3 and polls("progress") == 3
     errors = exposed()
     def errors_of(source: str) -> float:
         return sum(v for (n, ls), v in errors.items()
                    if n == "sigma_poll_errors_total" and ("source", source) in ls)
 
-    # 1 failed dump poll of 3, 1 failed progress poll of 2: each ratio is one division.
-    assert errors_of("dump") == 1 and errors_of("progress") == 1
+    # 1 failed dump poll of 3, 2 failed progress polls of 3: each ratio is one division.
+    assert errors_of("dump") == 1 and errors_of("progress") == 2
 
 
 # --- a real Prometheus scrapes it -----------------------------------------------------

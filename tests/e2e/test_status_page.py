@@ -34,16 +34,19 @@ from conftest import (
     value,
     wait_until,
 )
+from feed import Fed
 from stack import Stack, start_stack
 
 from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
+from sigma_exporter.agent.source import findings_of
+from sigma_exporter.collect.source import Reading, Round, Source
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.poll.summary import SLOW_SPEED
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import SimServer, job_names
 from sigma_exporter.sim.progress import render_progress
-from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.client import Answer, PollError
 from sigma_exporter.web import status
 
 EPOCH = 1_717_000_000.0
@@ -112,25 +115,35 @@ def externals(page: str) -> list[str]:
 # --- the pipeline, without processes -----------------------------------------------------
 
 
+class Verdict(Source):
+    """Agent mode's `nvml` source with a given cross-check verdict."""
+
+    name = "nvml"
+    up_metric = "sigma_nvml_up"
+
+    def __init__(self, target: str, result: Result) -> None:
+        self.target, self.result = target, result
+
+    async def read(self, round: Round) -> Reading:
+        return Reading(crosscheck_samples(self.target, self.result),
+                       findings=findings_of(self.result))
+
+
 def polled(name: str = "sigma-01", *, dump: Any = None, progress: Any = None,
            server: SimServer | None = None, crosscheck: Result | None = None) -> TargetState:
     """A target after one poll; answers default to the simulator's, errors are PollErrors.
 
-    `crosscheck`: agent mode, as its hook adds NVML's verdict after the dump.
+    `crosscheck`: agent mode, its NVML source giving this verdict.
     """
     server = server or SimServer(index=0, epoch=EPOCH, gpus=2, jobs=4)
-    state = TargetState(TargetConfig(name=name, url="http://127.0.0.1:9999/?api_key=s3cret"),
-                        SSLContexts())
+    fed = Fed(TargetConfig(name=name, url="http://127.0.0.1:9999/?api_key=s3cret"),
+              extra=[Verdict(name, crosscheck)] if crosscheck is not None else [])
     if dump is None:
         dump = Answer(render_dump(server, NOW), NOW, 0.01)
     if progress is None:
         progress = Answer(render_progress(server, NOW), NOW, 0.01)
-    parts, _ = state.ingest(dump, progress)
-    if crosscheck is not None:
-        state.health.nvml_up = True
-        parts.append(crosscheck_samples(name, crosscheck))
-    state.publish(parts)
-    return state
+    fed.round(dump, progress)
+    return fed.state
 
 
 def page_of(*states: TargetState, now: float = NOW + 4) -> str:
@@ -143,7 +156,7 @@ def test_a_healthy_target_shows_channels_and_gpus() -> None:
     state = polled()
     s = state.published.status
     assert s is not None and s.up and s.progress_up
-    assert (s.channels, s.channels_up, s.down, s.mismatches) == (4, 4, (), ())
+    assert (s.channels, s.channels_up, s.down, s.findings) == (4, 4, (), ())
     assert [g.index for g in s.gpus] == ["0", "1"]
     assert s.gpus[0].name == "NVIDIA L4" and 0 <= (s.gpus[0].encoder or -1) <= 1
     text = text_of(page_of(state))
@@ -178,7 +191,8 @@ def test_dump_and_progress_errors_are_shown_separately() -> None:
     assert s.error("progress") == "timeout: no answer in 5s"
     text = text_of(page_of(state))
     assert "DOWN last success never" in text
-    assert "| down connect: connection refused | down timeout: no answer in 5s |" in text
+    assert ("| dump down connect: connection refused progress down timeout: no answer in 5s |"
+            in text)
     assert "unknown: progress is down" in text
     assert "1 target: 0 up, 1 down (sigma-01)" in text
 
@@ -186,11 +200,11 @@ def test_dump_and_progress_errors_are_shown_separately() -> None:
 def test_progress_down_keeps_the_dump_side_up() -> None:
     state = polled(progress=PollError("invalid_json", "truncated"))
     text = text_of(page_of(state))
-    assert "| ok | down invalid_json: truncated |" in text
+    assert "| dump ok progress down invalid_json: truncated |" in text
 
 
 def test_a_target_not_yet_polled_is_pending() -> None:
-    state = TargetState(TargetConfig(name="new", url="http://127.0.0.1:1"), SSLContexts())
+    state = Fed(TargetConfig(name="new", url="http://127.0.0.1:1")).state
     text = text_of(page_of(state))
     assert "PENDING last success never" in text and "1 target: 0 up, 1 pending" in text
 
@@ -222,8 +236,9 @@ def test_cross_check_mismatches_are_listed() -> None:
     text = text_of(page_of(state, agreeing))
     assert "GPU 0: memory_total differs from NVML" in text
     assert "GPU 1: missing on the sigma side" in text and "temperature differs" not in text
-    assert "· 2 cross-check mismatches" in text
+    assert "· 2 findings" in text and "cross-check with NVML: 2 mismatches" in text
     assert text.count("cross-check with NVML: agrees") == 1
+    assert "nvml ok GPU 0: memory_total differs from NVML" in text  # under its source
 
 
 def test_everything_from_sigma_is_escaped_and_nothing_is_external() -> None:

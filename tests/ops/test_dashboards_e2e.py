@@ -15,7 +15,7 @@ the variable offers "All", with its all value.
 NVML panels (`needs_nvml`) get real data too: the exporter runs in agent mode
 with a scripted NVML driver. The exporter CLI has no switch for a fake
 driver, so the exporter process is started through `sigma_exporter.app.serve`
-with `after_dump_hook(config, FakeBackend(...))` playing
+with `nvml_source(config, FakeBackend(...))` playing
 the scenario SCENARIO (one A10) for sim-1: the same poll loop, agent
 hook, cross-check and HTTP server as `sigma-exporter --config.file`, only
 the driver is scripted.
@@ -63,7 +63,7 @@ RANGE_WINDOW_S = 30  # query_range over the last 30 s, one point a second
 FAKE_NVML_EXPORTER = """
 import asyncio, sys, time
 from sigma_exporter import logsetup
-from sigma_exporter.agent.hook import after_dump_hook
+from sigma_exporter.agent.source import nvml_source
 from sigma_exporter.app import Settings, serve
 from sigma_exporter.config import load_config
 from sigma_exporter.sim.fake_nvml import FakeBackend
@@ -73,10 +73,10 @@ config_file, scenario_file, listen = sys.argv[1:4]
 logsetup.setup("info", "logfmt")
 config = load_config(config_file)
 scenario = load_scenario(scenario_file)
-hook = after_dump_hook(config, FakeBackend(scenario, TimeClock(time.time(),
-                                                                scenario.round_seconds)))
-assert hook is not None, "agent mode is off"
-asyncio.run(serve(Settings(config, (listen,), config_file=config_file), hook))
+nvml = nvml_source(config, FakeBackend(scenario, TimeClock(time.time(),
+                                                           scenario.round_seconds)))
+assert nvml is not None, "agent mode is off"
+asyncio.run(serve(Settings(config, (listen,), config_file=config_file), [nvml.factory]))
 """
 
 

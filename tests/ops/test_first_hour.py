@@ -40,13 +40,14 @@ from conftest import (
     value,
     wait_until,
 )
+from feed import Fed
 from sigma_stub import Stub, sigma_answer
 
-from sigma_exporter.config import ConfigErrors, TargetConfig, parse_config
+from sigma_exporter.collect import health as health_module
+from sigma_exporter.config import ConfigErrors, JobsConfig, TargetConfig, parse_config
 from sigma_exporter.logsetup import plain
-from sigma_exporter.poll import target as target_module
 from sigma_exporter.poll.target import TargetState
-from sigma_exporter.source.client import PollError, SSLContexts
+from sigma_exporter.source.client import PollError
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -394,22 +395,22 @@ def test_help_shows_every_default(command: tuple[str, ...]) -> None:
 def test_a_failing_target_logs_changes_not_every_poll(monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(target_module, "time", _FakeTime(clock))
-    state = TargetState(TargetConfig(name="edge", url="http://127.0.0.1:9"), SSLContexts())
+    monkeypatch.setattr(health_module, "time", _FakeTime(clock))
+    fed = Fed(TargetConfig(name="edge", url="http://127.0.0.1:9", jobs=JobsConfig(enabled=False)))
+    state = fed.state
 
     def fail(reason: str = "connect") -> None:
-        state.publish(state.ingest(PollError(reason, "refused"), None)[0])
+        fed.round(PollError(reason, "refused"))
         clock[0] += 15
 
-    with caplog.at_level(logging.INFO, logger="sigma_exporter.poll.target"):
+    with caplog.at_level(logging.INFO, logger="sigma_exporter.collect.health"):
         for _ in range(10):  # 150 s down
             fail()
         fail("timeout")  # a new reason is news
         for _ in range(20):  # 300 s more: one reminder
             fail("timeout")
         dump = {"name": "edge", "version": "1"}
-        from sigma_exporter.source.client import Answer
-        state.publish(state.ingest(Answer(dump, 1.0, 0.01), None)[0])
+        fed.round(dump)
     assert [r.getMessage() for r in caplog.records] == [
         "target down", "target down", "target still down", "target recovered"]
     lines = [plain(r) for r in caplog.records]

@@ -19,7 +19,7 @@ import re
 from conftest import GOLDEN, ROOT, free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from sigma_exporter.agent.hook import after_dump_hook
+from sigma_exporter.agent.source import nvml_source
 from sigma_exporter.config import Config, NvmlConfig, TargetConfig
 from sigma_exporter.metrics import BY_NAME, DEFINITIONS
 from sigma_exporter.poll.scheduler import Poller
@@ -69,9 +69,9 @@ async def _exporter_body() -> str:
                          TargetConfig(name="refused", url=f"http://127.0.0.1:{free_port()}",
                                       timeout=1.0)),
                         NvmlConfig(enabled="true", target="local"))
-        hook = after_dump_hook(config, FakeBackend(scenario, clock))
-        assert hook is not None
-        poller = Poller(config, after_dump=hook)
+        nvml = nvml_source(config, FakeBackend(scenario, clock))
+        assert nvml is not None
+        poller = Poller(config, [nvml.factory])
         try:
             exporter = Exporter(poller)
             for _ in range(ROUNDS):

@@ -15,7 +15,6 @@ from typing import Any
 import pynvml
 import pytest
 
-from sigma_exporter.agent.hook import AgentHook, after_dump_hook, select_target
 from sigma_exporter.agent.nvml import (
     MIB,
     THROTTLE_REASONS,
@@ -24,6 +23,7 @@ from sigma_exporter.agent.nvml import (
     PynvmlBackend,
     nvml_samples,
 )
+from sigma_exporter.agent.source import NvmlSource, nvml_source, select_target
 from sigma_exporter.config import Config, ConfigError, NvmlConfig, TargetConfig, parse_config
 from sigma_exporter.logsetup import plain
 from sigma_exporter.sim.dump import render_dump
@@ -375,7 +375,7 @@ def no_library() -> FakeBackend:
 
 def test_enabled_true_without_library_refuses_to_start() -> None:
     with pytest.raises(ConfigError) as err:
-        after_dump_hook(config("http://127.0.0.1:9999", enabled="true"), no_library())
+        nvml_source(config("http://127.0.0.1:9999", enabled="true"), no_library())
     assert err.value.key == "nvml.enabled"
     assert "LibraryNotFound" in str(err.value)
     assert "nvml.enabled: false" in err.value.fix
@@ -384,18 +384,18 @@ def test_enabled_true_without_library_refuses_to_start() -> None:
 def test_enabled_true_on_this_machine_matches_its_library() -> None:
     # The real library: refused here (no GPU), accepted on a GPU host.
     try:
-        hook = after_dump_hook(config("http://127.0.0.1:9999", enabled="true"))
+        nvml = nvml_source(config("http://127.0.0.1:9999", enabled="true"))
     except ConfigError as exc:
         assert exc.key == "nvml.enabled"
     else:
-        assert isinstance(hook, AgentHook)
-        hook.close()
+        assert isinstance(nvml, NvmlSource)
+        nvml.close()
 
 
 def test_auto_without_library_is_off_with_one_log_line(
         caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="sigma_exporter"):
-        assert after_dump_hook(config("http://127.0.0.1:9999"), no_library()) is None
+        assert nvml_source(config("http://127.0.0.1:9999"), no_library()) is None
     lines = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert len(lines) == 1
     assert lines[0].levelno == logging.INFO
@@ -406,15 +406,15 @@ def test_auto_without_library_is_off_with_one_log_line(
 def test_auto_with_library_is_on_with_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     backend = FakeBackend(parse_scenario(SCENARIO), ManualClock())
     with caplog.at_level(logging.DEBUG, logger="sigma_exporter"):
-        hook = after_dump_hook(config("http://127.0.0.1:9999"), backend)
-    assert isinstance(hook, AgentHook) and hook.target == "t0"
+        nvml = nvml_source(config("http://127.0.0.1:9999"), backend)
+    assert isinstance(nvml, NvmlSource) and nvml.target == "t0"
     (line,) = [plain(r) for r in caplog.records if r.levelno >= logging.INFO]
     assert "agent mode on" in line and "driver=550.54.15" in line and "gpus=2" in line
 
 
 def test_disabled_never_touches_nvml() -> None:
     backend = no_library()
-    assert after_dump_hook(config("http://127.0.0.1:9999", enabled="false"), backend) is None
+    assert nvml_source(config("http://127.0.0.1:9999", enabled="false"), backend) is None
     assert backend.reads == 0
 
 
@@ -445,20 +445,20 @@ def test_no_local_target_auto_is_off_true_is_an_error(caplog: pytest.LogCaptureF
     urls = ("http://a.example.net:9999", "http://b.example.net:9999")
     backend = FakeBackend(parse_scenario(SCENARIO), ManualClock())
     with caplog.at_level(logging.INFO, logger="sigma_exporter"):
-        assert after_dump_hook(config(*urls), backend, names={"me"}) is None
+        assert nvml_source(config(*urls), backend, names={"me"}) is None
     (line,) = [plain(r) for r in caplog.records]
     assert "agent mode off" in line and "nvml.target" in line
     assert backend.closed
     with pytest.raises(ConfigError) as err:
-        after_dump_hook(config(*urls, enabled="true"), backend, names={"me"})
+        nvml_source(config(*urls, enabled="true"), backend, names={"me"})
     assert err.value.key == "nvml.target"
 
 
-def test_yaml_config_reaches_the_hook() -> None:
+def test_yaml_config_reaches_the_nvml_source() -> None:
     cfg = parse_config({"targets": [{"name": "edge", "url": "http://10.0.0.5:9999"},
                                     {"name": "local", "url": "http://127.0.0.1:9999"}],
                         "nvml": {"enabled": "auto", "window": 6}}, "sigma.yml")
-    hook = after_dump_hook(cfg, FakeBackend(parse_scenario(SCENARIO), ManualClock()),
+    nvml = nvml_source(cfg, FakeBackend(parse_scenario(SCENARIO), ManualClock()),
                            names={"me"})
-    assert isinstance(hook, AgentHook)
-    assert hook.target == "local" and hook.crosscheck.window == 6
+    assert isinstance(nvml, NvmlSource)
+    assert nvml.target == "local" and nvml.crosscheck.window == 6

@@ -29,14 +29,15 @@ from prometheus_client.parser import text_string_to_metric_families as text_fami
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import ErrorLineCounter
+from sigma_exporter.collect.health import SourceHealth, TargetHealth
 from sigma_exporter.collect.samples import (
-    Health,
     Samples,
     dump_samples,
-    health_samples,
     merge,
+    new_samples,
     progress_samples,
 )
+from sigma_exporter.collect.source import Reading
 from sigma_exporter.metrics import BY_NAME
 from sigma_exporter.source.parse import parse_dump, parse_progress
 
@@ -191,12 +192,17 @@ def check_samples(samples: Samples) -> None:
             assert not math.isnan(value) or True  # NaN is allowed; it must only render
 
 
+def health_after(source: str, prefix: str, parse_errors: tuple[str, ...]) -> Samples:
+    """Target t's health series after one good read of `source` with these parse errors."""
+    read = SourceHealth("t", source, ("timeout",), None, prefix)
+    read.record(None, 0.01, Reading(new_samples(), received_at=1.7e9, parse_errors=parse_errors))
+    return TargetHealth(15.0, [read]).samples("t")
+
+
 def check_dump(obj: Any) -> None:
     parsed = parse_dump(obj)
     samples = dump_samples("t", parsed.value, 1.7e9, {"a": 1})
-    health = Health(interval_seconds=15.0, up=True, last_success_timestamp=1.7e9,
-                            parse_errors={p: 1 for p in parsed.errors})
-    check_samples(merge([samples, health_samples("t", health)]))
+    check_samples(merge([samples, health_after("dump", "", parsed.errors)]))
 
 
 def check_progress(obj: Any, timezone: str | None) -> None:
@@ -209,9 +215,7 @@ def check_progress(obj: Any, timezone: str | None) -> None:
             counters.setdefault(job.name, ErrorLineCounter()).observe(job.errors)
     samples = progress_samples("t", parsed.value, timezone, 0, counters,
                                        {job.name: 0 for job in parsed.value.jobs})
-    health = Health(interval_seconds=15.0, progress_up=True,
-                            parse_errors={f"progress.{p}": 1 for p in parsed.errors})
-    check_samples(merge([samples, health_samples("t", health)]))
+    check_samples(merge([samples, health_after("progress", "progress.", parsed.errors)]))
 
 
 TIMEZONES = st.sampled_from([None, "UTC", "Asia/Ho_Chi_Minh", "America/St_Johns"])

@@ -11,18 +11,17 @@ from typing import Any
 
 import pytest
 from conftest import FIXTURES, GOLDEN, load_fixture
+from feed import Fed
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as om_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from sigma_exporter.collect import exposition
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import make_servers
 from sigma_exporter.sim.progress import render_progress
-from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.client import PollError
 
 RECEIVED_AT = 1709398433.0  # fixed exporter clock for the documented answers
 SIM_EPOCH = 1767225600.0  # 2026-01-01T00:00:00Z
@@ -31,15 +30,9 @@ SIM_NOW = SIM_EPOCH + 1234.0
 
 def expose(dump: Any, progress: Any | None, received_at: float, openmetrics: bool = False,
            target: str = "sigma-01") -> str:
-    state = TargetState(TargetConfig(name=target, url="http://127.0.0.1:9999"), SSLContexts())
-    dump_result = dump if isinstance(dump, PollError) else Answer(dump, received_at, 0.0125)
-    progress_result = None
-    if progress is not None:
-        progress_result = (progress if isinstance(progress, PollError)
-                           else Answer(progress, received_at, 0.0045))
-    parts, _ = state.ingest(dump_result, progress_result)
-    state.publish(parts)
-    return exposition.merge([state.published.rendered], openmetrics).decode()
+    fed = Fed(TargetConfig(name=target, url="http://127.0.0.1:9999"))
+    fed.round(dump, progress, received_at=received_at)
+    return fed.text(openmetrics)
 
 
 def documented() -> str:

@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port, free_ports, value
 
 from sigma_exporter.collect import exposition
-from sigma_exporter.collect.samples import Health, health_samples
+from sigma_exporter.collect.health import TargetHealth
 from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.poll.scheduler import PUBLISH_MAX_DELAY, PUBLISH_SETTLE, Poller, poll_jitter
 from sigma_exporter.poll.view import ConfigReload, TargetView, View
@@ -232,6 +232,57 @@ def test_a_scrape_during_a_build_gets_the_last_complete_body_at_once() -> None:
     asyncio.run(run())
 
 
+def test_views_announced_during_a_build_are_not_lost_the_newest_is_built_next() -> None:
+    """A 1,000-target round announces several Views; one build at a time must not
+    drop the ones that arrive meanwhile: the newest is built as soon as the
+    running build ends, and the next scrape gets it."""
+    def make_view(generation: int) -> View:
+        rendered = exposition.render({"sigma_poll_interval_seconds": [(("t",),
+                                                                       float(generation))]})
+        return View.of(generation, [TargetView("t", "http://t", 15.0, rendered)],
+                       ready=True, reload=ConfigReload())
+
+    class Views:
+        view = make_view(1)
+
+    async def run() -> None:
+        exporter = Exporter(Views())
+        release = threading.Event()
+        real_build = exporter._build
+        built: list[int] = []
+
+        def gated(openmetrics: bool, gzip: bool, v: View) -> Any:
+            release.wait(timeout=30)
+            built.append(v.generation)
+            return real_build(openmetrics, gzip, v)
+
+        try:
+            first = exporter.metrics_body(False, False).decode()  # View 1, built now
+            assert value(first, "sigma_poll_interval_seconds", target="t") == 1
+            exporter._build = gated  # type: ignore[method-assign]
+            Views.view = make_view(2)
+            exporter.prebuild(Views.view)  # View 2: its build starts and blocks
+            Views.view = make_view(3)
+            exporter.prebuild(Views.view)  # View 3 and 4 are announced meanwhile
+            Views.view = make_view(4)
+            exporter.prebuild(Views.view)
+            during = exporter.metrics_body(False, False).decode()
+            assert value(during, "sigma_poll_interval_seconds", target="t") == 1  # no wait
+            release.set()
+            for _ in range(200):  # the builds finish on the build thread; the loop collects
+                await asyncio.sleep(0.01)
+                if exporter._bodies[(False, False)].generation == 4:
+                    break
+            after = exporter.metrics_body(False, False).decode()
+            assert value(after, "sigma_poll_interval_seconds", target="t") == 4
+            assert built == [2, 4]  # View 3 was superseded before its turn: never built
+        finally:
+            release.set()
+            exporter.close()
+
+    asyncio.run(run())
+
+
 def test_a_late_announcement_never_replaces_a_newer_body() -> None:
     async def run() -> None:
         poller = Poller(Config((TargetConfig(name="t", url=f"http://127.0.0.1:{free_port()}",
@@ -277,7 +328,7 @@ def test_each_generation_is_a_new_view_and_an_old_one_never_changes() -> None:
 def test_the_web_side_serves_from_a_view_alone() -> None:
     class Source:
         view = View.of(7, [TargetView("a", "http://sigma:9999", 15.0,
-                                      exposition.render(health_samples("a", Health(15.0))))],
+                                      exposition.render(TargetHealth(15.0, []).samples("a")))],
                        ready=True, reload=ConfigReload(False, 1234.0))
 
     exporter = Exporter(Source())

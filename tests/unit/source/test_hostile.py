@@ -24,15 +24,17 @@ from typing import Any
 import orjson
 import pytest
 from conftest import FIXTURES
+from feed import Fed
 from test_transport import Scripted, answering, ok
 
 from sigma_exporter.agent.crosscheck import CrossCheck
 from sigma_exporter.agent.crosscheck import _gpu_order as crosscheck_order
-from sigma_exporter.agent.hook import AgentHook
 from sigma_exporter.agent.nvml import DriverInfo, GpuReading
+from sigma_exporter.agent.source import NvmlSource
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import MAX_CODES
-from sigma_exporter.collect.samples import Health, Samples, merge
+from sigma_exporter.collect.health import TargetHealth
+from sigma_exporter.collect.samples import Samples
 from sigma_exporter.config import (
     DEFAULT_MAX_SERIES,
     Config,
@@ -42,11 +44,10 @@ from sigma_exporter.config import (
     parse_config,
 )
 from sigma_exporter.logsetup import plain
+from sigma_exporter.metrics import BY_NAME
 from sigma_exporter.poll.scheduler import Poller
-from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source import units
 from sigma_exporter.source.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
-from sigma_exporter.source.snapshot import Dump
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
 BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
@@ -78,9 +79,12 @@ def fetch_from(*answers: bytes, keep: bool = False, **overrides: Any) -> Answer 
     return asyncio.run(main())
 
 
-def counted(health: Health) -> dict[tuple[str, str], int]:
-    """The failure counters that counted something (the rest exist at 0)."""
-    return {key: count for key, count in health.poll_errors.items() if count}
+def counted(health: TargetHealth, *sources: str) -> dict[tuple[str, str], int]:
+    """The failure counters that counted something (the rest exist at 0), of `sources`
+    (default: all)."""
+    return {(name, reason): count for name, s in health.sources.items()
+            for reason, count in s.failures.items()
+            if count and (not sources or name in sources)}
 
 
 def reason(result: Answer | PollError) -> str:
@@ -97,8 +101,6 @@ _RSS_SCRIPT = r"""
 import asyncio, json, resource, sys
 from sigma_exporter.collect import exposition
 from sigma_exporter.source import units
-from sigma_exporter.agent.hook import AgentHook
-from sigma_exporter.collect.samples import Health
 from sigma_exporter.source.client import DUMP_REQUEST, PollError, SigmaClient, SSLContexts
 from sigma_exporter.config import TargetConfig
 
@@ -290,17 +292,21 @@ def test_one_huge_header_is_too_large() -> None:
 HOSTILE_DURATIONS = (" " * 63 + "x", "1" + " " * 62 + "x", "1 " * 31 + " x", "1d" + " " * 61 + "x")
 
 
-def _state(**overrides: Any) -> TargetState:
-    config = replace(TargetConfig(name="t", url="http://127.0.0.1:9/"), **overrides)
-    return TargetState(config, SSLContexts())
+def _state(**overrides: Any) -> Fed:
+    return Fed(TargetConfig(name="t", url="http://127.0.0.1:9/"), **overrides)
 
 
 def _progress(jobs: dict[str, Any]) -> Answer:
     return Answer({"result": jobs}, time.time(), 0.01)
 
 
-def _progress_errors(state: TargetState) -> dict[str, int]:
-    return {k: v for k, v in state.health.parse_errors.items() if k.startswith("progress.")}
+def _progress_errors(fed: Fed) -> dict[str, int]:
+    progress = fed.state.health.sources["progress"]
+    return dict(progress.parse_errors)
+
+
+def _parse_errors(fed: Fed) -> dict[str, int]:
+    return {k: v for s in fed.state.health.sources.values() for k, v in s.parse_errors.items()}
 
 
 def test_hostile_durations_cost_microseconds_not_tenths_of_seconds() -> None:
@@ -317,9 +323,9 @@ def test_a_progress_answer_of_hostile_durations_is_cheap_to_ingest() -> None:
                          "PTS": HOSTILE_DURATIONS[(i + 1) % 4]} for i in range(40)}
     state = _state()
     started = time.process_time()
-    state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    state.round({}, _progress(jobs))
     assert time.process_time() - started < 1.0  # 0.1: 2.5 s and more, every poll
-    assert state.health.progress_up is True
+    assert state.state.health.sources["progress"].up is True
     assert _progress_errors(state) == {"progress.job.life": 40, "progress.job.pts": 40}
 
 
@@ -327,10 +333,9 @@ def test_jobs_left_out_by_the_filters_are_not_parsed() -> None:
     jobs = {f"skip-{i}": {"state": None, "Life": None, "error": "x"} for i in range(2000)}
     jobs["keep-1"] = {"state": "running", "Life": "1h"}
     state = _state(jobs=JobsConfig(include=re.compile("^keep")))
-    parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    samples = state.round({}, _progress(jobs))
     # No field of a skipped job was read: none of their bad fields is reported.
     assert _progress_errors(state) == {}
-    samples = merge(parts)
     assert samples["sigma_jobs_dropped"] == [(("t",), 2000.0)]
     assert samples["sigma_job_uptime_seconds"] == [(("t", "keep-1"), 3600.0)]
 
@@ -338,9 +343,9 @@ def test_jobs_left_out_by_the_filters_are_not_parsed() -> None:
 def test_jobs_beyond_the_max_are_not_parsed() -> None:
     jobs = {f"job-{i}": {"state": None} for i in range(600)}
     state = _state(jobs=JobsConfig(max=10))
-    parts, _ = state.ingest(Answer({}, time.time(), 0.01), _progress(jobs))
+    samples = state.round({}, _progress(jobs))
     assert _progress_errors(state) == {"progress.job.state": 10}
-    assert merge(parts)["sigma_jobs_dropped"] == [(("t",), 590.0)]
+    assert samples["sigma_jobs_dropped"] == [(("t",), 590.0)]
 
 
 # --- finding 4: error codes per job are bounded ----------------------------------------
@@ -350,12 +355,10 @@ def test_error_codes_that_change_every_poll_stay_bounded_and_counted() -> None:
     state = _state()
     for poll in range(300):
         line = f"[08-13 11:48:{poll % 60:02d}] failure {poll} (code: E{poll})"
-        state.ingest(Answer({}, time.time(), 0.01),
-                     _progress({"ch": {"state": "running", "error": [line]}}))
-    parts, _ = state.ingest(Answer({}, time.time(), 0.01),
-                            _progress({"ch": {"state": "running", "error": []}}))
+        state.round({}, _progress({"ch": {"state": "running", "error": [line]}}))
+    samples = state.round({}, _progress({"ch": {"state": "running", "error": []}}))
     codes = dict((labels[2], count) for labels, count
-                 in merge(parts)["sigma_job_errors_total"])
+                 in samples["sigma_job_errors_total"])
     assert len(codes) == MAX_CODES + 1  # 0.1: one series per code, 300 and growing
     assert codes["other"] == 300 - MAX_CODES
     assert sum(codes.values()) == 300  # no line lost
@@ -370,8 +373,10 @@ def _dump_with(**system: Any) -> Answer:
     return Answer(body, time.time(), 0.01)
 
 
-def _series(parts: list[Samples]) -> int:
-    return sum(len(v) for v in merge(parts).values())
+def _data_series(samples: Samples) -> int:
+    """Series of the Sigma data (health series aside)."""
+    return sum(len(v) for name, v in samples.items()
+               if BY_NAME[name].source in ("dump", "progress"))
 
 
 def test_nested_lists_cannot_multiply_past_the_series_budget(
@@ -380,15 +385,13 @@ def test_nested_lists_cannot_multiply_past_the_series_budget(
     devices = [{"name": f"d{i}", "encoder": [f"c{j}" for j in range(1024)]} for i in range(512)]
     body = orjson.loads(DUMP)
     body["supported"] = devices
-    state = _state()
+    state = _state(jobs=JobsConfig(enabled=False))
     started = time.process_time()
     for _ in range(2):
-        parts, dump = state.ingest(Answer(body, time.time(), 0.01), None)
-        state.publish(parts)
+        samples = state.round(Answer(body, time.time(), 0.01))
     assert time.process_time() - started < 2.0  # 0.1: about 5 s and 500 MB per poll
-    samples = exposition.read_back(state.published.rendered)
-    assert dump is None and state.health.up is False
-    assert counted(state.health) == {("dump", "series_limit"): 2}
+    assert state.state.health.up is False
+    assert counted(state.state.health) == {("dump", "series_limit"): 2}
     assert samples["sigma_up"] == [(("t",), 0.0)]
     assert samples["sigma_series_dropped"][0][1] > DEFAULT_MAX_SERIES
     assert "sigma_codec_info" not in samples and "sigma_host_cpu_cores" not in samples
@@ -398,26 +401,26 @@ def test_nested_lists_cannot_multiply_past_the_series_budget(
 
 def test_one_gpu_with_a_hundred_thousand_keys_is_over_budget() -> None:
     gpu = {"index": 0, "name": "A10"} | {f"k{i}": i for i in range(100_000)}
-    state = _state()
-    parts, _ = state.ingest(_dump_with(gpu=[gpu]), None)
-    assert state.health.up is False
-    assert _series(parts) == 0  # 0.1: 100,000 series of sigma_gpu_reported_value
+    state = _state(jobs=JobsConfig(enabled=False))
+    samples = state.round(_dump_with(gpu=[gpu]))
+    assert state.state.health.up is False
+    assert _data_series(samples) == 0  # 0.1: 100,000 series of sigma_gpu_reported_value
 
 
 def test_progress_over_budget_keeps_the_dump() -> None:
     jobs = {f"job-{i}": {"state": "running", "speed": 1, "Life": "1h"} for i in range(400)}
     state = _state(max_series=1000)
-    parts, dump = state.ingest(Answer(orjson.loads(DUMP), time.time(), 0.01), _progress(jobs))
-    assert dump is not None and state.health.up is True
-    assert state.health.progress_up is False
-    assert counted(state.health) == {("progress", "series_limit"): 1}
-    samples = merge(parts)
+    samples = state.round(Answer(orjson.loads(DUMP), time.time(), 0.01), _progress(jobs))
+    health = state.state.health
+    assert health.up is True
+    assert health.sources["progress"].up is False
+    assert counted(health) == {("progress", "series_limit"): 1}
     assert "sigma_job_up" not in samples and samples["sigma_host_cpu_cores"]
     # Back within budget: the progress data returns.
-    parts, _ = state.ingest(Answer(orjson.loads(DUMP), time.time(), 0.01),
-                            _progress(dict(list(jobs.items())[:10])))
-    assert state.health.progress_up is True and state.health.series_dropped == 0
-    assert len(merge(parts)["sigma_job_up"]) == 10
+    samples = state.round(Answer(orjson.loads(DUMP), time.time(), 0.01),
+                          _progress(dict(list(jobs.items())[:10])))
+    assert health.sources["progress"].up is True and health.series_dropped == 0
+    assert len(samples["sigma_job_up"]) == 10
 
 
 def test_max_series_is_configurable() -> None:
@@ -430,10 +433,10 @@ def test_max_series_is_configurable() -> None:
 
 
 def test_a_list_cut_at_its_cap_is_counted() -> None:
-    state = _state()
-    state.ingest(_dump_with(network=[{"name": f"eth{i}", "ip": "10.0.0.1"}
-                                     for i in range(2000)]), None)
-    assert state.health.parse_errors.get("system.network") == 1  # 0.1: cut silently
+    state = _state(jobs=JobsConfig(enabled=False))
+    state.round(_dump_with(network=[{"name": f"eth{i}", "ip": "10.0.0.1"}
+                                    for i in range(2000)]))
+    assert _parse_errors(state).get("system.network") == 1  # 0.1: cut silently
 
 
 # --- findings 8 and 9, and the agent's other failures ------------------------------------
@@ -463,16 +466,19 @@ class ScriptedNvml:
         self.closed = True
 
 
-def _agent(backend: ScriptedNvml, timeout: float = 0.2) -> tuple[AgentHook, TargetState]:
-    return AgentHook("t", backend, CrossCheck(target="t"), timeout=timeout), _state()
+def _agent(backend: ScriptedNvml, timeout: float = 0.2) -> tuple[NvmlSource, Fed]:
+    """An agent-mode target: dump and NVML (no progress)."""
+    nvml = NvmlSource("t", backend, CrossCheck(target="t"), timeout=timeout)
+    return nvml, _state(jobs=JobsConfig(enabled=False), extra=[nvml])
 
 
-async def nvml_round(hook: AgentHook, state: TargetState, dump: Dump | None) -> Samples:
-    """One agent-mode round as the poll loop runs it: the hook reads, the state records."""
-    result = await hook(state.name, dump)
-    assert result is not None
-    state.record_source(result)
-    return result.samples
+async def nvml_round(fed: Fed, dump: Answer | None) -> Samples:
+    """One agent-mode round as the poll loop runs it; dump None: the dump fails.
+    Its NVML series (nvml and cross-check), if any."""
+    fed.client.answers = {"dump": dump if dump is not None else PollError("connect", "down")}
+    await fed.state.poll()
+    samples = exposition.read_back(fed.state.published.rendered)
+    return {name: v for name, v in samples.items() if BY_NAME[name].source == "nvml"}
 
 
 def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
@@ -482,26 +488,25 @@ def test_hanging_nvml_read_is_an_nvml_error_within_its_deadline() -> None:
     async def main() -> None:
         async with asyncio.timeout(30):  # 0.1 waited here for ever
             for _ in range(3):
-                assert await nvml_round(hook, state, None) == {}
+                assert await nvml_round(state, None) == {}
         backend.released.set()
         backend.hang = False
         while hook._reading is not None and not hook._reading.done():
             await asyncio.sleep(0.01)
-        assert await nvml_round(hook, state, None)  # the driver answers again: samples again
+        assert await nvml_round(state, None)  # the driver answers again: samples again
 
     try:
         asyncio.run(main())
     finally:
         backend.released.set()
-    assert counted(state.health) == {("nvml", "nvml_error"): 3}
-    assert state.health.nvml_up is True
+    assert counted(state.state.health, "nvml") == {("nvml", "nvml_error"): 3}
+    assert state.state.health.sources["nvml"].up is True
     assert backend.reads == 2  # the stuck read was never piled on: one thread at a time
 
 
 _HUNG_EXIT_SCRIPT = r"""
 import asyncio, threading
-from sigma_exporter.agent.hook import AgentHook
-from sigma_exporter.source.client import SSLContexts
+from sigma_exporter.agent.source import NvmlSource
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.agent.crosscheck import CrossCheck
 from sigma_exporter.poll.target import TargetState
@@ -512,11 +517,11 @@ class Stuck:
     def close(self): threading.Event().wait()
 
 async def main():
-    hook = AgentHook("t", Stuck(), CrossCheck(target="t"), timeout=0.2)
-    state = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9/"), SSLContexts())
-    state.record_source(await hook(state.name, None))
-    hook.close()
-    print("nvml_up", state.health.nvml_up)
+    nvml = NvmlSource("t", Stuck(), CrossCheck(target="t"), timeout=0.2)
+    state = TargetState(TargetConfig(name="t", url="http://127.0.0.1:9/"), [nvml])
+    await state.poll()
+    nvml.close()
+    print("nvml_up", state.health.sources["nvml"].up)
 
 asyncio.run(main())
 """
@@ -530,27 +535,28 @@ def test_a_stuck_nvml_read_does_not_hold_up_the_exit() -> None:
 
 
 def test_any_exception_of_an_nvml_round_is_counted(caplog: pytest.LogCaptureFixture) -> None:
-    hook, state = _agent(ScriptedNvml(error=RuntimeError("pynvml bug")))
+    _, state = _agent(ScriptedNvml(error=RuntimeError("pynvml bug")))
     for _ in range(2):
-        assert asyncio.run(nvml_round(hook, state, None)) == {}
-    assert counted(state.health) == {("nvml", "nvml_error"): 2}
-    assert state.health.nvml_up is False
+        assert asyncio.run(nvml_round(state, None)) == {}
+    # Not the driver's answer but an exception nobody foresaw: a bug, `internal`.
+    assert counted(state.state.health, "nvml") == {("nvml", "internal"): 2}
+    assert state.state.health.sources["nvml"].up is False
     # The traceback once, not every round: the counter shows that it repeats.
     tracebacks = [r for r in caplog.records if r.exc_info and "source=nvml" in plain(r)]
     assert len(tracebacks) == 1
 
 
 def test_a_gpu_index_that_is_not_a_number_is_a_parse_error_not_an_exception() -> None:
-    state = _state()
     gpu = {"index": "²", "name": "A10", "total": "22731MB"}
-    _, dump = state.ingest(_dump_with(gpu=[gpu]), None)
-    assert dump is not None and [g.index for g in dump.gpus] == ["0"]
-    assert state.health.parse_errors.get("system.gpu[].index") == 1
-    hook, _ = _agent(ScriptedNvml())
+    _, state = _agent(ScriptedNvml())
     for _ in range(2):  # 0.1: ValueError from int("²") every round, nvml_up left at 1
-        samples = asyncio.run(nvml_round(hook, state, dump))
+        samples = asyncio.run(nvml_round(state, _dump_with(gpu=[gpu])))
         assert samples["sigma_gpu_crosscheck_gpu_missing"]
-    assert state.health.nvml_up is True and counted(state.health) == {}
+    assert _parse_errors(state).get("system.gpu[].index") == 2
+    assert exposition.read_back(state.state.published.rendered)["sigma_gpu_info"] == [
+        (("t", "0", "A10"), 1.0)]
+    health = state.state.health
+    assert health.sources["nvml"].up is True and counted(health) == {}
     assert crosscheck_order("²") == (1 << 30, "²")
 
 

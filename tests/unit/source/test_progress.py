@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from typing import Any
 
 import pytest
 from conftest import load_fixture, samples
+from feed import Fed
 
-from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import ErrorLineCounter, error_code
+from sigma_exporter.collect.sigma import ProgressSource
 from sigma_exporter.config import JobsConfig, TargetConfig
-from sigma_exporter.poll.target import TargetState
-from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.client import PollError
 from sigma_exporter.source.parse import parse_progress
 
 JOB = "$job_name"
@@ -30,20 +29,16 @@ def base_job() -> dict[str, Any]:
 
 
 class Target:
-    """A TargetState fed with literal answers, one round per call."""
+    """A target fed with literal answers, one round per call (tests/feed.py)."""
 
     def __init__(self, **config: Any) -> None:
-        cfg = replace(TargetConfig(name="t1", url="http://127.0.0.1:9"), **config)
-        self.state = TargetState(cfg, SSLContexts())
+        self.fed = Fed(TargetConfig(name="t1", url="http://127.0.0.1:9"), **config)
+        self.state = self.fed.state
         self.dump = load_fixture("dump-sample.json")
 
     def round(self, progress: Any, dump: Any = None) -> Exposed:
-        dump_answer: Answer | PollError = Answer(dump or self.dump, 1709398433.0, 0.01)
-        progress_answer: Answer | PollError = (
-            progress if isinstance(progress, PollError) else Answer(progress, 1709398433.0, 0.01))
-        parts, _ = self.state.ingest(dump_answer, progress_answer)
-        self.state.publish(parts)
-        return samples(exposition.merge([self.state.published.rendered], False).decode())
+        self.fed.round(dump or self.dump, progress, received_at=1709398433.0)
+        return samples(self.fed.text())
 
 
 def v(out: Exposed, metric: str, /, **labels: str) -> float | None:
@@ -87,17 +82,14 @@ def test_as_documented_progress_keeps_dump_metrics() -> None:
 def test_failed_dump_keeps_progress_metrics() -> None:
     target = Target()
     target.round(load_fixture("progress-sample.json"))
-    parts, _ = target.state.ingest(PollError("connect", "refused"),
-                                   Answer(load_fixture("progress-sample.json"), 0.0, 0.01))
-    target.state.publish(parts)
-    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    out = target.round(load_fixture("progress-sample.json"), PollError("connect", "refused"))
     assert v(out, "sigma_up") == 0 and v(out, "sigma_progress_up") == 1
     assert v(out, "sigma_job_speed", job_name=JOB) == 1.0
     assert v(out, "sigma_host_memory_total_bytes") is None
 
 
 def test_progress_without_result_is_invalid_schema() -> None:
-    out = Target().round({"ec": 1, "msg": "unknown"})
+    out = Target().round({"ec": 0, "total": 0})
     assert v(out, "sigma_poll_errors_total", source="progress", reason="invalid_schema") == 1
 
 
@@ -177,9 +169,8 @@ def test_include_exclude_and_max() -> None:
 
 def test_disabled_jobs_poll_nothing() -> None:
     target = Target(jobs=JobsConfig(enabled=False))
-    parts, _ = target.state.ingest(Answer(target.dump, 0.0, 0.01), None)
-    target.state.publish(parts)
-    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    out = target.round(None)
+    assert target.fed.client.asked == ["dump"]
     assert v(out, "sigma_progress_up") is None
     assert not any(k[0].startswith(("sigma_job_", "sigma_jobs_dropped")) for k in out)
 
@@ -189,7 +180,9 @@ def test_vanished_job_takes_its_series_and_memory() -> None:
     target.round(progress_with({"a": base_job(), "b": base_job()}))
     out = target.round(progress_with({"a": base_job()}))
     assert v(out, "sigma_job_up", job_name="b") is None
-    assert "b" not in target.state.job_errors and "b" not in target.state.job_uptimes
+    progress = target.state.sources[1]
+    assert isinstance(progress, ProgressSource)
+    assert "b" not in progress.job_errors and "b" not in progress.job_uptimes
 
 
 # --- counters over a sequence of polls ---------------------------------------------
@@ -283,9 +276,7 @@ def test_server_restart_counts_when_start_moves() -> None:
     out = target.round(progress, dump)
     assert v(out, "sigma_server_restarts_total") == 1
     # The counter survives a failed poll (it is a health series).
-    parts, _ = target.state.ingest(PollError("connect", "refused"), None)
-    target.state.publish(parts)
-    out = samples(exposition.merge([target.state.published.rendered], False).decode())
+    out = target.round(progress, PollError("connect", "refused"))
     assert v(out, "sigma_server_restarts_total") == 1
 
 

@@ -1,4 +1,5 @@
-"""The lean HTTP/1.1 transport under httpx, against scripted loopback servers.
+"""The lean HTTP/1.1 transport (`exchange`, and httpx's interface over it), against
+scripted loopback servers.
 
 Each server here answers with exact bytes, so the framing cases a real Sigma
 server (or a proxy in front of it) may produce are covered one by one:
@@ -16,7 +17,8 @@ import httpx
 import pytest
 from conftest import make_ca, make_cert
 
-from sigma_exporter.source.transport import BodyTooLarge, MalformedAnswer, SigmaTransport
+from sigma_exporter.source.errors import PollError
+from sigma_exporter.source.transport import RawAnswer, SigmaTransport
 
 # What a scripted server does with one request on one connection: it gets the
 # request head and body, and writes to the stream; returning False closes.
@@ -90,12 +92,10 @@ def answering(*answers: bytes, keep: bool = True) -> Script:
 
 
 async def post(transport: SigmaTransport, url: str, body: bytes = b'{"type":"dump"}',
-               timeout: float = 5.0) -> httpx.Response:
-    request = httpx.Request("POST", url, content=body, extensions={
-        "timeout": {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}})
-    response = await transport.handle_async_request(request)
-    await response.aread()
-    return response
+               timeout: float = 5.0) -> RawAnswer:
+    """One exchange under one deadline, as the client makes it."""
+    async with asyncio.timeout(timeout):
+        return await transport.exchange(httpx.Request("POST", url, content=body))
 
 
 def run(coro: Awaitable[object]) -> object:
@@ -114,9 +114,9 @@ def test_request_bytes_and_keep_alive_reuse() -> None:
             first = await post(transport, server.url("/api?x=1"))
             second = await post(transport, server.url("/api?x=1"))
             await transport.aclose()
-        assert (first.status_code, first.content) == (200, b'{"a":1}')
-        assert first.headers["content-type"] == "application/json"
-        assert second.content == b'{"b":2}'
+        assert (first.status, first.body) == (200, b'{"a":1}')
+        assert first.header(b"content-type") == "application/json"
+        assert second.body == b'{"b":2}'
         assert server.connections == 1  # the second request reused the connection
         head, body = server.requests[0].split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
@@ -148,8 +148,8 @@ def test_chunked_answer_is_reassembled() -> None:
             first = await post(transport, server.url())
             second = await post(transport, server.url())
             await transport.aclose()
-        assert first.content == b'{"a":1}'
-        assert second.content == b"{}"
+        assert first.body == b'{"a":1}'
+        assert second.body == b"{}"
         assert server.connections == 1
     run(main())
 
@@ -162,7 +162,7 @@ def test_body_delimited_by_close_and_connection_close_is_not_reused() -> None:
             first = await post(transport, server.url())
             second = await post(transport, server.url())
             await transport.aclose()
-        assert first.content == second.content == b'{"whole":1}'
+        assert first.body == second.body == b'{"whole":1}'
         assert server.connections == 2
     run(main())
 
@@ -173,7 +173,7 @@ def test_interim_answer_is_skipped() -> None:
             transport = SigmaTransport(None, max_body_bytes=1024)
             response = await post(transport, server.url())
             await transport.aclose()
-        assert (response.status_code, response.content) == (200, b"{}")
+        assert (response.status, response.body) == (200, b"{}")
     run(main())
 
 
@@ -184,7 +184,7 @@ def test_error_status_is_an_answer_not_an_exception() -> None:
             transport = SigmaTransport(None, max_body_bytes=1024)
             response = await post(transport, server.url())
             await transport.aclose()
-        assert (response.status_code, response.content) == (503, b"busy")
+        assert (response.status, response.body) == (503, b"busy")
     run(main())
 
 
@@ -196,11 +196,11 @@ def test_declared_length_over_cap_is_refused_without_reading() -> None:
         huge = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"  # body never sent
         async with Scripted(answering(huge)) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(BodyTooLarge) as caught:
+            with pytest.raises(PollError) as caught:
                 await post(transport, server.url())
             await transport.aclose()
-        assert caught.value.declared == 5000
-        assert "5000 bytes exceeds 1000" in str(caught.value)
+        assert caught.value.reason == "too_large"
+        assert "5000 bytes exceeds 1000" in caught.value.message
     run(main())
 
 
@@ -211,11 +211,11 @@ def test_streamed_body_over_cap_is_refused() -> None:
     async def main() -> None:
         async with Scripted(answering(chunked)) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(BodyTooLarge) as caught:
+            with pytest.raises(PollError) as caught:
                 await post(transport, server.url())
             assert not transport._open  # the connection was dropped, not kept
             await transport.aclose()
-        assert caught.value.declared is None
+        assert caught.value.reason == "too_large" and "stopped reading" in caught.value.message
     run(main())
 
 
@@ -223,9 +223,10 @@ def test_malformed_answer_is_a_protocol_error() -> None:
     async def main() -> None:
         async with Scripted(answering(b"SIGMA/9 what\r\n\r\n")) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(httpx.RemoteProtocolError):
+            with pytest.raises(PollError) as caught:
                 await post(transport, server.url())
             await transport.aclose()
+        assert caught.value.reason == "protocol"
     run(main())
 
 
@@ -234,8 +235,9 @@ def test_clean_close_mid_body_is_a_malformed_answer() -> None:
         truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"cut"
         async with Scripted(answering(truncated, keep=False)) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(MalformedAnswer, match="truncated"):
+            with pytest.raises(PollError, match="truncated") as caught:
                 await post(transport, server.url())
+            assert caught.value.reason == "protocol"
             await transport.aclose()
     run(main())
 
@@ -246,9 +248,10 @@ def test_close_without_answer_on_a_new_connection_is_not_retried() -> None:
     async def main() -> None:
         async with Scripted(silent) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(httpx.RemoteProtocolError):
+            with pytest.raises(PollError, match="without answering") as caught:
                 await post(transport, server.url())
             await transport.aclose()
+        assert caught.value.reason == "connect"
         assert len(server.requests) == 1
     run(main())
 
@@ -267,7 +270,7 @@ def test_kept_connection_closed_by_server_is_replaced_once() -> None:
             await post(transport, server.url())
             again = await post(transport, server.url())
             await transport.aclose()
-        assert again.content == b'{"n":3}'
+        assert again.body == b'{"n":3}'
         assert server.connections == 2
     run(main())
 
@@ -296,13 +299,14 @@ def test_refused_connection_is_a_connect_error() -> None:
         async with Scripted(answering(ok(b"{}"))) as server:
             url = server.url()
         transport = SigmaTransport(None, max_body_bytes=1000)
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(PollError, match="cannot connect") as caught:
             await post(transport, url)
         await transport.aclose()
+        assert caught.value.reason == "connect"
     run(main())
 
 
-def test_read_timeout_drops_the_connection() -> None:
+def test_a_missed_deadline_drops_the_connection() -> None:
     release = asyncio.Event()
     async def hang(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         if n == 1:
@@ -313,13 +317,13 @@ def test_read_timeout_drops_the_connection() -> None:
     async def main() -> None:
         async with Scripted(hang) as server:
             transport = SigmaTransport(None, max_body_bytes=1000)
-            with pytest.raises(httpx.ReadTimeout):
+            with pytest.raises(TimeoutError):
                 await post(transport, server.url(), timeout=0.05)
             assert not transport._open
             release.set()
             response = await post(transport, server.url())
             await transport.aclose()
-        assert response.content == b"{}"
+        assert response.body == b"{}"
         assert server.connections == 2
     run(main())
 
@@ -347,7 +351,7 @@ def test_closed_transport_refuses_requests() -> None:
     async def main() -> None:
         transport = SigmaTransport(None, max_body_bytes=1000)
         await transport.aclose()
-        with pytest.raises(httpx.ConnectError):
+        with pytest.raises(PollError, match="closed"):
             await post(transport, "http://127.0.0.1:9/")
     run(main())
 
@@ -355,7 +359,7 @@ def test_closed_transport_refuses_requests() -> None:
 def test_other_schemes_are_refused() -> None:
     async def main() -> None:
         transport = SigmaTransport(None, max_body_bytes=1000)
-        with pytest.raises(httpx.UnsupportedProtocol):
+        with pytest.raises(PollError, match="unsupported scheme"):
             await post(transport, "ftp://127.0.0.1/")
         await transport.aclose()
     run(main())
@@ -381,12 +385,12 @@ def test_tls_verified_against_the_configured_ca(tmp_path: Path) -> None:
             second = await post(transport, url)
             await transport.aclose()
             untrusted = SigmaTransport(stranger, max_body_bytes=1000)
-            with pytest.raises(httpx.ConnectError) as caught:
+            with pytest.raises(PollError) as caught:
                 await post(untrusted, url)
             await untrusted.aclose()
-        assert first.content == second.content == b'{"tls":1}'
+        assert first.body == second.body == b'{"tls":1}'
         assert server.connections <= 2  # reused (a failed handshake may count too)
-        assert isinstance(caught.value.__cause__, ssl.SSLError)
+        assert caught.value.reason == "tls", caught.value.message
     run(main())
 
 
@@ -409,7 +413,7 @@ def test_dropped_connections_are_freed_without_the_cycle_collector() -> None:
             assert kept._body == [] and kept._headers == []  # idle: holds no old answer
             ref = weakref.ref(kept)
             del kept
-            with pytest.raises(BodyTooLarge):  # the kept connection is reused and dropped
+            with pytest.raises(PollError):  # too large: the kept connection is reused, dropped
                 await post(transport, server.url("/"), body=b"{}")
             for _ in range(5):  # let connection_lost run
                 await asyncio.sleep(0)

@@ -1,8 +1,8 @@
-"""Agent mode: NVML readings and the cross-check, hooked in after each dump.
+"""Agent mode: NVML readings and the cross-check, as one more source of the host's target.
 
 When the exporter runs on the Sigma host itself it can also ask the NVIDIA
 driver (NVML) about the GPUs and check Sigma's own GPU figures against it.
-`after_dump_hook(config)` decides once, at start, whether that is on:
+`nvml_source(config)` decides once, at start, whether that is on:
 
 * `nvml.enabled: false`: off, silently.
 * `auto` (default): on when NVML loads and a target is on this host; one
@@ -10,12 +10,12 @@ driver (NVML) about the GPUs and check Sigma's own GPU figures against it.
   series and no error.
 * `true`: on, or refuse to start (ConfigError) naming the key and the fix.
 
-Only the chosen target gets NVML samples; the hook returns them (or why
-there are none) and the poll side records the result in the target's
-health. The driver is read once per poll of that target, right after its
-dump, in a daemon thread of its own (NVML
-calls block, and a wedged driver can block one for ever): the poll waits at
-most `nvml.timeout` for it. A read that misses that deadline is left to
+Only the chosen target has the `nvml` source (`NvmlSource.factory`); its
+`execute()` records the outcome like any source's. The driver is read once
+per poll of that target, at the same time as its dump, in a daemon thread of
+its own (NVML calls block, and a wedged driver can block one for ever): the
+round waits at most `nvml.timeout` for it. The cross-check then compares the
+readings with that round's dump. A read that misses that deadline is left to
 finish on its own; until it does no other read starts, and every round
 counts `nvml_error` with sigma_nvml_up 0. Being a daemon thread, it never
 holds up the exporter's exit.
@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from sigma_exporter.agent.crosscheck import CrossCheck, Tolerances, crosscheck_samples
+from sigma_exporter.agent.crosscheck import Result as CrossCheckResult
 from sigma_exporter.agent.nvml import (
     NvmlBackend,
     NvmlFailure,
@@ -41,18 +42,19 @@ from sigma_exporter.agent.nvml import (
     Readings,
     nvml_samples,
 )
-from sigma_exporter.collect.result import AfterDump, Failure, SourceResult
-from sigma_exporter.collect.samples import merge, new_samples
+from sigma_exporter.collect.samples import merge
+from sigma_exporter.collect.source import Reading, Round, Source, SourceError
 from sigma_exporter.config import DEFAULT_NVML_TIMEOUT, Config, ConfigError, TargetConfig
 from sigma_exporter.logsetup import fields
 from sigma_exporter.source.snapshot import Dump
 
-log = logging.getLogger("sigma_exporter.agent.hook")
+log = logging.getLogger("sigma_exporter.agent.source")
 
 _FIX_ENABLED = ("install the NVIDIA driver on this host (NVML is libnvidia-ml.so.1), "
                 "or set `nvml.enabled: auto` (on only where a GPU is) or `nvml.enabled: false`")
 _FIX_TARGET = "set `nvml.target:` to the name of the target that runs on this host"
-# How an NVML round can fail: one reason, whatever the cause (sigma_poll_errors_total).
+# How an NVML read can fail, besides a bug of ours: the driver's doing, whatever
+# the cause (sigma_poll_errors_total).
 NVML_REASONS = ("nvml_error",)
 
 
@@ -96,8 +98,13 @@ def select_target(config: Config, names: Iterable[str] | None = None
     return None, f"no target's URL points at this host ({', '.join(sorted(local))})"
 
 
-class AgentHook:
-    """The after-dump hook: reads NVML for one target and cross-checks its dump."""
+class NvmlSource(Source):
+    """The `nvml` source of the target on this host: the driver's readings and the
+    cross-check of that round's dump against them."""
+
+    name = "nvml"
+    reasons = NVML_REASONS
+    up_metric = "sigma_nvml_up"
 
     def __init__(self, target: str, backend: NvmlBackend, crosscheck: CrossCheck,
                  timeout: float = DEFAULT_NVML_TIMEOUT) -> None:
@@ -136,31 +143,28 @@ class AgentHook:
         except TimeoutError:
             raise NvmlFailure(f"NVML did not answer within {self.timeout:g}s") from None
 
-    async def __call__(self, target: str, dump: Dump | None) -> SourceResult | None:
-        """This round's NVML readings and cross-check for `target`, or why there are none.
-
-        Writes nothing: the target's state records the result (poll/target.py).
-        Never raises: whatever goes wrong is the result's failure, `nvml_error`.
-        """
-        if target != self.target:
-            return None
-        started = time.perf_counter()
+    async def read(self, round: Round) -> Reading:
+        """This round's NVML readings, cross-checked with the round's dump if it came."""
         try:
             readings = await self._read()
-            samples = nvml_samples(self.target, readings)
-            if dump is not None:  # no Sigma side this round: nothing to compare
-                samples = merge([samples, crosscheck_samples(
-                    self.target, self.crosscheck.update(dump.gpus, readings))])
         except NvmlFailure as exc:  # the driver's doing: no traceback
-            failure = Failure("nvml_error", str(exc))
-        except Exception as exc:  # a missed deadline's aftermath or a bug: counted too
-            failure = Failure.internal(exc, "nvml_error")
-        else:
-            return SourceResult("nvml", NVML_REASONS, samples, time.perf_counter() - started)
-        return SourceResult("nvml", NVML_REASONS, new_samples(), time.perf_counter() - started,
-                            failure)
+            raise SourceError("nvml_error", str(exc)) from None
+        samples = nvml_samples(self.target, readings)
+        findings: tuple[str, ...] = ()
+        dump = await round.value("dump")
+        if isinstance(dump, Dump):  # no Sigma side this round: nothing to compare
+            result = self.crosscheck.update(dump.gpus, readings)
+            samples = merge([samples, crosscheck_samples(self.target, result)])
+            findings = findings_of(result)
+        return Reading(samples, readings, findings=findings)
+
+    def factory(self, config: TargetConfig) -> list[Source]:
+        """The sources this adds to a target: itself, for the target on this host."""
+        return [self] if config.name == self.target else []
 
     def close(self) -> None:
+        """Let go of NVML, at the exporter's shutdown. (Not `aclose`: a target that a
+        reload replaces hands the same source to its successor.)"""
         if self._reading is not None and not self._reading.done():
             # nvmlShutdown would wait for the stuck call: let the process end instead.
             log.warning("NVML read still stuck at shutdown; not closing NVML",
@@ -169,9 +173,18 @@ class AgentHook:
         self.backend.close()
 
 
-def after_dump_hook(config: Config, backend: NvmlBackend | None = None,
-                    names: Iterable[str] | None = None) -> AfterDump | None:
-    """The agent hook for this config, or None when agent mode is off.
+def findings_of(result: CrossCheckResult) -> tuple[str, ...]:
+    """The cross-check's problems as the status page lists them."""
+    found = [f"GPU {gpu}: {field} differs from NVML" for gpu, field, bad in result.mismatches
+             if bad]
+    found += [f"GPU {gpu}: missing on the {side} side" for gpu, side, gone in result.missing
+              if gone]
+    return tuple(found)
+
+
+def nvml_source(config: Config, backend: NvmlBackend | None = None,
+                names: Iterable[str] | None = None) -> NvmlSource | None:
+    """The NVML source for this config, or None when agent mode is off.
 
     Raises ConfigError when `nvml.enabled: true` cannot be honoured.
     `backend` and `names` (this host's names) are for tests and scripts.
@@ -203,4 +216,4 @@ def after_dump_hook(config: Config, backend: NvmlBackend | None = None,
         target=target.name, reason=why, driver=info.driver_version, gpus=info.gpu_count,
         window=config.nvml.window))
     check = CrossCheck(Tolerances.from_config(config.nvml), config.nvml.window, target.name)
-    return AgentHook(target.name, nvml, check, config.nvml.timeout)
+    return NvmlSource(target.name, nvml, check, config.nvml.timeout)

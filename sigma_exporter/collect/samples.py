@@ -103,8 +103,10 @@ def dump_samples(
                                     dump.timezone or ""), 1.0)
     _add(out, "sigma_server_build_timestamp_seconds", t, dump.build_timestamp)
     _add(out, "sigma_server_start_timestamp_seconds", t, dump.start_timestamp)
-    if dump.local_timestamp is not None:
-        _add(out, "sigma_server_clock_skew_seconds", t, dump.local_timestamp - received_at)
+    server_clock = dump.local_timestamp if dump.local_timestamp is not None \
+        else dump.answer_timestamp
+    if server_clock is not None:
+        _add(out, "sigma_server_clock_skew_seconds", t, server_clock - received_at)
     _add(out, "sigma_server_speed", t, dump.speed)
     _add(out, "sigma_server_port", t, dump.port)
     _add(out, "sigma_jobs_queued", t, dump.jobs_queued)
@@ -113,6 +115,15 @@ def dump_samples(
         _add(out, "sigma_tasks", (target, state), count)
     for codec in dump.codecs:
         _add(out, "sigma_codec_info", (target, codec.device, codec.direction, codec.codec), 1.0)
+    if dump.license_status is not None:
+        _add(out, "sigma_license_status", (target, dump.license_status), 1.0)
+    if dump.control_plane_connected is not None:
+        _add(out, "sigma_control_plane_connected", t,
+             1.0 if dump.control_plane_connected else 0.0)
+    _add(out, "sigma_control_plane_connect_timestamp_seconds", t,
+         dump.control_plane_connect_timestamp)
+    for path, value in dump.reported:
+        _add(out, "sigma_server_reported_value", (target, path), value)
     if dump.os is not None:
         _add(out, "sigma_host_info", (target, dump.os), 1.0)
     _add(out, "sigma_host_cpu_cores", t, dump.cpu_cores)

@@ -90,6 +90,21 @@ def number(value: object) -> float | None:
     return split[0]
 
 
+_FLAG_TEXT = {"1": True, "0": False, "true": True, "false": False}
+
+
+def flag(value: object) -> bool | None:
+    """A yes/no field: JSON `true`/`false`, the numbers 1 and 0, or those as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _FLAG_TEXT.get(value.strip().lower())
+    split = _split(value)
+    if split is None or split[0] not in (0.0, 1.0):
+        return None
+    return split[0] == 1.0
+
+
 def percent_ratio(value: object) -> float | None:
     """`"59.3%"`, `59.3` or `"59.3"` -> 0.593."""
     split = _split(value)

@@ -112,7 +112,7 @@ def _default_epoch() -> float:
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
     override fields (`fault`, `speed_overrides`, `state_overrides`, `pts_frozen_at`,
-    `queue_override`, `gpu_override`)."""
+    `queue_override`, `gpu_override`, `license_status`, `control_plane_*`)."""
 
     index: int
     seed: int = 1
@@ -137,6 +137,12 @@ class SimServer:
     queue_override: int | None = None
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
+    # The licence's state as the dump reports it ("EXPIRED": a lapsed licence).
+    license_status: str = "VALID"
+    # The link to Sigma's control plane: down since this time (None: up), and
+    # when it last came up (None: with the process, as in the documented answer).
+    control_plane_down_since: float | None = None
+    control_plane_up_since: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.gpus <= 8:

@@ -242,7 +242,8 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_job_media_time_seconds", "gauge", "Media time reached by the job (PTS).",
        J, "progress"),
     _d("sigma_job_start_timestamp_seconds", "gauge",
-       "When the job started (startup, server-local time converted with the dump's timezone).",
+       "When the job started (startup: a wall time without a zone, read in the target's "
+       "`timezone`, UTC unless configured; docs/time.md).",
        J, "progress"),
     _d("sigma_job_input_bytes_per_second", "gauge", "Bitrate of a job input (bit/s / 8).",
        ("target", "job_name", "input"), "progress"),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sigma_exporter.collect.counters import ErrorLineCounter
 from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import Dump, ProcessStats, Progress
-from sigma_exporter.source.units import local_to_timestamp
+from sigma_exporter.source.units import wall_to_timestamp
 
 Labels = tuple[str, ...]
 Samples = dict[str, list[tuple[Labels, float]]]
@@ -167,12 +167,16 @@ def dump_samples(
 def progress_samples(
     target: str,
     progress: Progress,
-    timezone: str | None,
+    wall_zone: str | None,
     dropped: int,
     error_counters: Mapping[str, ErrorLineCounter] | None = None,
     job_restarts: Mapping[str, int] | None = None,
 ) -> Samples:
-    """Samples of the (already filtered) jobs of a progress answer."""
+    """Samples of the (already filtered) jobs of a progress answer.
+
+    `wall_zone` is the zone the answer's zone-less wall times are read in
+    (units.wall_clock_zone); None: they give no timestamp.
+    """
     out = new_samples()
     _add(out, "sigma_jobs_dropped", (target,), float(dropped))
     counters = error_counters or {}
@@ -185,9 +189,9 @@ def progress_samples(
         _add(out, "sigma_job_speed", j, job.speed)
         _add(out, "sigma_job_uptime_seconds", j, job.uptime_seconds)
         _add(out, "sigma_job_media_time_seconds", j, job.media_time_seconds)
-        if job.startup_local is not None:
+        if job.startup_wall is not None:
             _add(out, "sigma_job_start_timestamp_seconds", j,
-                 local_to_timestamp(job.startup_local, timezone))
+                 wall_to_timestamp(job.startup_wall, wall_zone))
         for entry in job.inputs:
             i = (target, job.name, entry.index)
             _add(out, "sigma_job_input_bytes_per_second", i, entry.bytes_per_second)

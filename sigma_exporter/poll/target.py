@@ -50,6 +50,7 @@ from sigma_exporter.source.client import (
 )
 from sigma_exporter.source.parse import parse_dump, parse_progress
 from sigma_exporter.source.snapshot import Dump, Job
+from sigma_exporter.source.units import wall_clock_zone
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class TargetState:
         self.config = config
         self.client = SigmaClient(config, contexts)
         self.health = Health(interval_seconds=config.interval)
-        self.timezone: str | None = None  # last known; progress start times need it
+        self.timezone: str | None = None  # the zone the last dump named
         self.server_start = RestartDetector()
         self.app_uptimes: dict[str, RestartDetector] = {}
         self.job_uptimes: dict[str, RestartDetector] = {}
@@ -367,7 +368,8 @@ class TargetState:
             return new_samples()
         self._parse_errors("progress", parsed.errors)
         job_restarts = self.observe_jobs(parsed.value.jobs)
-        samples = progress_samples(self.name, parsed.value, self.timezone,
+        wall_zone = wall_clock_zone(self.config.timezone, self.timezone)
+        samples = progress_samples(self.name, parsed.value, wall_zone,
                                    parsed.value.dropped, self.job_errors, job_restarts)
         if self._within_budget("progress", parsed.over_budget, samples, budget) is None:
             return new_samples()

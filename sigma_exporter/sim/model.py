@@ -122,6 +122,9 @@ class SimServer:
     hostname: str = ""
     port: int = 9999  # reported in the dump; the simulator sets its real port
     timezone: str = ""  # default: by index, Asia/Ho_Chi_Minh, UTC, Europe/Berlin
+    # The zone progress writes its wall times in (startup, created, error lines):
+    # "UTC", as Sigma documents for error lines, or "server" for `timezone`.
+    wall_clock_zone: str = "UTC"
     # When the simulation began: errors are emitted from here on, job and app
     # restarts are counted from here. The server "process" started earlier.
     epoch: float = field(default_factory=_default_epoch)
@@ -209,8 +212,10 @@ def job_names(server: SimServer) -> list[str]:
 
 
 def local_time(server: SimServer, ts: float) -> datetime:
-    """The server-local wall-clock time at `ts`, to the second."""
-    return datetime.fromtimestamp(math.floor(ts), _zone(server.timezone))
+    """The wall-clock time `progress` writes for `ts`, to the second: UTC, or
+    the server's own zone when its `wall_clock_zone` is "server"."""
+    name = server.timezone if server.wall_clock_zone == "server" else server.wall_clock_zone
+    return datetime.fromtimestamp(math.floor(ts), _zone(name))
 
 
 def life_text(seconds: float) -> str:

@@ -306,14 +306,14 @@ def _job(name: str, fields: Fields) -> Job:
     errors: tuple[str, ...] | None = None
     if fields.has("error"):
         errors = tuple(fields.strings("error"))
-    startup: datetime | None = fields.get("startup", units.local_datetime)
+    startup: datetime | None = fields.get("startup", units.wall_datetime)
     return Job(
         name=name,
         state=fields.get("state", lower_text),
         speed=fields.get("speed", units.number),
         uptime_seconds=fields.get("life", units.duration_seconds),
         media_time_seconds=fields.get("pts", units.duration_seconds),
-        startup_local=startup,
+        startup_wall=startup,
         weight=fields.get("weight", units.number),
         errors=errors,
         inputs=tuple(inputs),

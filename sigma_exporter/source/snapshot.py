@@ -139,8 +139,9 @@ class Job:
     speed: float | None = None
     uptime_seconds: float | None = None
     media_time_seconds: float | None = None
-    # Server-local wall time; converted with the dump's timezone when rendered.
-    startup_local: datetime | None = None
+    # Wall time as written, without a zone; read in the target's wall-clock
+    # zone when rendered (units.wall_clock_zone).
+    startup_wall: datetime | None = None
     weight: float | None = None
     errors: tuple[str, ...] | None = None  # None: the answer had no error list
     inputs: tuple[JobInput, ...] = ()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # The grammars and the strict reader live in modules of their own; the names
 # are re-exported here for the callers that read them as config's.
@@ -32,6 +33,11 @@ DEFAULT_MAX_CONCURRENT_POLLS = 256
 # Series one target may export (data series; its health series always stay).
 # 500 jobs, the default max, make about 9,000; docs/security.md has the cost.
 DEFAULT_MAX_SERIES = 20_000
+# The zone of the wall times `progress` writes without one (job `created` and
+# `startup`, error lines): UTC, or `server` for the zone the dump names. The
+# rule and its evidence: source/units.py `wall_clock_zone`, docs/time.md.
+DEFAULT_TIMEZONE = "UTC"
+SERVER_TIMEZONE = "server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
 
 
@@ -74,6 +80,7 @@ class TargetConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY
     max_series: int = DEFAULT_MAX_SERIES
     jobs: JobsConfig = JobsConfig()
+    timezone: str = DEFAULT_TIMEZONE  # of progress' wall times; see DEFAULT_TIMEZONE
 
     @property
     def safe_url(self) -> str:
@@ -155,7 +162,7 @@ def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | N
 # --- sections ------------------------------------------------------------------
 
 _TARGET_KEYS = {"name", "url", "interval", "timeout", "method", "tls", "auth", "headers",
-                "max_body_bytes", "max_series", "jobs"}
+                "max_body_bytes", "max_series", "jobs", "timezone"}
 _DEFAULT_KEYS = _TARGET_KEYS - {"name", "url"}
 _TLS_KEYS = {"ca_file", "cert_file", "key_file", "insecure_skip_verify"}
 _AUTH_KEYS = {"username", "password", "password_file", "password_env",
@@ -228,6 +235,25 @@ def _headers(r: Reader, raw: object, key: str) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
+def _timezone(r: Reader, raw: object, key: str) -> str:
+    """`UTC`, `server`, or an IANA zone name this host's tz database knows."""
+    fix = (f"write `timezone: {DEFAULT_TIMEZONE}` (the default), `timezone: "
+           f"{SERVER_TIMEZONE}` (the zone the server's dump names) or an IANA name such "
+           "as `Asia/Ho_Chi_Minh` (docs/time.md)")
+    if not isinstance(raw, str) or not raw.strip():
+        raise r.error(key, f"{raw!r} is not a time zone", fix)
+    name = raw.strip()
+    if name.lower() == SERVER_TIMEZONE:
+        return SERVER_TIMEZONE
+    if name.upper() == DEFAULT_TIMEZONE:
+        return DEFAULT_TIMEZONE
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise r.error(key, f"{name!r} is not a time zone this host knows", fix) from None
+    return name
+
+
 def _target_fields(r: Reader, block: Mapping[str, Any], key: str,
                    base: TargetConfig) -> dict[str, Any]:
     values: dict[str, Any] = {}
@@ -253,6 +279,8 @@ def _target_fields(r: Reader, block: Mapping[str, Any], key: str,
         values["max_series"] = r.integer(block["max_series"], f"{key}.max_series")
     if "jobs" in block:
         values["jobs"] = _jobs(r, block["jobs"], f"{key}.jobs", base.jobs)
+    if "timezone" in block:
+        values["timezone"] = _timezone(r, block["timezone"], f"{key}.timezone")
     return values
 
 

@@ -50,6 +50,51 @@ def render() -> str:
         "`sigma_poll_errors_total / sigma_polls_total` (as rates, by source) is the",
         "error ratio of a target's polls.",
         "",
+        "Times: what `dump` writes carries a zone and is read as written; the wall times",
+        "`progress` writes without one (a job's `created` and `startup`, error-line",
+        "stamps) are read in the target's `timezone`, UTC unless configured",
+        "([time.md](time.md) has the rule, its evidence and how to check a server).",
+        "",
+        "## The end of the `dump` answer",
+        "",
+        "The complete documented `dump` ends with `nats`, `licenseStatus`, `ec`, `result`,",
+        "`dt` and `now`. What the exporter makes of each:",
+        "",
+        "| field | exported as | why |",
+        "| --- | --- | --- |",
+        "| `licenseStatus` | `sigma_license_status{status}` | Only `VALID` is documented. "
+        "Any other value is carried in upper case when it is a word of letters and `_` "
+        "of at most 32 (`EXPIRED`), as `other` otherwise: a label never holds free text, "
+        "and never a key-shaped string. Sigma stops serving when its licence lapses. |",
+        "| `nats.connected` | `sigma_control_plane_connected` | 1 while the link to "
+        "Sigma's control plane (NATS) is up; undocumented, evident from the answers. "
+        "Read from `1`/`0`, `true`/`false` or those as text. |",
+        "| `nats.startup` | `sigma_control_plane_connect_timestamp_seconds` | When the link "
+        "came up (136 ms after `start` in the documented answer); a later value means it "
+        "was re-established. |",
+        "| `nats.license` | nothing, never read | The licence key, a secret. The parser "
+        "never looks it up, so no label, log line, error or page can carry it; "
+        "`tests/e2e/test_secrets.py` searches every output for it. |",
+        "| `nats.ID` | nothing, never read | The server's identity on the control-plane "
+        "link: undocumented, an account and a machine identifier joined to the server's "
+        "name. Nothing to graph or alert on (`sigma_server_info` names the server), and "
+        "an identifier the control plane may trust is kept out of every output like the "
+        "key beside it. |",
+        "| `nats.hook` | `sigma_server_reported_value{field=\"nats.hook\"}` | "
+        "Undocumented (`5000` in the sample): exported as reported under its own name, "
+        "like the GPU's undocumented figures, with no unit or meaning assumed. |",
+        "| `dt` | `sigma_server_reported_value{field=\"dt\"}` | Evidently the server's "
+        "handling time of the call (like `Tel` in `progress`); its unit is not "
+        "documented, so it is not converted. |",
+        "| `now` | the server's clock in `sigma_server_clock_skew_seconds` when `local` is "
+        "missing | Equal to `local` in every sample. |",
+        "| `ec`, `result` | `reason=\"api_error\"` in `sigma_poll_errors_total` | `ec` is "
+        "the call's error code (0: success). An answer whose `ec` is present and not 0 is "
+        "Sigma refusing the call: the poll fails with reason `api_error` (`sigma_up 0`, or "
+        "`sigma_progress_up 0`), and its `msg`, bounded and redacted, is the last error on "
+        "the status page, in the log and in `once`, which exits 1. `result` is empty in a "
+        "`dump`. |",
+        "",
     ]
     for source, title in _SECTIONS:
         defs = [d for d in DEFINITIONS if d.source == source]

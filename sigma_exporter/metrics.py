@@ -131,7 +131,8 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_server_start_timestamp_seconds", "gauge",
        "Start time of the Sigma server process (dump `start`).", T, "dump"),
     _d("sigma_server_clock_skew_seconds", "gauge",
-       "Server clock (dump `local`) minus the exporter's clock when the answer arrived.",
+       "Server clock (dump `local`, else `now`) minus the exporter's clock when the answer "
+       "arrived.",
        T, "dump"),
     _d("sigma_server_speed", "gauge",
        "Server speed factor as reported (dump `speed`; undocumented).", T, "dump"),
@@ -142,6 +143,26 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_codec_info", "info",
        "A codec a device can encode or decode (dump `supported[]`); value is 1.",
        ("target", "device", "direction", "codec"), "dump"),
+    # --- dump: licence and control plane (the answer's tail) -------------------
+    _d("sigma_license_status", "gauge",
+       "State of the server's licence as reported (dump `licenseStatus`, upper case); value "
+       "is 1. Only VALID is documented; any other word is carried as reported (letters and "
+       "_, at most 32), anything else as `other`. Sigma stops serving when its licence "
+       "lapses. The licence key (nats.license) is never read.",
+       ("target", "status"), "dump"),
+    _d("sigma_control_plane_connected", "gauge",
+       "1 while the server's link to Sigma's control plane (NATS) is up, 0 while it is down "
+       "(dump nats.connected). Undocumented: the meaning is evident from the answers, "
+       "1 in every sample.", T, "dump"),
+    _d("sigma_control_plane_connect_timestamp_seconds", "gauge",
+       "When the server's control-plane (NATS) link came up (dump nats.startup). "
+       "Undocumented: evident from the documented answer, where it is 136 ms after the "
+       "server's start; a later value means the link was re-established.", T, "dump"),
+    _d("sigma_server_reported_value", "gauge",
+       "Undocumented numeric dump fields exactly as Sigma reports them, by path: `dt` "
+       "(evidently the server's handling time of the call; unit unknown, 0 in the "
+       "documented answer) and `nats.hook` (meaning unknown; 5000 in the documented "
+       "answer). No unit is assumed.", ("target", "field"), "dump"),
     # --- dump: host -------------------------------------------------------------
     _d("sigma_host_info", "info", "Host operating system (System.os); value is 1.",
        ("target", "os"), "dump"),
@@ -223,7 +244,8 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_job_media_time_seconds", "gauge", "Media time reached by the job (PTS).",
        J, "progress"),
     _d("sigma_job_start_timestamp_seconds", "gauge",
-       "When the job started (startup, server-local time converted with the dump's timezone).",
+       "When the job started (startup: a wall time without a zone, read in the target's "
+       "`timezone`, UTC unless configured; docs/time.md).",
        J, "progress"),
     _d("sigma_job_input_bytes_per_second", "gauge", "Bitrate of a job input (bit/s / 8).",
        ("target", "job_name", "input"), "progress"),

@@ -2,9 +2,9 @@
 
 Every URL that reaches a log line, a label, the landing page, an error body
 or `check-config` output goes through `redact_url` first. `redact_text`
-does the same to every URL inside free text (error messages of libraries)
-and blanks known secret values; `RedactFilter` applies it to every log line
-as a last line of defence.
+does the same to every URL inside free text (error messages of libraries),
+blanks known secret values and anything shaped like a Sigma licence key;
+`RedactFilter` applies it to every log line as a last line of defence.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ _SECRET_PARAM = re.compile(
 
 # A URL inside free text: scheme://... up to whitespace or a quote.
 _URL_IN_TEXT = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s'\"<>`]+")
+
+
+# A Sigma licence key as the documented dump shows one (`nats.license`:
+# `Y7KI4-HHQX5-0N9QN-X8TLN-VOPE7`). The parser never reads the key, so the
+# exporter cannot know its value; a server's error message (`msg`) or any
+# other text may still echo it, and this shape is blanked wherever it appears.
+_LICENCE_KEY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{5}(?:-[A-Za-z0-9]{5}){4,}(?![A-Za-z0-9])")
 
 
 # User info at the start of a URL with `scheme://` or without any scheme
@@ -80,12 +87,6 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
     # A fragment never reaches the server and often carries a token (OAuth).
     fragment = "REDACTED" if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, path, query, fragment))
-
-
-# Sigma's licence key (dump `nats.license`, `Y7KI4-HHQX5-0N9QN-X8TLN-VOPE7`): five
-# groups of five. The exporter never reads it, but a server may echo it in a
-# `msg` or an error: text of that shape is blanked wherever it appears.
-_LICENCE_KEY = re.compile(r"(?<![A-Za-z0-9])[A-Za-z0-9]{5}(?:-[A-Za-z0-9]{5}){4}(?![A-Za-z0-9])")
 
 
 def redact_text(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:

@@ -159,6 +159,9 @@ class World:
     parse_errors: dict[str, int] = field(default_factory=dict)
     last_success: float = 0.0
     jobs_dropped: int = 0
+    license_status: str = "VALID"
+    control_plane_connected: bool = True
+    control_plane_since: float | None = None  # None: with the server process
     channels: dict[str, Channel] = field(
         default_factory=lambda: {c: Channel(c) for c in CHANNELS})
 
@@ -234,6 +237,11 @@ def _value(w: World, name: str, labels: dict[str, str], value: float,
             return None
         if name == "sigma_server_start_timestamp_seconds":
             return w.server_start
+        if name == "sigma_control_plane_connected":
+            return float(w.control_plane_connected)
+        if name == "sigma_control_plane_connect_timestamp_seconds":
+            since = w.control_plane_since
+            return w.server_start + 0.136 if since is None else since
         if name == "sigma_host_stats_timestamp_seconds":
             return float(w.t)
         if name == "sigma_jobs":
@@ -284,6 +292,9 @@ def scrape(w: World, base: list[tuple[str, dict[str, str], float]], agent: bool,
 
     for name, labels, value in base:
         v = _value(w, name, labels, value, agent)
+        if name == "sigma_license_status":  # the status is a label: a new one, a new series
+            put(name, {**labels, "status": w.license_status}, v)
+            continue
         job = labels.get("job_name")
         if v is None or job is None:
             put(name, labels, v)
@@ -662,6 +673,21 @@ def _exporter_restart(w: World) -> None:
         w.restart_exporter()
 
 
+def _licence_lapses(w: World) -> None:
+    if at(w, 10):
+        w.license_status = "EXPIRED"
+    if at(w, 40):
+        w.license_status = "VALID"  # renewed
+
+
+def _control_plane_down(w: World) -> None:
+    if at(w, 10):
+        w.control_plane_connected = False
+    if at(w, 50):
+        w.control_plane_connected = True
+        w.control_plane_since = float(w.t)  # the link came up again: a new startup
+
+
 def _incidents() -> list[Incident]:
     a, c = AGENT_INSTANCE, CENTRAL_INSTANCE
     everything = tuple(_all_alerts())
@@ -831,6 +857,40 @@ since no channel page can fire meanwhile; each vanished channel warns too.
                  {"severity": "critical", **_labels(a), "blind": "channel_fields_unparsable",
                   "field": "progress.job.state"}])],
             quiet_alerts=quiet("SigmaMonitoringBlind"), quiet_minutes=(17, 21, 29)),
+        Incident(
+            "licence-lapsed",
+            "A server's licence lapses: its status turns EXPIRED for half an hour.",
+            """
+Operator expects: a critical page within 6 minutes naming the status
+(SigmaLicenseNotValid, status EXPIRED), paging while the licence is not
+valid, resolved once the server reports VALID again. Sigma stops serving
+when its licence lapses; if it stops the channels, their own pages follow.
+Here the channels still run: no other page.
+""",
+            45, _licence_lapses,
+            [Expect(14, "SigmaLicenseNotValid", []),
+             Expect(16, "SigmaLicenseNotValid", [
+                 {"severity": "critical", **_labels(a), "status": "EXPIRED"}]),
+             Expect(39, "SigmaLicenseNotValid", [
+                 {"severity": "critical", **_labels(a), "status": "EXPIRED"}]),
+             Expect(41, "SigmaLicenseNotValid", [])],
+            quiet_alerts=quiet("SigmaLicenseNotValid"), quiet_minutes=(14, 16, 39, 41)),
+        Incident(
+            "control-plane-down",
+            "A server's link to Sigma's control plane (NATS) drops for 40 minutes.",
+            """
+Operator expects: a warning (chat) within 16 minutes of the drop
+(SigmaControlPlaneDisconnected), firing while the link is down and resolved
+once it is back. No page: the channels keep running.
+""",
+            55, _control_plane_down,
+            [Expect(24, "SigmaControlPlaneDisconnected", []),
+             Expect(26, "SigmaControlPlaneDisconnected", [
+                 {"severity": "warning", **_labels(a)}]),
+             Expect(49, "SigmaControlPlaneDisconnected", [
+                 {"severity": "warning", **_labels(a)}]),
+             Expect(51, "SigmaControlPlaneDisconnected", [])],
+            quiet_alerts=paging, quiet_minutes=(24, 26, 49, 51)),
         Incident(
             "quiet-healthy-hour",
             "A healthy hour: speeds jitter between 0.98 and 1.02.",

@@ -18,6 +18,8 @@ import pytest
 from conftest import FIXTURES
 
 DUMP = (FIXTURES / "dump-sample.json").read_bytes()
+# The complete documented dump: its tail holds a licence key (nats.license).
+DUMP_COMPLETE = (FIXTURES / "dump-sample-complete.json").read_bytes()
 PROGRESS = (FIXTURES / "progress-sample.json").read_bytes()
 
 

@@ -59,6 +59,10 @@ NOT_CHARTED: dict[str, str] = {
         "static configuration (the API port the server reports); it never changes while "
         "the server runs and carries no health signal. Query it in Explore when needed."
     ),
+    "sigma_server_reported_value": (
+        "undocumented numbers of the dump's tail (`dt`, `nats.hook`) exported as reported; "
+        "their meaning and unit are unknown, so a panel would invite guesses."
+    ),
     "sigma_job_weight": (
         "undocumented scheduling weight reported per job; no operational meaning is "
         "known, so a panel would invite guesses."

@@ -6,6 +6,8 @@ from .lib import (
     FLEET_UID,
     JOBS_LINK,
     JOBS_LINK_FOR_ROW,
+    LICENCE_MAPPING,
+    LINK_MAPPING,
     SERVER_LINK,
     UP_MAPPING,
     Board,
@@ -16,6 +18,7 @@ from .lib import (
     behind_real_time,
     datasource_variable,
     firing_alerts,
+    licence_valid,
     query_variable,
     ratio_gauge,
     red_from,
@@ -64,6 +67,7 @@ def dashboard(t: Thresholds) -> Dashboard:
 def _overview(b: Board, t: Thresholds) -> None:
     """Counts over the fleet, and the channels that fall behind."""
     behind = behind_real_time(s("sigma_job_speed"), s("sigma_job_up"), t.job_speed_ratio)
+    not_valid = s("sigma_license_status", 'status!="VALID"')
     b.row("Overview")
     b.add(
         stat(
@@ -77,6 +81,7 @@ def _overview(b: Board, t: Thresholds) -> None:
             ],
             text_mode="value_and_name",
             color_mode="none",
+            w=3,
         ),
         stat(
             "Servers down",
@@ -86,12 +91,14 @@ def _overview(b: Board, t: Thresholds) -> None:
             [Q(f"count({s('sigma_up')} == 0) or vector(0)")],
             thresholds=((None, "green"), (1, "red")),
             color_mode="background",
+            w=3,
         ),
         stat(
             "Channels running",
             "Jobs whose state is started or running (sigma_job_up == 1).",
             "none",
             [Q(f"sum({s('sigma_job_up')})")],
+            w=3,
         ),
         stat(
             "Channels behind real time",
@@ -102,6 +109,7 @@ def _overview(b: Board, t: Thresholds) -> None:
             [Q(f"count({behind}) or vector(0)")],
             thresholds=((None, "green"), (1, "orange")),
             color_mode="background",
+            w=3,
         ),
         stat(
             "Channels down",
@@ -110,6 +118,7 @@ def _overview(b: Board, t: Thresholds) -> None:
             [Q(f"count({s('sigma_job_up')} == 0) or vector(0)")],
             thresholds=((None, "green"), (1, "red")),
             color_mode="background",
+            w=3,
         ),
         stat(
             "Queued jobs",
@@ -117,6 +126,27 @@ def _overview(b: Board, t: Thresholds) -> None:
             "none",
             [Q(f"sum({s('sigma_jobs_queued')})")],
             thresholds=((None, "green"), (1, "orange")),
+            w=3,
+        ),
+        stat(
+            "Licences not valid",
+            "Servers whose licence is not VALID (sigma_license_status), where "
+            "SigmaLicenseNotValid pages: Sigma stops serving when its licence lapses.",
+            "none",
+            [Q(f"count({not_valid}) or vector(0)")],
+            thresholds=((None, "green"), (1, "red")),
+            color_mode="background",
+            w=3,
+        ),
+        stat(
+            "Control-plane links down",
+            "Servers whose link to Sigma's control plane (NATS) is down "
+            "(sigma_control_plane_connected == 0).",
+            "none",
+            [Q(f"count({s('sigma_control_plane_connected')} == 0) or vector(0)")],
+            thresholds=((None, "green"), (1, "orange")),
+            color_mode="background",
+            w=3,
         ),
     )
     b.link(
@@ -189,8 +219,10 @@ def _servers(b: Board, t: Thresholds) -> None:
         table(
             "Servers",
             "One row per selected target. Uptime is now minus the server's start time; "
-            "last poll is the exporter's last successful dump poll. Click a target to open "
-            "its server dashboard. A target that is down keeps only its health columns.",
+            "licence is valid only when its status is VALID; control plane is the link to "
+            "Sigma's control plane; last poll is the exporter's last successful dump poll. "
+            "Click a target to open its server dashboard. A target that is down keeps only "
+            "its health columns.",
             [
                 Q(f"max by (target) ({s('sigma_up')})", column="Up"),
                 Q(f"max by (target, version) ({s('sigma_server_info')})"),
@@ -202,6 +234,14 @@ def _servers(b: Board, t: Thresholds) -> None:
                 Q(f"count by (target) ({s('sigma_gpu_info')})", column="GPUs"),
                 Q(f"sum by (target) ({s('sigma_job_up')})", column="Channels running"),
                 Q(f"max by (target) ({s('sigma_jobs')})", column="Jobs known"),
+                Q(
+                    f"max by (target) {licence_valid(s('sigma_license_status'))}",
+                    column="Licence",
+                ),
+                Q(
+                    f"max by (target) ({s('sigma_control_plane_connected')})",
+                    column="Control plane",
+                ),
                 Q(
                     f"max by (target) ({s('sigma_host_cpu_utilization_ratio')})",
                     column="Host CPU",
@@ -223,6 +263,8 @@ def _servers(b: Board, t: Thresholds) -> None:
             h=10,
             columns=(
                 Col("Up", mappings=tuple(UP_MAPPING), cell="color-background"),
+                Col("Licence", mappings=tuple(LICENCE_MAPPING), cell="color-background"),
+                Col("Control plane", mappings=tuple(LINK_MAPPING), cell="color-background"),
                 # No alert on host CPU: busy transcoders are the point of the host.
                 ratio_gauge("Host CPU", 0.95, 0.15),
                 ratio_gauge("Memory used", t.host_memory_utilization_ratio),

@@ -130,6 +130,35 @@ UP_MAPPING: list[Json] = [
         },
     }
 ]
+# A licence status turned into 1 (VALID) or 0 (anything else): `licence_valid`.
+LICENCE_MAPPING: list[Json] = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"color": "red", "index": 1, "text": "not valid"},
+            "1": {"color": "green", "index": 0, "text": "valid"},
+        },
+    }
+]
+# sigma_control_plane_connected. Orange, not red: Sigma keeps serving without it.
+LINK_MAPPING: list[Json] = [
+    {
+        "type": "value",
+        "options": {
+            "0": {"color": "orange", "index": 1, "text": "disconnected"},
+            "1": {"color": "green", "index": 0, "text": "connected"},
+        },
+    }
+]
+
+
+def licence_valid(selector: str) -> str:
+    """1 per series of `selector` (sigma_license_status{...}) whose status is VALID, 0
+    for any other status (SigmaLicenseNotValid fires on those)."""
+    valid = selector[:-1] + ',status="VALID"}'
+    return f"({valid} or {selector} * 0)"
+
+
 MISMATCH_MAPPING: list[Json] = [
     {
         "type": "value",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from .lib import (
     JOBS_LINK,
     JOBS_LINK_FOR_ROW,
+    LICENCE_MAPPING,
+    LINK_MAPPING,
     MISMATCH_MAPPING,
     MISSING_MAPPING,
     SERVER_UID,
@@ -16,6 +18,7 @@ from .lib import (
     behind_real_time,
     datasource_variable,
     firing_alerts,
+    licence_valid,
     mean_speed,
     new_events,
     query_variable,
@@ -204,8 +207,68 @@ def _overview(b: Board, t: Thresholds) -> None:
         ),
     )
     b.link(JOBS_LINK, "Jobs by state")
+    _licence_and_link(b)
     # `target=~"$target|"`: also the alerts that name no server (the exporter down).
     b.add(firing_alerts('target=~"$target|"', h=5))
+
+
+def _licence_and_link(b: Board) -> None:
+    """The licence (Sigma stops serving when it lapses) and the control-plane link."""
+    licence = s("sigma_license_status")
+    link = s("sigma_control_plane_connected")
+    b.add(
+        stat(
+            "Licence",
+            "The licence's state as the server reports it (sigma_license_status, dump "
+            "`licenseStatus`): red when it is not VALID, where SigmaLicenseNotValid pages. "
+            "Sigma stops serving when its licence lapses. `other` is a status that is not "
+            "a short word.",
+            "none",
+            [Q(licence_valid(licence), "{{status}}")],
+            w=4,
+            text_mode="name",
+            color_mode="background",
+            thresholds=((None, "red"), (1, "green")),
+        ),
+        stat(
+            "Control plane",
+            "Whether the server's link to Sigma's control plane (NATS) is up "
+            "(sigma_control_plane_connected, dump `nats.connected`; undocumented). "
+            "SigmaControlPlaneDisconnected warns when it stays down.",
+            "none",
+            [Q(link)],
+            w=4,
+            mappings=LINK_MAPPING,
+            color_mode="background",
+        ),
+        stat(
+            "Control-plane link up for",
+            "Time since the control-plane link last came up (now minus "
+            "sigma_control_plane_connect_timestamp_seconds, dump `nats.startup`). Shorter "
+            "than the server's uptime: the link was re-established since the start.",
+            "s",
+            [Q(f"time() - {s('sigma_control_plane_connect_timestamp_seconds')}")],
+            w=4,
+            color_mode="none",
+        ),
+        state_timeline(
+            "Licence over time",
+            "Valid (green) or not (red) over the shown range (sigma_license_status).",
+            [Q(f"max({licence_valid(licence)})", "licence")],
+            LICENCE_MAPPING,
+            w=6,
+            h=4,
+        ),
+        state_timeline(
+            "Control-plane link over time",
+            "Connected (green) or not (orange) over the shown range "
+            "(sigma_control_plane_connected).",
+            [Q(f"max({link})", "control plane")],
+            LINK_MAPPING,
+            w=6,
+            h=4,
+        ),
+    )
 
 
 def _channels(b: Board, t: Thresholds) -> None:

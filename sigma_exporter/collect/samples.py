@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from sigma_exporter.collect.counters import ErrorLineCounter
 from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import Dump, ProcessStats, Progress
-from sigma_exporter.source.units import local_to_timestamp
+from sigma_exporter.source.units import wall_to_timestamp
 
 Labels = tuple[str, ...]
 Samples = dict[str, list[tuple[Labels, float]]]
@@ -54,8 +54,10 @@ def dump_samples(
                                     dump.timezone or ""), 1.0)
     _add(out, "sigma_server_build_timestamp_seconds", t, dump.build_timestamp)
     _add(out, "sigma_server_start_timestamp_seconds", t, dump.start_timestamp)
-    if dump.local_timestamp is not None:
-        _add(out, "sigma_server_clock_skew_seconds", t, dump.local_timestamp - received_at)
+    server_clock = dump.local_timestamp if dump.local_timestamp is not None \
+        else dump.answer_timestamp
+    if server_clock is not None:
+        _add(out, "sigma_server_clock_skew_seconds", t, server_clock - received_at)
     _add(out, "sigma_server_speed", t, dump.speed)
     _add(out, "sigma_server_port", t, dump.port)
     _add(out, "sigma_jobs_queued", t, dump.jobs_queued)
@@ -64,6 +66,15 @@ def dump_samples(
         _add(out, "sigma_tasks", (target, state), count)
     for codec in dump.codecs:
         _add(out, "sigma_codec_info", (target, codec.device, codec.direction, codec.codec), 1.0)
+    if dump.license_status is not None:
+        _add(out, "sigma_license_status", (target, dump.license_status), 1.0)
+    if dump.control_plane_connected is not None:
+        _add(out, "sigma_control_plane_connected", t,
+             1.0 if dump.control_plane_connected else 0.0)
+    _add(out, "sigma_control_plane_connect_timestamp_seconds", t,
+         dump.control_plane_connect_timestamp)
+    for path, value in dump.reported:
+        _add(out, "sigma_server_reported_value", (target, path), value)
     if dump.os is not None:
         _add(out, "sigma_host_info", (target, dump.os), 1.0)
     _add(out, "sigma_host_cpu_cores", t, dump.cpu_cores)
@@ -107,12 +118,16 @@ def dump_samples(
 def progress_samples(
     target: str,
     progress: Progress,
-    timezone: str | None,
+    wall_zone: str | None,
     dropped: int,
     error_counters: Mapping[str, ErrorLineCounter] | None = None,
     job_restarts: Mapping[str, int] | None = None,
 ) -> Samples:
-    """Samples of the (already filtered) jobs of a progress answer."""
+    """Samples of the (already filtered) jobs of a progress answer.
+
+    `wall_zone` is the zone the answer's zone-less wall times are read in
+    (units.wall_clock_zone); None: they give no timestamp.
+    """
     out = new_samples()
     _add(out, "sigma_jobs_dropped", (target,), float(dropped))
     counters = error_counters or {}
@@ -125,9 +140,9 @@ def progress_samples(
         _add(out, "sigma_job_speed", j, job.speed)
         _add(out, "sigma_job_uptime_seconds", j, job.uptime_seconds)
         _add(out, "sigma_job_media_time_seconds", j, job.media_time_seconds)
-        if job.startup_local is not None:
+        if job.startup_wall is not None:
             _add(out, "sigma_job_start_timestamp_seconds", j,
-                 local_to_timestamp(job.startup_local, timezone))
+                 wall_to_timestamp(job.startup_wall, wall_zone))
         for entry in job.inputs:
             i = (target, job.name, entry.index)
             _add(out, "sigma_job_input_bytes_per_second", i, entry.bytes_per_second)

@@ -28,6 +28,7 @@ from sigma_exporter.source.client import (
 from sigma_exporter.source.errors import PollError
 from sigma_exporter.source.parse import parse_dump, parse_progress
 from sigma_exporter.source.snapshot import Dump, Job
+from sigma_exporter.source.units import wall_clock_zone
 
 # Most characters of Sigma's `msg` kept with an `api_error`.
 MAX_MSG_CHARS = 200
@@ -148,7 +149,7 @@ class ProgressSource(Source):
     def __init__(self, config: TargetConfig, client: Fetcher) -> None:
         self.config = config
         self.client = client
-        self.timezone: str | None = None  # the last one a dump named
+        self.timezone: str | None = None  # the zone the last dump named
         self.job_uptimes: dict[str, RestartDetector] = {}
         self.job_errors: dict[str, ErrorLineCounter] = {}
 
@@ -171,7 +172,8 @@ class ProgressSource(Source):
             self.timezone = dump.timezone
         progress = parsed.value
         job_restarts = self._observe(progress.jobs)
-        samples = progress_samples(self.config.name, progress, self.timezone,
+        wall_zone = wall_clock_zone(self.config.timezone, self.timezone)
+        samples = progress_samples(self.config.name, progress, wall_zone,
                                    progress.dropped, self.job_errors, job_restarts)
         return Reading(samples, progress, answer.received_at, parsed.errors,
                        parsed.over_budget)

@@ -3,8 +3,9 @@
 Three simulated servers named as a fleet would be (`sigma-01` .. `sigma-03`,
 the third without a GPU) on free loopback ports, an exporter watching them
 and, with `--with-prometheus`, a real Prometheus on loopback scraping it with
-the shipped alert rules. The URLs and the next steps are printed; Ctrl-C
-stops everything the demo started.
+the shipped alert rules. The URLs, the simulator's control calls that make an
+incident (a lapsed licence, a dropped control-plane link, a stopped channel)
+and the next steps are printed; Ctrl-C stops everything the demo started.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ def prometheus(exporter: str, interval: float) -> Iterator[str]:
                 proc.wait()
 
 
-def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -> None:
+def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str,
+                control: str) -> None:
     print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU)")
     for i, url in enumerate(urls):
         print(f"  simulated sigma-{i + 1:02d}  {url}/")
@@ -109,6 +111,11 @@ def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -
     if prom_url is not None:
         print(f"  Prometheus         {prom_url}  (alerts: {prom_url}alerts)")
     address = listen.replace("0.0.0.0", "127.0.0.1")  # noqa: S104 - shown, not bound
+    print("Make an incident on sigma-02 (the simulator's control API; status=clear, "
+          "connected=1 and state=clear undo them):")
+    print(f"  its licence lapses   curl -X POST '{control}/servers/1/license?status=EXPIRED'")
+    print(f"  its control plane    curl -X POST '{control}/servers/1/control-plane?connected=0'")
+    print(f"  a channel stops      curl -X POST '{control}/servers/1/jobs/VTV3?state=stopped'")
     print("Next:")
     print(f"  1. scrape it: in prometheus.yml, `- job_name: sigma` with "
           f"`static_configs: [{{targets: ['{address}']}}]` (README: From the demo)")
@@ -119,10 +126,12 @@ def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -
 
 async def _demo(listen: str, interval: float, with_prometheus: bool) -> None:
     first = free_consecutive_ports(DEMO_SERVERS)
+    control_port = free_consecutive_ports(1)
     stop_sim = asyncio.Event()
     sim = asyncio.create_task(run_simulator(
-        "127.0.0.1", first, DEMO_SERVERS, gpus=1, seed=1, fault=None, control_port=None,
-        jobs=4, static=False, stop=stop_sim, out=io.StringIO(), name_prefix="sigma"))
+        "127.0.0.1", first, DEMO_SERVERS, gpus=1, seed=1, fault=None,
+        control_port=control_port, jobs=4, static=False, stop=stop_sim, out=io.StringIO(),
+        name_prefix="sigma"))
     config = demo_config(first, interval)
     ready = asyncio.Event()
     exporter = asyncio.create_task(serve(Settings(config, (listen,)), ready=ready))
@@ -140,7 +149,7 @@ async def _demo(listen: str, interval: float, with_prometheus: bool) -> None:
             if with_prometheus:
                 address = base.removeprefix("http://").rstrip("/")
                 prom_url = stack.enter_context(prometheus(address, interval))
-            _print_urls(base, urls, prom_url, listen)
+            _print_urls(base, urls, prom_url, listen, f"http://127.0.0.1:{control_port}")
             await exporter
     finally:
         stop_sim.set()

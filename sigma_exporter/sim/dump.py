@@ -88,6 +88,45 @@ _APPS: Final[tuple[tuple[str, str, str | None, int, int], ...]] = (
 _RESTARTING_APP: Final = "nginx"
 
 
+_S_LICENSE, _S_NATS = text_key("license"), text_key("nats")
+# The documented answer's link came up 136 ms after the server process.
+CONTROL_PLANE_DELAY = 0.136
+_KEY_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def license_key(server: SimServer) -> str:
+    """The server's (fake) licence key, shaped like the documented one:
+    five groups of five letters and digits. A secret: no output may show it."""
+    groups = []
+    for g in range(5):
+        n = hash_ints(*server.noise_key, _S_LICENSE, g)
+        groups.append("".join(_KEY_ALPHABET[(n >> (6 * c)) % 36] for c in range(5)))
+    return "-".join(groups)
+
+
+def _uuid(*parts: int) -> str:
+    h = f"{hash_ints(*parts):016X}{hash_ints(*parts, 1):016X}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def _nats(server: SimServer, now: float) -> JSON:
+    """The control-plane link: `connected` 0 while it is down; `startup` moves
+    when it comes back."""
+    up_since = server.control_plane_up_since
+    if up_since is None or up_since > now:
+        up_since = server.process_start + CONTROL_PLANE_DELAY
+    down = server.control_plane_down_since is not None \
+        and server.control_plane_down_since <= now
+    return {
+        "ID": f"{_uuid(*server.noise_key, _S_NATS)}.{server.name}-"
+              f"{_uuid(*server.noise_key, _S_NATS, 2)}",
+        "license": license_key(server),
+        "hook": 5000,
+        "startup": _iso(up_since),
+        "connected": 0 if down else 1,
+    }
+
+
 def _iso(ts: float) -> str:
     ms_total = math.floor(ts * 1000.0)
     secs, ms = divmod(ms_total, 1000)
@@ -281,4 +320,10 @@ def render_dump(server: SimServer, now: float) -> JSON:
             },
         },
         "APPS": _render_apps(server, now),
+        "nats": _nats(server, now),
+        "licenseStatus": server.license_status,
+        "ec": 0,
+        "result": {},
+        "dt": 0,
+        "now": _iso(now),
     }

@@ -3,9 +3,9 @@
 One aiohttp listener per server on consecutive ports (or ephemeral ones in
 tests), answering Sigma's `dump` and `progress` requests with what `dump`
 and `progress` render, through the server's fault mode (`faults`). The
-optional control API changes faults, job speeds, job states, the queue and
-frozen media time (PTS) at run time, and says how many error lines each job
-has emitted so far.
+optional control API changes faults, job speeds, job states, the queue,
+frozen media time (PTS), the licence's state and the control-plane link at
+run time, and says how many error lines each job has emitted so far.
 """
 
 from __future__ import annotations
@@ -178,6 +178,24 @@ class Simulator:
             srv.state_overrides.pop(job, None)
         else:
             srv.state_overrides[job] = state
+        self._slots[index].cache.clear()
+
+    def set_license(self, index: int, status: str | None) -> None:
+        """Report the licence in `status` (e.g. "EXPIRED": it lapsed); None: VALID again."""
+        self._slots[index].server.license_status = status or "VALID"
+        self._slots[index].cache.clear()
+
+    def set_control_plane(self, index: int, connected: bool) -> None:
+        """Drop the server's link to the control plane, or bring it back: a link
+        that comes back reports a new `startup` (when it came up)."""
+        srv = self._slots[index].server
+        now = self.clock()
+        if not connected:
+            if srv.control_plane_down_since is None:
+                srv.control_plane_down_since = now
+        elif srv.control_plane_down_since is not None:
+            srv.control_plane_down_since = None
+            srv.control_plane_up_since = now
         self._slots[index].cache.clear()
 
     # -- lifecycle ----------------------------------------------------------
@@ -369,6 +387,24 @@ class Simulator:
         self.set_queue(self._slots.index(slot), queued)
         return _json_response({"index": slot.server.index, "queued": queued})
 
+    async def _c_license(self, request: web.Request) -> web.Response:
+        slot = self._slot_of(request)
+        raw = request.query.get("status", "")  # ?status=EXPIRED, or ?status=clear
+        if raw != "clear" and not (raw.isascii() and raw.replace("_", "").isalnum()
+                                   and len(raw) <= 64):
+            return _json_response({"error": f"bad status {raw!r} (a word, or clear)"}, 400)
+        self.set_license(self._slots.index(slot), None if raw == "clear" else raw)
+        return _json_response({"index": slot.server.index,
+                               "license_status": slot.server.license_status})
+
+    async def _c_control_plane(self, request: web.Request) -> web.Response:
+        slot = self._slot_of(request)
+        raw = request.query.get("connected", "")  # ?connected=0 or ?connected=1
+        if raw not in ("0", "1"):
+            return _json_response({"error": f"bad connected {raw!r} (0 or 1)"}, 400)
+        self.set_control_plane(self._slots.index(slot), raw == "1")
+        return _json_response({"index": slot.server.index, "connected": int(raw)})
+
     async def _c_emitted(self, request: web.Request) -> web.Response:
         slot = self._slot_of(request)
         now = self.clock()
@@ -382,6 +418,8 @@ class Simulator:
         app.router.add_post("/servers/{i}/fault", self._c_fault)
         app.router.add_post("/servers/{i}/jobs/{name}", self._c_job)
         app.router.add_post("/servers/{i}/queue", self._c_queue)
+        app.router.add_post("/servers/{i}/license", self._c_license)
+        app.router.add_post("/servers/{i}/control-plane", self._c_control_plane)
         app.router.add_get("/servers/{i}/emitted", self._c_emitted)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await runner.setup()

@@ -112,7 +112,7 @@ def _default_epoch() -> float:
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
     override fields (`fault`, `speed_overrides`, `state_overrides`, `pts_frozen_at`,
-    `queue_override`, `gpu_override`)."""
+    `queue_override`, `gpu_override`, `license_status`, `control_plane_*`)."""
 
     index: int
     seed: int = 1
@@ -122,6 +122,9 @@ class SimServer:
     hostname: str = ""
     port: int = 9999  # reported in the dump; the simulator sets its real port
     timezone: str = ""  # default: by index, Asia/Ho_Chi_Minh, UTC, Europe/Berlin
+    # The zone progress writes its wall times in (startup, created, error lines):
+    # "UTC", as Sigma documents for error lines, or "server" for `timezone`.
+    wall_clock_zone: str = "UTC"
     # When the simulation began: errors are emitted from here on, job and app
     # restarts are counted from here. The server "process" started earlier.
     epoch: float = field(default_factory=_default_epoch)
@@ -137,6 +140,12 @@ class SimServer:
     queue_override: int | None = None
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
+    # The licence's state as the dump reports it ("EXPIRED": a lapsed licence).
+    license_status: str = "VALID"
+    # The link to Sigma's control plane: down since this time (None: up), and
+    # when it last came up (None: with the process, as in the documented answer).
+    control_plane_down_since: float | None = None
+    control_plane_up_since: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.gpus <= 8:
@@ -203,8 +212,10 @@ def job_names(server: SimServer) -> list[str]:
 
 
 def local_time(server: SimServer, ts: float) -> datetime:
-    """The server-local wall-clock time at `ts`, to the second."""
-    return datetime.fromtimestamp(math.floor(ts), _zone(server.timezone))
+    """The wall-clock time `progress` writes for `ts`, to the second: UTC, or
+    the server's own zone when its `wall_clock_zone` is "server"."""
+    name = server.timezone if server.wall_clock_zone == "server" else server.wall_clock_zone
+    return datetime.fromtimestamp(math.floor(ts), _zone(name))
 
 
 def life_text(seconds: float) -> str:

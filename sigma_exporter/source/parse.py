@@ -48,6 +48,12 @@ V = TypeVar("V")
 _GPU_KNOWN = frozenset({"index", "name", *(f.sigma_key for f in GPU_FIELDS)})
 _FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
+# A licence status becomes a label value: a word of letters and `_`, at most
+# 32 of them, upper case (spaces and dashes read as `_`). Anything else, a
+# sentence or a key-shaped string with digits, is carried as `other`.
+_LICENSE_WORD = re.compile(r"^[A-Z][A-Z_]{0,31}$")
+LICENSE_OTHER = "other"
+
 
 def _process(fields: Fields | None) -> ProcessStats | None:
     if fields is None:
@@ -120,6 +126,40 @@ def _tasks(dump: Fields) -> tuple[tuple[str, float], ...]:
             seen.add(label)
             out.append((label, count))
     return tuple(sorted(out))
+
+
+def _license_status(value: object) -> str | None:
+    """`licenseStatus`, upper case; `other` when it is not a short word."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    word = re.sub(r"[\s-]+", "_", value.strip()[:64]).upper()
+    return word if word.isascii() and _LICENSE_WORD.match(word) else LICENSE_OTHER
+
+
+def _tail(dump: Fields) -> dict[str, Any]:
+    """The fields after `APPS`: licence, control-plane link, `dt`, `now`.
+
+    Of `nats` only `connected`, `startup` and `hook` are read. `license` (the
+    licence key: a secret) and `ID` are never looked at, so no error, label or
+    log line can carry them.
+    """
+    reported = []
+    dt = dump.get("dt", units.number)
+    if dt is not None:
+        reported.append(("dt", dt))
+    tail: dict[str, Any] = {
+        "license_status": dump.get("licensestatus", _license_status),
+        "answer_timestamp": dump.get("now", units.iso_timestamp),
+    }
+    nats = dump.child("nats")
+    if nats is not None:
+        tail["control_plane_connected"] = nats.get("connected", units.flag)
+        tail["control_plane_connect_timestamp"] = nats.get("startup", units.iso_timestamp)
+        hook = nats.get("hook", units.number)
+        if hook is not None:
+            reported.append(("nats.hook", hook))
+    tail["reported"] = tuple(reported)
+    return tail
 
 
 def _unique_by(items: list[V], key: Callable[[V], object]) -> tuple[V, ...]:
@@ -220,6 +260,7 @@ def parse_dump(obj: object, max_entries: int | None = None) -> Parsed[Dump]:
         process=process,
         apps=_unique_by(apps, lambda a: a.name),
         **host,
+        **_tail(dump),
     )
     if system is None:
         errors.append("system")
@@ -265,14 +306,14 @@ def _job(name: str, fields: Fields) -> Job:
     errors: tuple[str, ...] | None = None
     if fields.has("error"):
         errors = tuple(fields.strings("error"))
-    startup: datetime | None = fields.get("startup", units.local_datetime)
+    startup: datetime | None = fields.get("startup", units.wall_datetime)
     return Job(
         name=name,
         state=fields.get("state", lower_text),
         speed=fields.get("speed", units.number),
         uptime_seconds=fields.get("life", units.duration_seconds),
         media_time_seconds=fields.get("pts", units.duration_seconds),
-        startup_local=startup,
+        startup_wall=startup,
         weight=fields.get("weight", units.number),
         errors=errors,
         inputs=tuple(inputs),

@@ -100,6 +100,14 @@ class Dump:
     gpus: tuple[Gpu, ...] = ()
     process: ProcessStats | None = None
     apps: tuple[App, ...] = ()
+    # The tail of the answer. `nats.license` (the licence key, a secret) and
+    # `nats.ID` are never read; docs.py says why.
+    license_status: str | None = None  # upper case, label-safe, or "other"
+    control_plane_connected: bool | None = None  # nats.connected
+    control_plane_connect_timestamp: float | None = None  # nats.startup
+    answer_timestamp: float | None = None  # `now`: equals `local` in every sample
+    # Undocumented numeric fields, exported as reported: (path, value).
+    reported: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +139,9 @@ class Job:
     speed: float | None = None
     uptime_seconds: float | None = None
     media_time_seconds: float | None = None
-    # Server-local wall time; converted with the dump's timezone when rendered.
-    startup_local: datetime | None = None
+    # Wall time as written, without a zone; read in the target's wall-clock
+    # zone when rendered (units.wall_clock_zone).
+    startup_wall: datetime | None = None
     weight: float | None = None
     errors: tuple[str, ...] | None = None  # None: the answer had no error list
     inputs: tuple[JobInput, ...] = ()

@@ -1,7 +1,8 @@
 """Sigma's unit strings to base units.
 
 Sigma writes sizes as `"3302MB"`, percentages as `"59.3%"`, durations as
-`"1D09h31m20s"` and times as ISO-8601 UTC or server-local wall time. Its MB,
+`"1D09h31m20s"` and times as ISO-8601 UTC or as wall time without a zone
+(read by the one rule of `wall_clock_zone`). Its MB,
 GB and KB are binary (MiB, GiB, KiB): `ramTotal` 128347 MB is a 128 GiB host
 and an A10's 22731 MB is its 24 GB of memory in MiB.
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sigma_exporter.config import SERVER_TIMEZONE
 
 # The one unit table: suffix (lower case) -> factor to bytes.
 SIZE_FACTORS: dict[str, float] = {
@@ -90,6 +93,21 @@ def number(value: object) -> float | None:
     return split[0]
 
 
+_FLAG_TEXT = {"1": True, "0": False, "true": True, "false": False}
+
+
+def flag(value: object) -> bool | None:
+    """A yes/no field: JSON `true`/`false`, the numbers 1 and 0, or those as text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _FLAG_TEXT.get(value.strip().lower())
+    split = _split(value)
+    if split is None or split[0] not in (0.0, 1.0):
+        return None
+    return split[0] == 1.0
+
+
 def percent_ratio(value: object) -> float | None:
     """`"59.3%"`, `59.3` or `"59.3"` -> 0.593."""
     split = _split(value)
@@ -158,8 +176,8 @@ def iso_timestamp(value: object) -> float | None:
         return None
 
 
-def local_datetime(value: object) -> datetime | None:
-    """Server-local `YYYY-MM-DD hh:mm:ss` as a naive datetime."""
+def wall_datetime(value: object) -> datetime | None:
+    """A zone-less `YYYY-MM-DD hh:mm:ss` as a naive datetime (see `wall_clock_zone`)."""
     if not isinstance(value, str) or len(value) > 64:
         return None
     value = value.strip()
@@ -180,22 +198,80 @@ def local_datetime(value: object) -> datetime | None:
 
 
 @lru_cache(maxsize=256)
-def zone(name: str) -> ZoneInfo | None:
-    """A time zone by IANA name, or None when the name is unknown."""
+def zone(name: str) -> tzinfo | None:
+    """A time zone by IANA name, or None when the name is unknown.
+
+    UTC, the default zone of wall times, needs no tz database on the host.
+    """
+    if name == "UTC":
+        return UTC
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 
-def local_to_timestamp(local: datetime, zone_name: str | None) -> float | None:
-    """Convert server-local wall time with the server's zone; None without a zone."""
+# --- Wall times without a zone: the one rule ----------------------------------
+#
+# `progress` writes `created` and `startup` as `YYYY-MM-DD hh:mm:ss`, and its
+# error lines begin `[MM-DD hh:mm:ss]`; none carries a zone. Every one of them
+# is read in ONE zone per target, the one `wall_clock_zone` returns: the
+# target's `timezone` setting, which is UTC unless the config says otherwise.
+# The evidence (docs/time.md): Sigma's job monitoring page says error-line
+# times are UTC; in the documented progress answer the error line (11:48:24,
+# an input timeout) comes 101 s before `startup` (11:50:05, the restart it
+# caused), so error lines and `startup` are written on one clock; and every
+# time `dump` writes is UTC (`...Z`). Nothing documents `startup` itself, so
+# a target can say `timezone: server` (the zone its dump names) or an IANA name.
+
+
+def wall_clock_zone(configured: str, server_zone: str | None) -> str | None:
+    """The zone a target's zone-less wall times are read in.
+
+    `configured` is the target's `timezone` (default UTC); `server` means the
+    zone the target's last dump named, None until one did: no time is guessed.
+    """
+    return server_zone if configured == SERVER_TIMEZONE else configured
+
+
+def wall_to_timestamp(wall: datetime, zone_name: str | None) -> float | None:
+    """Unix seconds of a zone-less wall time read in `zone_name`; None without a zone."""
     if zone_name is None:
         return None
     tz = zone(zone_name)
     if tz is None:
         return None
     try:
-        return local.replace(tzinfo=tz).timestamp()
+        return wall.replace(tzinfo=tz).timestamp()
     except (OverflowError, OSError, ValueError):
         return None
+
+
+_MONTH_DAY_TIME = re.compile(r"(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)", re.ASCII)
+
+
+def month_day_timestamp(value: str, zone_name: str | None, near: float) -> float | None:
+    """An error line's `MM-DD hh:mm:ss` (no year) in Unix seconds.
+
+    Read in `zone_name` like every wall time (`wall_clock_zone`); the year is
+    the one that puts the time nearest to `near` (when the answer arrived), so
+    a line of 31 December read on 1 January is last year's.
+    """
+    match = _MONTH_DAY_TIME.fullmatch(value.strip())
+    tz = zone(zone_name) if zone_name is not None else None
+    if match is None or tz is None or not math.isfinite(near):
+        return None
+    month, day, hour, minute, second = map(int, match.groups())
+    try:
+        year = datetime.fromtimestamp(near, tz).year
+    except (OverflowError, OSError, ValueError):
+        return None
+    best: float | None = None
+    for candidate in (year - 1, year, year + 1):
+        try:
+            ts = datetime(candidate, month, day, hour, minute, second, tzinfo=tz).timestamp()
+        except (OverflowError, OSError, ValueError):
+            continue  # 29 February of a common year, or out of range
+        if best is None or abs(ts - near) < abs(best - near):
+            best = ts
+    return best

@@ -84,6 +84,9 @@ REQUIRED_ALERTS = {
     "SigmaGPUThrottled",
     "SigmaGPUPowerAtLimit",
     "SigmaGPUEncoderSessionsNearCap",
+    # issue 22: the end of the dump answer
+    "SigmaLicenseNotValid",
+    "SigmaControlPlaneDisconnected",
 }
 # The incidents of issue 14 and the quiet hours (alerts/tests/incidents/,
 # written by tests/incidents.py).
@@ -91,6 +94,8 @@ INCIDENTS = {
     "host-dies-agent", "exporter-dies-central", "exporter-target-dropped", "channel-frozen",
     "channel-crash-loop", "channel-vanished", "output-dropped", "channel-half-speed",
     "gpu-off-bus", "field-format-change",
+    # issue 22: the licence and the control-plane link
+    "licence-lapsed", "control-plane-down",
     "quiet-healthy-hour", "quiet-sigma-restart", "quiet-exporter-restart",
 }
 RUNBOOK_PARTS = ("**Meaning**", "**Impact**", "**Dashboard**", "**Confirm**", "**Act**",

@@ -45,6 +45,9 @@ MISTAKES = {
     "bad-nvml-target.yml": ("nvml.target", "no target is named", "sigma-01"),
     "bad-target-not-mapping.yml": ("targets[0]", "must be a mapping", "name: value"),
     "bad-not-utf8.yml": ("(file)", "not UTF-8", "save the file as UTF-8"),
+    "bad-timezone.yml": ("targets[0].timezone", "not a time zone this host knows",
+                         "`timezone: UTC`"),
+    "bad-timezone-type.yml": ("defaults.timezone", "not a time zone", "`timezone: server`"),
 }
 
 
@@ -76,6 +79,20 @@ def test_valid_config_applies_defaults_and_overrides() -> None:
         (30.0, "GET", (("X-Site", "hanoi"),))
     assert second.jobs.include is not None and second.jobs.max == 10
     assert first.jobs.max == 500 and first.max_body_bytes == 8 * 1024 * 1024
+    assert (first.timezone, second.timezone) == ("UTC", "Asia/Ho_Chi_Minh")
+
+
+@pytest.mark.parametrize(("written", "kept"), [
+    ("UTC", "UTC"), ("utc", "UTC"), ("server", "server"), ("Server", "server"),
+    ("Europe/Berlin", "Europe/Berlin"), ("Etc/UTC", "Etc/UTC")])
+def test_timezone_of_wall_times(tmp_path: pytest.TempPathFactory, written: str,
+                                kept: str) -> None:
+    path = tmp_path / "c.yml"  # type: ignore[operator]
+    path.write_text(f"defaults:\n  timezone: {written}\ntargets:\n"
+                    "  - url: http://127.0.0.1:1\n"
+                    "  - url: http://127.0.0.1:2\n    timezone: UTC\n")
+    inherited, own = load_config(str(path)).targets
+    assert (inherited.timezone, own.timezone) == (kept, "UTC")
 
 
 def test_secrets_from_file_and_env(tmp_path: pytest.TempPathFactory,

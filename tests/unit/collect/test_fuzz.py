@@ -135,6 +135,12 @@ DUMP = shaped({
     "system": SYSTEM,
     "apps": many(shaped({"name": TEXTY, "state": TEXTY, "life": UNIT_TEXT,
                          "process": PROCESS})),
+    # The tail of the complete documented answer.
+    "nats": shaped({"id": TEXTY, "license": TEXTY, "hook": NUMBERS, "startup": TIMES,
+                    "connected": st.one_of(NUMBERS, st.booleans(), TEXTY)}),
+    "licensestatus": st.one_of(st.sampled_from(["VALID", "expired", "Not Valid",
+                                                "Y7KI4-HHQX5-0N9QN-X8TLN-VOPE7"]), TEXTY),
+    "ec": NUMBERS, "dt": NUMBERS, "now": TIMES,
 })
 JOB = shaped({
     "speed": NUMBERS, "state": TEXTY, "life": UNIT_TEXT, "pts": UNIT_TEXT,

@@ -251,10 +251,10 @@ def test_views_announced_during_a_build_are_not_lost_the_newest_is_built_next() 
         real_build = exporter._build
         built: list[int] = []
 
-        def gated(openmetrics: bool, gzip: bool, v: View) -> Any:
+        def gated(openmetrics: bool, gzip: bool, view: View) -> Any:
             release.wait(timeout=30)
-            built.append(v.generation)
-            return real_build(openmetrics, gzip, v)
+            built.append(view.generation)
+            return real_build(openmetrics, gzip, view)
 
         try:
             first = exporter.metrics_body(False, False).decode()  # View 1, built now

@@ -57,7 +57,8 @@ def test_documented_progress_sample_conversions() -> None:
     assert v(out, "sigma_job_uptime_seconds", job_name=JOB) == 3600 + 41 * 60 + 18
     assert v(out, "sigma_job_media_time_seconds", job_name=JOB) == 3600 + 41 * 60 + 19
     # startup 2020-08-13 11:50:05 in Asia/Ho_Chi_Minh (UTC+7) = 04:50:05 UTC.
-    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) == 1597294205
+    # startup 2020-08-13 11:50:05, read in UTC (the default `timezone`).
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) == 1597319405
     assert v(out, "sigma_job_input_bytes_per_second", job_name=JOB, input="0") == 2390646 / 8
     assert v(out, "sigma_job_input_info", job_name=JOB, input="0", url="udp://234.5.6.7:8888") == 1
     assert v(out, "sigma_job_profile_bytes_per_second", job_name=JOB, profile="128K") == 128760 / 8
@@ -120,8 +121,17 @@ def test_state_any_case_and_not_running() -> None:
     assert v(out, "sigma_job_state", job_name="b", state="stopped") == 1
 
 
-def test_timezone_conversion_follows_the_dump() -> None:
+def test_wall_times_are_utc_whatever_zone_the_dump_names() -> None:
     target = Target()
+    target.dump = dict(target.dump, timezone="Europe/Berlin")
+    job = base_job()
+    job["startup"] = "2024-07-01 12:00:00"
+    out = target.round(progress_with({"a": job}))
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name="a") == 1719835200  # as UTC
+
+
+def test_timezone_server_follows_the_dump() -> None:
+    target = Target(timezone="server")
     target.dump = dict(target.dump, timezone="Europe/Berlin")
     job = base_job()
     job["startup"] = "2024-07-01 12:00:00"
@@ -129,12 +139,24 @@ def test_timezone_conversion_follows_the_dump() -> None:
     assert v(out, "sigma_job_start_timestamp_seconds", job_name="a") == 1719828000  # UTC+2
 
 
-def test_no_timezone_no_start_timestamp() -> None:
-    target = Target()
+def test_timezone_named_in_the_config_wins_over_the_dump() -> None:
+    target = Target(timezone="Asia/Ho_Chi_Minh")
+    target.dump = dict(target.dump, timezone="Europe/Berlin")
+    out = target.round(load_fixture("progress-sample.json"))
+    # 11:50:05 in Ho Chi Minh City (UTC+7) is 04:50:05 UTC.
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) == 1597294205
+
+
+def test_timezone_server_without_a_zone_gives_no_start_timestamp() -> None:
+    target = Target(timezone="server")
     target.dump = {k: val for k, val in target.dump.items() if k != "timezone"}
     out = target.round(load_fixture("progress-sample.json"))
     assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) is None
     assert v(out, "sigma_job_speed", job_name=JOB) == 1.0
+    # The default needs no zone from the server.
+    out = Target().round(load_fixture("progress-sample.json"),
+                         dump={k: val for k, val in target.dump.items()})
+    assert v(out, "sigma_job_start_timestamp_seconds", job_name=JOB) == 1597319405
 
 
 def test_error_line_with_and_without_code() -> None:

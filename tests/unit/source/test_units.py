@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
+from conftest import load_fixture
 
 from sigma_exporter.source import units
 
@@ -115,21 +116,77 @@ def test_iso_time_garbage() -> None:
     assert units.iso_timestamp(1709398431) is None
 
 
-def test_local_time_with_zone() -> None:
-    local = units.local_datetime("2020-08-13 11:50:05")
-    assert local == datetime(2020, 8, 13, 11, 50, 5)
-    # Ho Chi Minh City is UTC+7 (no DST): 11:50:05 local is 04:50:05 UTC.
-    assert units.local_to_timestamp(local, "Asia/Ho_Chi_Minh") == 1597294205.0
+def test_wall_time_with_zone() -> None:
+    wall = units.wall_datetime("2020-08-13 11:50:05")
+    assert wall == datetime(2020, 8, 13, 11, 50, 5)
+    # Ho Chi Minh City is UTC+7 (no DST): 11:50:05 there is 04:50:05 UTC.
+    assert units.wall_to_timestamp(wall, "Asia/Ho_Chi_Minh") == 1597294205.0
+    assert units.wall_to_timestamp(wall, "UTC") == 1597319405.0
 
 
-def test_local_time_dst_zone() -> None:
-    local = units.local_datetime("2024-07-01 12:00:00")
-    assert local is not None
-    assert units.local_to_timestamp(local, "Europe/Berlin") == 1719828000.0  # UTC+2
+def test_wall_time_dst_zone() -> None:
+    wall = units.wall_datetime("2024-07-01 12:00:00")
+    assert wall is not None
+    assert units.wall_to_timestamp(wall, "Europe/Berlin") == 1719828000.0  # UTC+2
 
 
-def test_local_time_without_zone_is_not_guessed() -> None:
-    local = units.local_datetime("2020-08-13 11:50:05")
-    assert local is not None
-    assert units.local_to_timestamp(local, None) is None
-    assert units.local_to_timestamp(local, "Mars/Olympus") is None
+def test_wall_time_without_zone_is_not_guessed() -> None:
+    wall = units.wall_datetime("2020-08-13 11:50:05")
+    assert wall is not None
+    assert units.wall_to_timestamp(wall, None) is None
+    assert units.wall_to_timestamp(wall, "Mars/Olympus") is None
+
+
+# --- the one rule for wall times without a zone --------------------------------
+
+
+def test_wall_clock_zone_is_the_configured_one_or_the_servers() -> None:
+    assert units.wall_clock_zone("UTC", "Asia/Ho_Chi_Minh") == "UTC"
+    assert units.wall_clock_zone("Europe/Berlin", "Asia/Ho_Chi_Minh") == "Europe/Berlin"
+    assert units.wall_clock_zone("server", "Asia/Ho_Chi_Minh") == "Asia/Ho_Chi_Minh"
+    assert units.wall_clock_zone("server", None) is None  # never guessed
+
+
+def test_utc_needs_no_tz_database() -> None:
+    assert units.zone("UTC") is UTC
+
+
+def test_the_documented_progress_answer_reads_on_one_clock() -> None:
+    """The error line (an input timeout) precedes the restart it caused by 101 s."""
+    sample = load_fixture("progress-sample.json")["result"]["$job_name"]
+    startup = units.wall_datetime(sample["startup"])
+    assert startup is not None
+    start = units.wall_to_timestamp(startup, "UTC")
+    assert start is not None
+    stamp = sample["error"][0][1:15]  # "[08-13 11:48:24] Input timeout ..."
+    error = units.month_day_timestamp(stamp, "UTC", near=start + 6078)  # + Life
+    assert error is not None and start - error == 101
+
+
+@pytest.mark.parametrize(("stamp", "zone", "near", "expected"), [
+    # 2020-08-13 11:48:24 UTC, read in August 2020.
+    ("08-13 11:48:24", "UTC", 1597325483.0, 1597319304.0),
+    # The same wall time in Ho Chi Minh City (UTC+7) is 7 hours earlier.
+    ("08-13 11:48:24", "Asia/Ho_Chi_Minh", 1597325483.0, 1597319304.0 - 7 * 3600),
+    # 31 December read on 1 January is last year's...
+    ("12-31 23:59:50", "UTC", 1704067205.0, 1704067190.0),
+    # ...and 1 January read on 31 December (a server clock ahead) next year's.
+    ("01-01 00:00:05", "UTC", 1704067190.0, 1704067205.0),
+    # 29 February only exists in leap years: 2024 here.
+    ("02-29 12:00:00", "UTC", 1709294400.0 + 86400, 1709208000.0),
+])
+def test_month_day_stamps_take_the_nearest_year(stamp: str, zone: str, near: float,
+                                                expected: float) -> None:
+    assert units.month_day_timestamp(stamp, zone, near) == expected
+
+
+@pytest.mark.parametrize("stamp", ["13-01 00:00:00", "02-30 00:00:00", "8-13 11:48:24",
+                                   "08-13 11:48", "08-13T11:48:24", "", "x" * 100])
+def test_month_day_garbage(stamp: str) -> None:
+    assert units.month_day_timestamp(stamp, "UTC", 1597325483.0) is None
+
+
+def test_month_day_without_a_zone_is_not_guessed() -> None:
+    assert units.month_day_timestamp("08-13 11:48:24", None, 1597325483.0) is None
+    assert units.month_day_timestamp("08-13 11:48:24", "Mars/Olympus", 1597325483.0) is None
+    assert units.month_day_timestamp("08-13 11:48:24", "UTC", float("nan")) is None

@@ -51,7 +51,7 @@ def render() -> str:
         "`sigma_job_errors_by_class_total` has the four documented classes (`input`,",
         "`output`, `processing`, `config`) and `unknown` at 0 for every job from its first",
         "poll; a code in two classes counts in both. Which code is in which class, and",
-        "who to call for each class: docs/runbooks.md, \"Error classes\".",
+        "who to call for each class: docs/runbooks.md, \"Job states and error classes\".",
         "",
         "In OpenMetrics (what Prometheus asks for first), `*_info` families have the",
         "`info` type and every family whose name ends in a unit has a `# UNIT` line;",

@@ -53,3 +53,17 @@ def test_classes_of_a_code() -> None:
     assert classes_of("unknown") == ("unknown",)  # a line without a code
     assert classes_of("input_timeout") == ("unknown",)  # codes are case-sensitive
     assert CLASSES_AND_UNKNOWN == ("input", "output", "processing", "config", "unknown")
+
+
+def test_the_runbooks_list_every_code_with_its_classes() -> None:
+    """docs/runbooks.md is where the on-call looks a code up: it must agree."""
+    text = (ROOT / "docs" / "runbooks.md").read_text(encoding="utf-8")
+    section = text.split("\n## Job states and error classes\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`") and cells[0].isupper():
+            rows[cells[0].strip("`")] = (cells[1], cells[2], cells[3])
+    assert rows == {c.code: (", ".join(c.classes), c.seen, c.meaning) for c in ERROR_CODES}
+    for error_class in CLASSES_AND_UNKNOWN:  # each class says who to call
+        assert f"| `{error_class}` |" in section, error_class

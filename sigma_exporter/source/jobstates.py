@@ -56,3 +56,27 @@ def state_label(reported: str) -> str:
     """The `state` label of a reported state: lower case, at most 32 characters
     of `a-z 0-9 _ . -` (any other character becomes `_`)."""
     return _NOT_STATE_CHARACTER.sub("_", reported.lower()[:MAX_STATE_LENGTH])
+
+
+# What a state means, in words (for the status page and logs): the mapping above.
+MEANS_UP: Final = "up"
+MEANS_COMING_UP: Final = "coming up"
+MEANS_STOPPED: Final = "stopped"
+MEANS_DOWN: Final = "down"
+
+
+def state_meaning(state: str | None) -> str | None:
+    """`up`, `coming up`, `stopped` or `down` for a state label; None for no state.
+
+    `stopped` is down for the alerts (SigmaJobDown pages); it is named apart
+    only so that a reader sees someone stopped the channel.
+    """
+    if state is None:
+        return None
+    if state in UP_STATES:
+        return MEANS_UP
+    if state in COMING_UP_STATES:
+        return MEANS_COMING_UP
+    if state == STOP:
+        return MEANS_STOPPED
+    return MEANS_DOWN

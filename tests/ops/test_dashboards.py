@@ -471,7 +471,7 @@ INCIDENT = {
     'sigma_job_up{target="s2", job_name="D"}': "1x10",
     'sigma_job_state{target="s1", job_name="A", state="running"}': "1x10",
     'sigma_job_state{target="s1", job_name="B", state="running"}': "1x10",
-    'sigma_job_state{target="s1", job_name="C", state="stopped"}': "1x10",
+    'sigma_job_state{target="s1", job_name="C", state="stop"}': "1x10",
     'sigma_job_speed{target="s1", job_name="A"}': "1x9 0.9",
     'sigma_job_speed{target="s1", job_name="B"}': "0.5x10",
     'sigma_job_speed{target="s1", job_name="C"}': "0x10",

@@ -11,9 +11,11 @@ from conftest import load_fixture, samples
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.counters import ErrorLineCounter, error_code
+from sigma_exporter.collect.samples import UP_STATES_JOB
 from sigma_exporter.config import JobsConfig, TargetConfig
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.source.client import Answer, PollError, SSLContexts
+from sigma_exporter.source.jobstates import DOCUMENTED_STATES, state_meaning
 from sigma_exporter.source.parse import parse_progress
 
 JOB = "$job_name"
@@ -369,3 +371,11 @@ def test_a_line_over_the_code_cap_keeps_its_class() -> None:
     assert counter.by_code == {"INPUT_TIMEOUT": 1, "other": 2}
     assert counter.by_class == {"input": 1, "output": 1, "processing": 0, "config": 1,
                                 "unknown": 0}
+
+
+def test_each_state_means_one_thing() -> None:
+    meanings = {s: state_meaning(s) for s in (*DOCUMENTED_STATES, "running", "paused", None)}
+    assert meanings == {"starting": "coming up", "preparing": "coming up", "started": "up",
+                        "error": "down", "stop": "stopped", "running": "up", "paused": "down",
+                        None: None}
+    assert {s for s, m in meanings.items() if m == "up"} == UP_STATES_JOB

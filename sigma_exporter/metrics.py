@@ -233,9 +233,15 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     # --- progress: jobs ---------------------------------------------------------
     _d("sigma_jobs_dropped", "gauge",
        "Jobs left out by the include/exclude filters or the per-target max.", T, "progress"),
-    _d("sigma_job_up", "gauge", "1 if the job's state is started or running, else 0.",
+    _d("sigma_job_up", "gauge",
+       "1 while the job runs (state started or running), else 0: starting and preparing "
+       "(coming up), error, stop and any other state are 0. The alert rules give a job that "
+       "is coming up a grace before it counts as down (sigma:job_down:bool).",
        J, "progress"),
-    _d("sigma_job_state", "gauge", "State of a job (lower case); value is 1.",
+    _d("sigma_job_state", "gauge",
+       "State of a job, one series per job; value is 1. Documented: starting, preparing, "
+       "started, error, stop (lower case). Any other state is carried as reported, lower "
+       "case, at most 32 characters of a-z 0-9 _ . - (others become _).",
        ("target", "job_name", "state"), "progress"),
     _d("sigma_job_speed", "gauge",
        "Processing speed relative to real time (1 = real time; below 1 the channel falls "
@@ -261,6 +267,13 @@ DEFINITIONS: tuple[MetricDef, ...] = (
     _d("sigma_job_errors_total", "counter",
        "Distinct error lines seen for the job, by code (unknown when the line has none). "
        "Each line counts once, when first seen.", ("target", "job_name", "code"), "progress"),
+    _d("sigma_job_errors_by_class_total", "counter",
+       "Distinct error lines seen for the job, by the documented class of their code: input "
+       "(the feed), output (CDN, origin, disk, network), processing (the Sigma host), config "
+       "(the job's settings); unknown for a code Sigma does not document or a line without "
+       "one. A code in two classes (IO_ERROR: input and output) counts in both, so the "
+       "classes may sum to more than the lines. Every class exists at 0 from the first poll.",
+       ("target", "job_name", "class"), "progress"),
     _d("sigma_job_weight", "gauge", "Weight of the job as reported.", J, "progress"),
     _d("sigma_job_restarts_total", "counter",
        "Times a job's uptime (Life) went down since the exporter first saw it.", J, "progress"),

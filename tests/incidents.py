@@ -52,6 +52,8 @@ from sigma_exporter.sim.dump import render_dump  # noqa: E402
 from sigma_exporter.sim.model import make_servers  # noqa: E402
 from sigma_exporter.sim.progress import render_progress  # noqa: E402
 from sigma_exporter.source.client import Answer  # noqa: E402
+from sigma_exporter.source.errorcodes import classes_of  # noqa: E402
+from sigma_exporter.source.jobstates import UP_STATES, state_label  # noqa: E402
 from sigma_exporter.source.parse import parse_dump  # noqa: E402
 
 OUT = ROOT / "alerts" / "tests" / "incidents"
@@ -132,7 +134,7 @@ def base_samples(agent: bool) -> list[tuple[str, dict[str, str], float]]:
 @dataclass
 class Channel:
     base: str  # the channel whose base series it reuses
-    up: bool = True
+    state: str = "started"  # as Sigma reports it: starting, preparing, started, error, Stop
     speed: float = 1.0
     frozen: bool = False  # media time (PTS) stands still while it claims to run
     media: float = 22150.0
@@ -140,6 +142,15 @@ class Channel:
     restarts: int = 0
     zero_outputs: set[str] = field(default_factory=set)
     unparsable: bool = False  # its state field no longer parses: no up/state series
+    # New error lines per code since the exporter started, beyond the base scrape's.
+    errors: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def up(self) -> bool:
+        return state_label(self.state) in UP_STATES
+
+    def log(self, code: str, lines: int = 1) -> None:
+        self.errors[code] = self.errors.get(code, 0) + lines
 
 
 @dataclass
@@ -173,6 +184,7 @@ class World:
         self.xid = {}
         for ch in self.channels.values():
             ch.restarts = 0
+            ch.errors = {}  # only the lines Sigma lists are counted again (in the base)
 
     def restart_channel(self, ch: Channel) -> None:
         ch.media, ch.uptime = 1.0, 0.0
@@ -273,6 +285,11 @@ def _job_value(ch: Channel, name: str, labels: dict[str, str], value: float) -> 
         return value if ch.up else 0.0
     if name == "sigma_job_output_bytes_per_second":
         return value if ch.up and labels["output"] not in ch.zero_outputs else 0.0
+    if name == "sigma_job_errors_total":
+        return value + ch.errors.get(labels["code"], 0)
+    if name == "sigma_job_errors_by_class_total":
+        return value + sum(n for code, n in ch.errors.items()
+                           if labels["class"] in classes_of(code))
     return value
 
 
@@ -305,9 +322,18 @@ def scrape(w: World, base: list[tuple[str, dict[str, str], float]], agent: bool,
             renamed = {**labels, "job_name": current}
             if name == "sigma_job_state":
                 if not ch.unparsable:
-                    put(name, {**renamed, "state": "started" if ch.up else "stopped"}, 1.0)
+                    put(name, {**renamed, "state": state_label(ch.state)}, 1.0)
             else:
                 put(name, renamed, _job_value(ch, name, labels, v))
+    # A code the base scrape has no series of: its counter is born at its first lines.
+    if w.sigma_up and w.progress_up:
+        base_codes = {(labels["job_name"], labels["code"]) for name, labels, _ in base
+                      if name == "sigma_job_errors_total"}
+        for current, ch in w.channels.items():
+            for code, count in ch.errors.items():
+                if (ch.base, code) not in base_codes and not ch.unparsable:
+                    put("sigma_job_errors_total",
+                        {"target": TARGET, "job_name": current, "code": code}, float(count))
     if w.sigma_up:
         for path, count in w.parse_errors.items():  # born at the first error
             put("sigma_parse_errors_total", {"target": TARGET, "field": path}, float(count))
@@ -576,7 +602,7 @@ def _job(instance: str, job_name: str, **extra: str) -> dict[str, str]:
 
 def _host_dies(w: World) -> None:
     if at(w, 10):
-        w.channels["VTV3"].up = False  # a channel page is open when the host dies
+        w.channels["VTV3"].state = "error"  # a channel page is open when the host dies
     if at(w, 20):
         w.scraped = False  # power gone: the exporter on the host dies with it
 
@@ -600,12 +626,12 @@ def _crash_loop(w: World) -> None:
     if between(w, 10, 40):
         phase = (w.t - 600) % 105  # down 90 s, up 15 s
         if phase == 0:
-            ch.up = False
+            ch.state = "error"
         elif phase == 90:
             w.restart_channel(ch)
-            ch.up = True
+            ch.state = "started"
     elif at(w, 40):
-        ch.up = True
+        ch.state = "started"
 
 
 def _vanished(w: World) -> None:
@@ -640,6 +666,43 @@ def _format_change(w: World) -> None:
             w.parse_errors[key] = w.parse_errors.get(key, 0) + 1
 
 
+def _restart_through(w: World, ch: Channel, minute: float, states: list[tuple[str, float]]
+                     ) -> None:
+    """At `minute` the channel restarts, then reports each (state, for minutes) in turn."""
+    if at(w, minute):
+        w.restart_channel(ch)
+    t = minute
+    for state, minutes in states:
+        if at(w, t):
+            ch.state = state
+        t += minutes
+
+
+def _channel_coming_up(w: World) -> None:
+    # After four and a half healthy hours (history, as a real Prometheus has:
+    # 75 s off air is then well within the error budget's 3-day and 6-hour
+    # windows), HTV7 restarts and comes up slowly.
+    _restart_through(w, w.channels["HTV7"], 270,
+                     [("starting", 1.0), ("preparing", 0.25), ("started", 0)])
+
+
+def _channel_stuck_starting(w: World) -> None:
+    _restart_through(w, w.channels["VTV3"], 10, [("starting", 0.5), ("preparing", 0)])
+
+
+def _channel_error(w: World) -> None:
+    ch = w.channels["VTV3"]
+    if at(w, 10):
+        ch.state = "error"  # its feed is gone: Sigma retries, logging INPUT_TIMEOUT
+    if between(w, 10):  # a line every 10 s: 2, then 1 new line per 15 s scrape
+        ch.log("INPUT_TIMEOUT", 2 if w.t % 30 == 0 else 1)
+
+
+def _output_errors(w: World) -> None:
+    if between(w, 10, 30) and w.t % 60 == 0:  # the CDN refuses its push now and then
+        w.channels["HTV7"].log("OUTPUT_TIMEOUT", 3)
+
+
 JITTER = (1.0, 0.98, 1.02, 0.99, 1.01, 1.0, 1.02, 0.98)
 
 
@@ -658,10 +721,10 @@ def _sigma_restart(w: World) -> None:
         w.server_restarts += 1
         for ch in w.channels.values():
             w.restart_channel(ch)
-            ch.up = False  # starting
+            ch.state = "starting"
     if at(w, 121):
         for ch in w.channels.values():
-            ch.up = True
+            ch.state = "started"
 
 
 def _exporter_restart(w: World) -> None:
@@ -891,6 +954,70 @@ once it is back. No page: the channels keep running.
                  {"severity": "warning", **_labels(a)}]),
              Expect(51, "SigmaControlPlaneDisconnected", [])],
             quiet_alerts=paging, quiet_minutes=(24, 26, 49, 51)),
+        Incident(
+            "channel-stuck-starting",
+            "A channel restarts and never gets past `preparing` (its input cannot be probed).",
+            """
+Operator expects: VTV3, coming up since minute 10 (starting for 30 s, then
+preparing), is not down at first: a restart is not an outage. Once it has gone
+3 minutes without running it counts as down, and SigmaJobDown pages 2 minutes
+later (minute 15), as for any channel that is down, and keeps paging; its
+error budget pages too. HTV7 stays quiet.
+""",
+            40, _channel_stuck_starting,
+            [Expect(14, "SigmaJobDown", []),
+             Expect(16, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(39, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(39, "SigmaJobErrorBudgetFastBurn", [_job(a, "VTV3")])],
+            quiet_alerts=quiet("SigmaJobDown", "SigmaJobErrorBudgetFastBurn"),
+            quiet_minutes=(14, 16, 39)),
+        Incident(
+            "channel-error",
+            "A channel goes to `error`: its feed is gone, Sigma retries and logs INPUT_TIMEOUT.",
+            """
+Operator expects: VTV3, in state `error` from minute 10, pages like a channel
+that is down (SigmaJobDown within 3 minutes; its error budget pages too) and
+keeps paging. Its error lines are input-class: SigmaJobErrorBurst warns with
+class input (the feed: call the contribution provider); Alertmanager mutes that
+warning under the page. HTV7 stays quiet.
+""",
+            40, _channel_error,
+            [Expect(11, "SigmaJobDown", []),
+             Expect(13, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(39, "SigmaJobDown", [_job(a, "VTV3")]),
+             Expect(20, "SigmaJobErrorBurst",
+                    [{**_job(a, "VTV3"), "severity": "warning", "class": "input"}]),
+             Expect(39, "SigmaJobErrorBudgetFastBurn", [_job(a, "VTV3")])],
+            quiet_alerts=quiet("SigmaJobDown", "SigmaJobErrorBudgetFastBurn"),
+            quiet_minutes=(13, 20, 39)),
+        Incident(
+            "output-errors",
+            "A running channel's push to the CDN times out now and then: OUTPUT_TIMEOUT lines.",
+            """
+Operator expects: HTV7 keeps running (nothing pages) while it logs 3
+output-class lines a minute from minute 10 to 30; SigmaJobErrorBurst warns
+(chat) with class output (CDN, origin, disk, network), not input, within 10
+minutes, and clears once the lines stop.
+""",
+            50, _output_errors,
+            [Expect(19, "SigmaJobErrorBurst",
+                    [{**_job(a, "HTV7"), "severity": "warning", "class": "output"}]),
+             Expect(29, "SigmaJobErrorBurst",
+                    [{**_job(a, "HTV7"), "severity": "warning", "class": "output"}]),
+             Expect(45, "SigmaJobErrorBurst", [])],
+            quiet_alerts=paging, quiet_minutes=(19, 29, 45)),
+        Incident(
+            "quiet-channel-starting",
+            "A channel restarts and comes up slowly: starting for a minute, then preparing.",
+            """
+Operator expects: no page and no warning. After four and a half healthy hours
+HTV7 restarts (minute 270): it is starting for a minute, then preparing for
+15 s, then runs again. A channel coming up is not down, and its media time is
+judged only once it has run for 2 minutes (no SigmaJobStalled while it
+catches up).
+""",
+            285, _channel_coming_up, [],
+            quiet_alerts=everything, quiet_minutes=every([*range(269, 280), 285])),
         Incident(
             "quiet-healthy-hour",
             "A healthy hour: speeds jitter between 0.98 and 1.02.",

@@ -330,6 +330,25 @@ def _errors(b: Board) -> None:
     b.row("Errors and restarts")
     b.add(
         timeseries(
+            "Errors by class",
+            "New error lines per rate window, per job and class of their code "
+            "(sigma_job_errors_by_class_total): input is the feed, output the CDN, origin, "
+            "disk or network, processing the Sigma host, config the channel's settings, "
+            "unknown a code Sigma does not document. A code in two classes counts in both. "
+            "Who to call for each: the runbooks' job states and error classes.",
+            "short",
+            [
+                Q(
+                    worst("sum by (target, job_name, class) "
+                    f"{new_events(s('sigma_job_errors_by_class_total'), '$__rate_interval')}"),
+                    CHANNEL + " {{class}}",
+                )
+            ],
+            w=12,
+            bars=True,
+            empty_when_healthy=True,
+        ),
+        timeseries(
             "Errors by code",
             "New error lines per rate window, per job and error code (sigma_job_errors_total, "
             "first lines of a code included; `unknown` when the line carries no code). Empty "
@@ -351,7 +370,7 @@ def _errors(b: Board) -> None:
             "Error lines the server currently lists per job (sigma_job_errors_listed).",
             "none",
             [Q(worst(s("sigma_job_errors_listed")), CHANNEL)],
-            w=6,
+            w=12,
             min_=0,
             decimals=0,
         ),
@@ -360,7 +379,7 @@ def _errors(b: Board) -> None:
             "Restarts per job and rate window (increase of sigma_job_restarts_total).",
             "none",
             [Q(worst(f"increase({s('sigma_job_restarts_total')}[$__rate_interval])"), CHANNEL)],
-            w=6,
+            w=12,
             bars=True,
             min_=0,
         ),

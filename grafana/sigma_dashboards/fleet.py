@@ -19,6 +19,7 @@ from .lib import (
     datasource_variable,
     firing_alerts,
     licence_valid,
+    new_events,
     query_variable,
     ratio_gauge,
     red_from,
@@ -58,6 +59,7 @@ def dashboard(t: Thresholds) -> Dashboard:
         )
     )
     _overview(b, t)
+    _channel_errors(b)
     _servers(b, t)
     _gpus(b, t)
     _exporters(b)
@@ -209,6 +211,42 @@ def _overview(b: Board, t: Thresholds) -> None:
         ),
         # `target=~"$target|"`: also the alerts that name no server.
         firing_alerts('target=~"$target|"', w=12),
+    )
+
+
+def _channel_errors(b: Board) -> None:
+    """Error lines of every channel by class: the feed or the CDN, and where."""
+    errors = new_events(s("sigma_job_errors_by_class_total"), "$__rate_interval")
+    sides = new_events(s("sigma_job_errors_by_class_total", 'class=~"input|output"'),
+                       "$__rate_interval")
+    b.add(
+        timeseries(
+            "Channel errors by class",
+            "New error lines per rate window over every channel of the selected servers, "
+            "by class of their code (sigma_job_errors_by_class_total): input is the feed, "
+            "output the CDN, origin, disk or network, processing a Sigma host, config a "
+            "channel's settings, unknown a code Sigma does not document. A code in two "
+            "classes counts in both.",
+            "short",
+            [Q(f"sum by (class) {errors}", "{{class}}")],
+            w=12,
+            h=6,
+            bars=True,
+            stack=True,
+            empty_when_healthy=True,
+        ),
+        timeseries(
+            "Input and output errors by server",
+            "New input-class (the feed) and output-class (CDN, origin, disk, network) error "
+            "lines per rate window and server (sigma_job_errors_by_class_total). One server "
+            "alone: its sources or its uplink; many at once: a shared feed or the CDN.",
+            "short",
+            [Q(f"sum by (target, class) {sides}", "{{target}} {{class}}")],
+            w=12,
+            h=6,
+            bars=True,
+            empty_when_healthy=True,
+        ),
     )
 
 

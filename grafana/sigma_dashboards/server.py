@@ -327,6 +327,26 @@ def _channels(b: Board, t: Thresholds) -> None:
             empty_when_healthy=True,
         )
     )
+    b.add(
+        timeseries(
+            "Channel errors by class",
+            "New error lines per rate window over this server's channels, by class of "
+            "their code (sigma_job_errors_by_class_total): input is the feed, output the "
+            "CDN, origin, disk or network, processing this host, config a channel's "
+            "settings, unknown a code Sigma does not document. A code in two classes counts "
+            "in both. Many channels with input errors at once: a shared source; with "
+            "processing errors: this host.",
+            "short",
+            [Q("sum by (class) "
+               f"{new_events(s('sigma_job_errors_by_class_total'), '$__rate_interval')}",
+               "{{class}}")],
+            w=24,
+            h=6,
+            bars=True,
+            stack=True,
+            empty_when_healthy=True,
+        )
+    )
 
 
 def _host(b: Board) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections import OrderedDict, defaultdict
 
+from sigma_exporter.source.errorcodes import CLASSES_AND_UNKNOWN, classes_of
+
 # `[08-13 11:48:24] Input timeout (code: INPUT_TIMEOUT)` -> INPUT_TIMEOUT
 _CODE = re.compile(r"\(\s*code\s*:\s*([A-Za-z0-9_.\-]{1,64})\s*\)")
 UNKNOWN_CODE = "unknown"
@@ -25,7 +27,7 @@ def error_code(line: str) -> str:
 
 
 class ErrorLineCounter:
-    """Counts each distinct error line of one job once, by code.
+    """Counts each distinct error line of one job once, by code and by class.
 
     The server lists a sliding window of recent lines. A line counts the first
     time it is seen (also at the exporter's first poll); while it stays listed
@@ -35,15 +37,22 @@ class ErrorLineCounter:
     series for as long as the job exists: a server that invents a new code
     every poll gets `max_codes` of them, and every later new code's lines
     count under `other` (the total stays exact).
+
+    Each line also counts once in each documented class of its code
+    (source/errorcodes.py: a code that is both input and output counts in
+    both; a code Sigma does not document, or no code, in `unknown`). The
+    classes are a closed set, all present from the start at 0; a line counted
+    under `other` still counts in the class of its real code.
     """
 
-    __slots__ = ("by_code", "max_codes", "max_remembered", "seen")
+    __slots__ = ("by_class", "by_code", "max_codes", "max_remembered", "seen")
 
     def __init__(self, max_remembered: int = 512, max_codes: int = MAX_CODES) -> None:
         self.max_remembered = max_remembered
         self.max_codes = max_codes
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.by_code: defaultdict[str, int] = defaultdict(int)
+        self.by_class: dict[str, int] = dict.fromkeys(CLASSES_AND_UNKNOWN, 0)
 
     def observe(self, lines: tuple[str, ...]) -> None:
         for line in lines:
@@ -52,6 +61,8 @@ class ErrorLineCounter:
                 continue
             self.seen[line] = None
             code = error_code(line)
+            for error_class in classes_of(code):
+                self.by_class[error_class] += 1
             if code not in self.by_code and len(self.by_code) >= self.max_codes:
                 code = OTHER_CODE
             self.by_code[code] += 1

@@ -12,6 +12,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 
 from sigma_exporter.collect.counters import ErrorLineCounter
+from sigma_exporter.source import jobstates
+from sigma_exporter.source.errorcodes import CLASSES_AND_UNKNOWN
 from sigma_exporter.source.gpufields import GPU_FIELDS
 from sigma_exporter.source.snapshot import Dump, ProcessStats, Progress
 from sigma_exporter.source.units import wall_to_timestamp
@@ -20,7 +22,7 @@ Labels = tuple[str, ...]
 Samples = dict[str, list[tuple[Labels, float]]]
 
 UP_STATES_APP = frozenset({"running"})
-UP_STATES_JOB = frozenset({"started", "running"})
+UP_STATES_JOB = jobstates.UP_STATES  # what each job state means: source/jobstates.py
 
 
 def new_samples() -> Samples:
@@ -160,6 +162,9 @@ def progress_samples(
         if counter is not None:
             for code, count in sorted(counter.by_code.items()):
                 _add(out, "sigma_job_errors_total", (target, job.name, code), float(count))
+            for error_class in CLASSES_AND_UNKNOWN:
+                _add(out, "sigma_job_errors_by_class_total", (target, job.name, error_class),
+                     float(counter.by_class[error_class]))
         _add(out, "sigma_job_weight", j, job.weight)
         if job.name in restarts:
             _add(out, "sigma_job_restarts_total", j, float(restarts[job.name]))

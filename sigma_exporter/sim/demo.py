@@ -115,7 +115,7 @@ def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str,
           "connected=1 and state=clear undo them):")
     print(f"  its licence lapses   curl -X POST '{control}/servers/1/license?status=EXPIRED'")
     print(f"  its control plane    curl -X POST '{control}/servers/1/control-plane?connected=0'")
-    print(f"  a channel stops      curl -X POST '{control}/servers/1/jobs/VTV3?state=stopped'")
+    print(f"  a channel stops      curl -X POST '{control}/servers/1/jobs/VTV3?state=Stop'")
     print("Next:")
     print(f"  1. scrape it: in prometheus.yml, `- job_name: sigma` with "
           f"`static_configs: [{{targets: ['{address}']}}]` (README: From the demo)")

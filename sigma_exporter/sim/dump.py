@@ -23,6 +23,7 @@ from sigma_exporter.sim.model import (
     text_key,
     uniform,
 )
+from sigma_exporter.sim.progress import job_states
 
 # Salts: each figure draws its own noise stream from the server's key.
 _S_LOAD, _S_LOAD2, _S_PHASE, _S_MEM = (text_key(s) for s in ("load", "load2", "ph", "mem"))
@@ -262,7 +263,9 @@ def render_dump(server: SimServer, now: float) -> JSON:
     queued = server.queue_override
     if queued is None:
         queued = 1 if uniform(*key, _S_QUEUE, math.floor(now / 300.0)) < 0.1 else 0
-    task: JSON = {"started": server.jobs}
+    task: JSON = {}
+    for state in job_states(server, now):
+        task[state] = task.get(state, 0) + 1
     if queued:
         task["pending"] = queued  # other states appear as other keys
     ip3 = 10 + server.index // 240

@@ -25,7 +25,7 @@ from aiohttp import web
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.faults import FAULT_MODES, answer_with_fault, json_ok
 from sigma_exporter.sim.model import SimServer, job_names
-from sigma_exporter.sim.progress import emitted_errors, render_progress
+from sigma_exporter.sim.progress import emitted_errors, render_progress, set_job_state
 
 
 @dataclass
@@ -169,15 +169,12 @@ class Simulator:
             srv.speed_overrides[job] = speed
         self._slots[index].cache.clear()  # static mode re-renders on next request
 
-    def set_job_state(self, index: int, job: str, state: str | None) -> None:
-        """Report `job` in `state` (e.g. "stopped": a channel down); None: started again."""
-        srv = self._slots[index].server
-        if job not in job_names(srv):
-            raise KeyError(job)
-        if state is None:
-            srv.state_overrides.pop(job, None)
-        else:
-            srv.state_overrides[job] = state
+    def set_job_state(self, index: int, job: str, state: str | None,
+                      code: str | None = None) -> None:
+        """Hold `job` in one of Sigma's documented states (`Stop`: stopped; `error`
+        logging `code`, a documented code); None: release it, and it restarts through
+        `starting` and `preparing`. KeyError: no such job; ValueError: not documented."""
+        set_job_state(self._slots[index].server, job, state, self.clock(), code)
         self._slots[index].cache.clear()
 
     def set_license(self, index: int, status: str | None) -> None:
@@ -342,14 +339,18 @@ class Simulator:
     async def _c_job(self, request: web.Request) -> web.Response:
         slot = self._slot_of(request)
         job = request.match_info["name"]
-        if "state" in request.query:  # ?state=stopped, or ?state=clear
+        if "state" in request.query:  # ?state=Stop, ?state=error&code=X, or ?state=clear
             state = request.query["state"]
+            code = request.query.get("code")
             try:
                 self.set_job_state(self._slots.index(slot), job,
-                                   None if state in ("", "clear") else state)
+                                   None if state in ("", "clear") else state, code)
             except KeyError:
                 return _json_response({"error": f"no job {job!r}"}, 404)
-            return _json_response({"index": slot.server.index, "job": job, "state": state})
+            except ValueError as exc:
+                return _json_response({"error": str(exc)}, 400)
+            return _json_response({"index": slot.server.index, "job": job, "state": state,
+                                   "code": code})
         index = self._slots.index(slot)
         freeze = request.query.get("freeze")
         if freeze is not None and freeze not in ("0", "1"):

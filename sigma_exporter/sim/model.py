@@ -108,11 +108,21 @@ def _default_epoch() -> float:
     return float(math.floor(time.time()))
 
 
+@dataclass(frozen=True, slots=True)
+class ErrorEpisode:
+    """A stretch of time a job was held in `error`, logging `code`."""
+
+    code: str
+    start: float
+    end: float | None = None  # None: still in error
+
+
 @dataclass
 class SimServer:
     """One simulated server. Rendering reads it; the control API mutates the
-    override fields (`fault`, `speed_overrides`, `state_overrides`, `pts_frozen_at`,
-    `queue_override`, `gpu_override`, `license_status`, `control_plane_*`)."""
+    override fields (`fault`, `speed_overrides`, `state_overrides`, `error_episodes`,
+    `restarted_at`, `pts_frozen_at`, `queue_override`, `gpu_override`,
+    `license_status`, `control_plane_*`)."""
 
     index: int
     seed: int = 1
@@ -133,7 +143,12 @@ class SimServer:
     # Mutable overrides.
     fault: str | None = None
     speed_overrides: dict[str, float] = field(default_factory=dict)
-    state_overrides: dict[str, str] = field(default_factory=dict)  # job -> e.g. "stopped"
+    # job -> the state it is held in (Sigma's spelling: progress.set_job_state).
+    state_overrides: dict[str, str] = field(default_factory=dict)
+    # job -> its `error` episodes, oldest first: the lines they logged stay countable.
+    error_episodes: dict[str, list[ErrorEpisode]] = field(default_factory=dict)
+    # job -> when the control API last let it restart (its startup moves there).
+    restarted_at: dict[str, float] = field(default_factory=dict)
     # job -> when its media time (PTS) froze: it claims to run, PTS stands still.
     pts_frozen_at: dict[str, float] = field(default_factory=dict)
     # Jobs waiting to start; None: about one 5-minute window in 10 has one.

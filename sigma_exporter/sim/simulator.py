@@ -13,8 +13,10 @@ This module is the entry point (`main_simulate` parses the flags,
 * `faults`: the ways real servers and the proxies in front of them
   misbehave (`FAULT_MODES`);
 * `http_server`: `Simulator`, N servers on consecutive ports plus a control
-  API to change faults, job speeds and job states, and to freeze a job's
-  media time (PTS), at run time;
+  API to change faults, job speeds and job states (Sigma's documented ones:
+  `POST /servers/N/jobs/NAME?state=error&code=OUTPUT_TIMEOUT`, `?state=Stop`,
+  `?state=clear` to let the job restart), and to freeze a job's media time
+  (PTS), at run time;
 * `scenario`, `gpu_override`, `fake_nvml`: scripted GPU figures, played on
   Sigma's side and as a fake NVML driver.
 

@@ -25,6 +25,7 @@ from sigma_exporter.source.fields import (
     text,
 )
 from sigma_exporter.source.gpufields import GPU_FIELDS
+from sigma_exporter.source.jobstates import state_label
 from sigma_exporter.source.snapshot import (
     App,
     Codec,
@@ -275,6 +276,12 @@ def _zone_name(value: object) -> str | None:
     return name
 
 
+def _job_state(value: object) -> str | None:
+    """A job's state as its label: lower case, short, plain characters (jobstates.py)."""
+    reported = text(value)
+    return state_label(reported) if reported is not None else None
+
+
 def _job(name: str, fields: Fields) -> Job:
     inputs = []
     for position, entry in enumerate(fields.items("input")):
@@ -309,7 +316,7 @@ def _job(name: str, fields: Fields) -> Job:
     startup: datetime | None = fields.get("startup", units.wall_datetime)
     return Job(
         name=name,
-        state=fields.get("state", lower_text),
+        state=fields.get("state", _job_state),
         speed=fields.get("speed", units.number),
         uptime_seconds=fields.get("life", units.duration_seconds),
         media_time_seconds=fields.get("pts", units.duration_seconds),

@@ -52,9 +52,10 @@ EXPECTED = {
     "progress-invalid": ("progress", "invalid_json"),
 }
 
-# Series whose label values are values in time: they may come and go on a healthy target.
+# Series whose label values are values in time: they may come and go on a healthy target
+# (a channel that restarts reports `starting`, then `preparing`: its state label moves).
 VOLATILE = {"sigma_poll_errors_total", "sigma_parse_errors_total", "sigma_job_errors_total",
-            "sigma_poll_duration_seconds"}
+            "sigma_poll_duration_seconds", "sigma_job_state", "sigma_tasks"}
 
 
 @pytest.fixture(scope="module")

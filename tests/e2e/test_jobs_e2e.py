@@ -16,14 +16,11 @@ from sigma_exporter.config import Config, TargetConfig
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import job_names, make_servers
-from sigma_exporter.sim.progress import NO_CODE, emitted_errors
+from sigma_exporter.sim.progress import emitted_errors
+from sigma_exporter.source.errorcodes import CLASSES_AND_UNKNOWN, classes_of
 
 STEP = 10.0  # simulated seconds between polls; the server lists the last 5 lines
 ROUNDS = 360  # one simulated hour
-
-
-def _code(code: str) -> str:
-    return "unknown" if code == NO_CODE else code
 
 
 def test_error_counters_match_what_the_simulator_emitted() -> None:
@@ -40,7 +37,20 @@ def test_error_counters_match_what_the_simulator_emitted() -> None:
             poller = Poller(config)
             try:
                 restarts_seen = 0.0
-                for _ in range(ROUNDS):
+                for n in range(ROUNDS):
+                    # HTV7 of s0 fails for 5 minutes with an output error (its push
+                    # refused), then with a config error, and is released.
+                    if n == 100:
+                        sim.set_job_state(0, "HTV7", "error", code="OUTPUT_TIMEOUT")
+                    if n == 130:
+                        sim.set_job_state(0, "HTV7", "error", code="INVALID_ARGUMENT")
+                    if n == 140:
+                        body = exposition.merge(
+                            [poller.targets["s0"].published.rendered], False).decode()
+                        assert value(body, "sigma_job_up", target="s0", job_name="HTV7") == 0
+                        assert value(body, "sigma_job_state", target="s0", job_name="HTV7",
+                                     state="error") == 1
+                        sim.set_job_state(0, "HTV7", None)
                     await poller.poll_all_once()
                     now[0] += STEP
                 now[0] -= STEP  # the clock of the last poll
@@ -49,11 +59,23 @@ def test_error_counters_match_what_the_simulator_emitted() -> None:
                         [poller.targets[f"s{i}"].published.rendered], False).decode()
                     total = 0.0
                     for job in job_names(server):
+                        by_class = dict.fromkeys(CLASSES_AND_UNKNOWN, 0)
                         for code, count in emitted_errors(server, job, until=now[0]).items():
                             got = value(body, "sigma_job_errors_total", target=f"s{i}",
-                                        job_name=job, code=_code(code)) or 0
+                                        job_name=job, code=code) or 0
                             assert got == count, (server.name, job, code, got, count)
                             total += got
+                            for error_class in classes_of(code):
+                                by_class[error_class] += count
+                        # The same lines by class: a code in two classes counts in both.
+                        for error_class, count in by_class.items():
+                            in_class = value(body, "sigma_job_errors_by_class_total",
+                                             target=f"s{i}", job_name=job,
+                                             **{"class": error_class})
+                            assert in_class == count, (server.name, job, error_class, count)
+                        if (i, job) == (0, "HTV7"):
+                            assert by_class["config"] == 10 and by_class["output"] > 30
+                            assert value(body, "sigma_job_up", target="s0", job_name=job) == 1
                     assert total > 20, "the simulated hour must have produced errors"
                     # VTV1 restarts every 600 simulated seconds: 5 or 6 times an hour.
                     restarts_seen = value(body, "sigma_job_restarts_total", target=f"s{i}",

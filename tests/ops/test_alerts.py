@@ -97,6 +97,8 @@ INCIDENTS = {
     # issue 22: the licence and the control-plane link
     "licence-lapsed", "control-plane-down",
     "quiet-healthy-hour", "quiet-sigma-restart", "quiet-exporter-restart",
+    # issue 22: job states and error classes
+    "channel-stuck-starting", "channel-error", "output-errors", "quiet-channel-starting",
 }
 RUNBOOK_PARTS = ("**Meaning**", "**Impact**", "**Dashboard**", "**Confirm**", "**Act**",
                  "**Escalate**", "**Threshold**")
@@ -393,6 +395,10 @@ THRESHOLD_RULES: dict[str, tuple[str, ...]] = {
     "gpu_power_limit_ratio": ("SigmaGPUPowerAtLimit",),
     "gpu_geforce_nvenc_sessions": ("SigmaGPUEncoderSessionsNearCap",),
 }
+# Thresholds that are durations: the rule's every range and offset says them.
+DURATION_RULES: dict[str, tuple[str, ...]] = {
+    "job_coming_up_seconds": ("sigma:job_down:bool",),
+}
 _NUMBER = re.compile(r"(?<![\w.:])(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![\w.])")
 
 
@@ -416,9 +422,12 @@ def _rule_numbers() -> dict[str, set[float]]:
 def test_rule_thresholds_are_those_of_thresholds_yml() -> None:
     """Every number a rule fires at is in alerts/thresholds.yml, and the other way round."""
     thresholds = _load(THRESHOLDS)
-    assert set(thresholds) == set(THRESHOLD_RULES), "map each threshold to its rules here"
+    assert set(thresholds) == set(THRESHOLD_RULES) | set(DURATION_RULES), (
+        "map each threshold to its rules here")
     numbers = _rule_numbers()
     for key, value in thresholds.items():
+        if key in DURATION_RULES:
+            continue
         for rule in THRESHOLD_RULES[key]:
             assert rule in numbers, f"{key}: no rule {rule}"
             if float(value) not in (0.0, 1.0):  # 0 and 1 are everywhere; not checkable
@@ -428,6 +437,27 @@ def test_rule_thresholds_are_those_of_thresholds_yml() -> None:
         allowed = {float(thresholds[k]) for k, rules in THRESHOLD_RULES.items() if rule in rules}
         stray = {n for n in found if not any(math.isclose(n, a) for a in allowed)}
         assert not stray, f"{rule} fires at {stray}, which alerts/thresholds.yml does not say"
+
+
+_DURATION = re.compile(r"\[(\d+)([smhd])(?::[^\]]*)?\]|offset\s+(\d+)([smhd])")
+
+
+def _durations(expr: str) -> set[float]:
+    """Seconds of every range (`[3m]`) and offset (`offset 3m`) of an expression."""
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    bare = _STRING.sub('""', expr)
+    return {float(int(m[0] or m[2]) * unit[m[1] or m[3]]) for m in _DURATION.findall(bare)}
+
+
+def test_duration_thresholds_are_the_rules_windows() -> None:
+    """A threshold that is a time (how long a channel may come up) is each window of its rules."""
+    thresholds = _load(THRESHOLDS)
+    rules = {r.get("alert") or r["record"]: r for p in (ALERTS, RECORDING) for _, r in _rules(p)}
+    for key, names in DURATION_RULES.items():
+        for name in names:
+            found = _durations(str(rules[name]["expr"]))
+            assert found == {float(thresholds[key])}, f"{name}: windows {found}, {key}"
+    assert _durations('max_over_time(x[3m]) and y offset 3m or z{a="[1h]"}') == {180.0}
 
 
 def test_threshold_number_parser() -> None:

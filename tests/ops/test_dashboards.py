@@ -471,7 +471,7 @@ INCIDENT = {
     'sigma_job_up{target="s2", job_name="D"}': "1x10",
     'sigma_job_state{target="s1", job_name="A", state="running"}': "1x10",
     'sigma_job_state{target="s1", job_name="B", state="running"}': "1x10",
-    'sigma_job_state{target="s1", job_name="C", state="stopped"}': "1x10",
+    'sigma_job_state{target="s1", job_name="C", state="stop"}': "1x10",
     'sigma_job_speed{target="s1", job_name="A"}': "1x9 0.9",
     'sigma_job_speed{target="s1", job_name="B"}': "0.5x10",
     'sigma_job_speed{target="s1", job_name="C"}': "0x10",
@@ -480,6 +480,13 @@ INCIDENT = {
     'sigma_job_media_time_seconds{target="s1", job_name="B"}': "300x10",
     'sigma_job_restarts_total{target="s1", job_name="A"}': "0x10",
     'sigma_server_restarts_total{target="s1"}': "0x8 1 1",
+    # Error lines by class: C's feed fails (3 input lines a minute), A's CDN push
+    # now and then (1 output line a minute); D, on s2, has input trouble of its own.
+    'sigma_job_errors_by_class_total{target="s1", job_name="C", class="input"}': "0+3x10",
+    'sigma_job_errors_by_class_total{target="s1", job_name="C", class="output"}': "0x10",
+    'sigma_job_errors_by_class_total{target="s1", job_name="A", class="output"}': "0+1x10",
+    'sigma_job_errors_by_class_total{target="s1", job_name="A", class="processing"}': "0x10",
+    'sigma_job_errors_by_class_total{target="s2", job_name="D", class="input"}': "0+5x10",
     'ALERTS{alertname="SigmaServerDown", alertstate="firing", severity="critical", '
     'target="s1"}': "1x10",
     'ALERTS{alertname="SigmaServerDown", alertstate="firing", severity="critical", '
@@ -514,6 +521,18 @@ SEEN_IN_THE_INCIDENT: list[tuple[str, str, str, Expected]] = [
     # Firing Sigma alerts of s1 and those naming no server; not pending, not s2.
     ("sigma-server", "Firing alerts", "A", ALERTS_S1),
     ("sigma-fleet", "Firing alerts", "A", ALERTS_S1),
+    # Errors by class over 2 minutes: the feed (input) is s1's trouble, then the CDN.
+    ("sigma-server", "Channel errors by class", "A",
+     [('{class="input"}', 6), ('{class="output"}', 2), ('{class="processing"}', 0)]),
+    ("sigma-fleet", "Channel errors by class", "A",
+     [('{class="input"}', 6), ('{class="output"}', 2), ('{class="processing"}', 0)]),
+    ("sigma-fleet", "Input and output errors by server", "A",
+     [('{class="input", target="s1"}', 6), ('{class="output", target="s1"}', 2)]),
+    ("sigma-jobs", "Errors by class", "A",
+     [('{class="input", job_name="C", target="s1"}', 6),
+      ('{class="output", job_name="C", target="s1"}', 0),
+      ('{class="output", job_name="A", target="s1"}', 2),
+      ('{class="processing", job_name="A", target="s1"}', 0)]),
     # Media time: A advances at 1, B is frozen at 0.
     ("sigma-jobs", "Media time advance", "A",
      [(raw(S1_A), 1), (raw(S1_B), 0)]),

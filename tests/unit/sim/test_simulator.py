@@ -30,13 +30,15 @@ from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import SimServer, job_names, make_servers
 from sigma_exporter.sim.progress import (
     ERROR_CODES,
-    NO_CODE,
     emitted_errors,
     error_lines,
+    error_message,
     job_speed,
     render_progress,
+    set_job_state,
 )
 from sigma_exporter.sim.simulator import main_simulate
+from sigma_exporter.source.errorcodes import BY_CODE
 
 T = TypeVar("T")
 EPOCH = 1_717_000_000.0  # fixed, so every rendering below is reproducible
@@ -297,7 +299,7 @@ def test_emitted_errors_match_visible_lines() -> None:
     for job in job_names(s):
         seen: set[str] = set()
         prev = emitted_errors(s, job, until=t0)
-        assert prev == dict.fromkeys((*ERROR_CODES, NO_CODE), 0)  # nothing before epoch
+        assert prev == dict.fromkeys(ERROR_CODES, 0)  # nothing before epoch
         for t in range(int(t0), int(t1) + 1):
             lines = error_lines(s, job, t)
             assert len(lines) <= 5 and lines == sorted(lines)
@@ -306,25 +308,79 @@ def test_emitted_errors_match_visible_lines() -> None:
                 now = emitted_errors(s, job, until=t)
                 assert all(now[c] >= prev[c] for c in now)  # monotonic
                 prev = now
-        by_code = dict.fromkeys((*ERROR_CODES, NO_CODE), 0)
+        by_code = dict.fromkeys(ERROR_CODES, 0)
         for line in seen:
             m = CODE.search(line)
-            by_code[m.group(1) if m else NO_CODE] += 1
+            assert m, line  # every line carries a code, as Sigma documents
+            by_code[m.group(1)] += 1
         assert emitted_errors(s, job, until=t1) == by_code
-        assert sum(by_code.values()) > 10 and by_code[NO_CODE] > 0
+        assert sum(by_code.values()) > 10
         # A window: lines whose second lies in [since, until].
         part = emitted_errors(s, job, since=EPOCH + 600, until=EPOCH + 1200)
         whole = emitted_errors(s, job, until=EPOCH + 1200)
         assert sum(part.values()) < sum(whole.values())
 
 
-def test_error_lines_format() -> None:
+def test_error_lines_are_documented_ones() -> None:
+    """The documented form, `[05-26 02:32:55] Input timeout (code: INPUT_TIMEOUT)`,
+    with codes of Sigma's list only (DECODE_ERROR and OUTPUT_FAIL are not)."""
     s = server(jobs=2)
     lines = [x for k in range(0, 3600, 60) for x in error_lines(s, "VTV1", EPOCH + k)]
     assert lines
+    codes = set()
     for line in lines:
-        assert re.match(r"^\[\d\d-\d\d \d\d:\d\d:\d\d\] \S", line)
-    assert any(CODE.search(x) for x in lines) and any(not CODE.search(x) for x in lines)
+        m = re.fullmatch(r"\[\d\d-\d\d \d\d:\d\d:\d\d\] ([A-Z].*) \(code: ([A-Z_]+)\)", line)
+        assert m, line
+        assert m.group(2) in BY_CODE, line
+        assert m.group(1) == error_message(m.group(2))
+        codes.add(m.group(2))
+    assert error_message("INPUT_TIMEOUT") == "Input timeout"  # Sigma's own example
+    classes = {c for code in codes for c in BY_CODE[code].classes}
+    assert {"input", "output"} <= classes, codes  # the feed and the CDN both fail now and then
+
+
+def test_a_restarting_job_passes_through_starting_and_preparing() -> None:
+    s = server(jobs=2)  # VTV1 restarts every job_restart_period
+    restart = EPOCH + s.job_restart_period
+
+    def at(dt: float) -> dict[str, Any]:
+        job: dict[str, Any] = render_progress(s, restart + dt)["result"]["VTV1"]
+        return job
+
+    assert at(-1)["state"] == "started" and at(-1)["speed"] > 0
+    assert [at(dt)["state"] for dt in (0, 3, 4, 11, 12)] == [
+        "starting", "starting", "preparing", "preparing", "started"]
+    assert at(5)["speed"] == 0 and at(5)["input"][0]["bitrate"] == 0
+    assert all(t["bitrate"] == 0 for t in at(5)["target"])
+    assert render_progress(s, restart + 5)["result"]["VTV3"]["state"] == "started"
+    assert render_dump(s, restart + 5)["task"] == {"preparing": 1, "started": 1}
+
+
+def test_a_job_held_in_error_logs_its_code() -> None:
+    s = server(jobs=2)
+    t = EPOCH + 100.0
+    set_job_state(s, "VTV3", "error", t, code="OUTPUT_TIMEOUT")
+    job = render_progress(s, t + 35)["result"]["VTV3"]
+    assert job["state"] == "error" and job["speed"] == 0
+    assert [line.split("] ", 1)[1] for line in job["error"]][-4:] == [
+        "An output timed out (depends on that output) (code: OUTPUT_TIMEOUT)"] * 4
+    assert emitted_errors(s, "VTV3", since=t, until=t + 35)["OUTPUT_TIMEOUT"] == 4
+    set_job_state(s, "VTV3", "error", t + 40, code="INVALID_ARGUMENT")  # config class
+    set_job_state(s, "VTV3", None, t + 60)  # released: it restarts
+    held = emitted_errors(s, "VTV3", since=t, until=t + 59)  # in error all along: its codes only
+    assert held == {**dict.fromkeys(ERROR_CODES, 0), "OUTPUT_TIMEOUT": 4,
+                    "INVALID_ARGUMENT": 2}
+    states = [render_progress(s, t + 60 + dt)["result"]["VTV3"]["state"] for dt in (0, 5, 20)]
+    assert states == ["starting", "preparing", "started"]
+    assert life_seconds(render_progress(s, t + 80)["result"]["VTV3"]["Life"]) == 20
+    with pytest.raises(ValueError, match="Sigma documents"):
+        set_job_state(s, "VTV3", "stopped", t)
+    with pytest.raises(ValueError, match="not one Sigma documents"):
+        set_job_state(s, "VTV3", "error", t, code="DECODE_ERROR")
+    with pytest.raises(KeyError):
+        set_job_state(s, "NOPE", "Stop", t)
+    set_job_state(s, "VTV3", "stop", t + 700)  # any case; reported as Sigma spells it
+    assert render_progress(s, t + 700)["result"]["VTV3"]["state"] == "Stop"
 
 
 # ---------------------------------------------------------------------------
@@ -557,14 +613,28 @@ def test_control_api() -> None:
             assert (await c.post(f"{base}/servers/1/jobs/NOPE?speed=1")).status_code == 404
             assert (await c.post(f"{base}/servers/1/jobs/VTV3?speed=x")).status_code == 400
 
-            r = await c.post(f"{base}/servers/1/jobs/VTV3", params={"state": "stopped"})
+            r = await c.post(f"{base}/servers/1/jobs/VTV3", params={"state": "Stop"})
             assert r.status_code == 200
             p = (await c.post(sim.url(1), json=PROGRESS)).json()
-            assert p["result"]["VTV3"]["state"] == "stopped"
+            assert p["result"]["VTV3"]["state"] == "Stop"
+            r = await c.post(f"{base}/servers/1/jobs/VTV3",
+                             params={"state": "error", "code": "CONNECTION_REFUSED"})
+            assert r.status_code == 200
+            now += 10.0
+            p = (await c.post(sim.url(1), json=PROGRESS)).json()
+            assert p["result"]["VTV3"]["state"] == "error"
+            assert p["result"]["VTV3"]["error"][-1].endswith("(code: CONNECTION_REFUSED)")
             await c.post(f"{base}/servers/1/jobs/VTV3", params={"state": "clear"})
             p = (await c.post(sim.url(1), json=PROGRESS)).json()
+            assert p["result"]["VTV3"]["state"] == "starting"  # released: it restarts
+            now += 20.0
+            p = (await c.post(sim.url(1), json=PROGRESS)).json()
             assert p["result"]["VTV3"]["state"] == "started"
-            assert (await c.post(f"{base}/servers/1/jobs/NOPE?state=stopped")).status_code == 404
+            now -= 30.0
+            assert (await c.post(f"{base}/servers/1/jobs/NOPE?state=Stop")).status_code == 404
+            for bad in ("state=stopped", "state=error&code=OUTPUT_FAIL", "state=Stop&code=X"):
+                r = await c.post(f"{base}/servers/1/jobs/VTV3?{bad}")
+                assert r.status_code == 400, bad
 
             # Freezing a job's media time: it still claims to run at its speed.
             await c.post(f"{base}/servers/1/jobs/HTV7", params={"speed": "1"})

@@ -10,9 +10,11 @@ from conftest import load_fixture, samples
 from feed import Fed
 
 from sigma_exporter.collect.counters import ErrorLineCounter, error_code
+from sigma_exporter.collect.samples import UP_STATES_JOB
 from sigma_exporter.collect.sigma import ProgressSource
 from sigma_exporter.config import JobsConfig, TargetConfig
 from sigma_exporter.source.client import PollError
+from sigma_exporter.source.jobstates import DOCUMENTED_STATES, state_meaning
 from sigma_exporter.source.parse import parse_progress
 
 JOB = "$job_name"
@@ -307,3 +309,86 @@ def test_junk_error_lists_never_raise(junk: Any) -> None:
     job = base_job()
     job["error"] = junk
     Target().round(progress_with({"a": job}))
+
+
+# --- job states and error classes --------------------------------------------------
+
+
+def test_each_documented_state_is_mapped_on_purpose() -> None:
+    """Sigma's five states as it spells them: only `started` is up; the others are 0
+    (coming up, error and stop alike); the rules tell coming up from down."""
+    reported = {"starting": "starting", "preparing": "preparing", "started": "started",
+                "error": "error", "Stop": "stop", "running": "running"}
+    jobs = {}
+    for name, state in reported.items():
+        jobs[name] = base_job()
+        jobs[name]["state"] = state
+    out = Target().round(progress_with(jobs))
+    up = {name: v(out, "sigma_job_up", job_name=name) for name in reported}
+    assert up == {"starting": 0, "preparing": 0, "started": 1, "error": 0, "Stop": 0,
+                  "running": 1}
+    for name, label in reported.items():
+        assert v(out, "sigma_job_state", job_name=name, state=label) == 1
+    states = [k for k in out if k[0] == "sigma_job_state"]
+    assert len(states) == len(reported)  # one series per job: its current state
+
+
+def test_an_unknown_state_is_carried_bounded() -> None:
+    odd, long_state, ok = base_job(), base_job(), base_job()
+    odd["state"] = 'Läuft {x="1"}'
+    long_state["state"] = "re-trying." + "x" * 100
+    ok["state"] = "paused_2"
+    out = Target().round(progress_with({"odd": odd, "long": long_state, "ok": ok}))
+    assert v(out, "sigma_job_state", job_name="odd", state="l_uft__x__1__") == 1
+    assert v(out, "sigma_job_state", job_name="long",
+             state="re-trying." + "x" * 22) == 1
+    assert v(out, "sigma_job_state", job_name="ok", state="paused_2") == 1
+    assert all(v(out, "sigma_job_up", job_name=n) == 0 for n in ("odd", "long", "ok"))
+
+
+IN_LINE = "[05-26 02:32:55] Input timeout (code: INPUT_TIMEOUT)"
+OUT_LINE = "[05-26 02:33:10] Output timeout (code: OUTPUT_TIMEOUT)"
+BOTH_LINE = "[05-26 02:33:12] Read or write error (code: IO_ERROR)"
+CONFIG_LINE = "[05-26 02:33:14] Wrong parameter (code: INVALID_ARGUMENT)"
+HOST_LINE = "[05-26 02:33:15] Out of RAM (code: MEMORY_IS_FULL)"
+
+
+def by_class(out: Exposed, job: str = "a") -> dict[str, float | None]:
+    return {c: v(out, "sigma_job_errors_by_class_total", job_name=job, **{"class": c})
+            for c in ("input", "output", "processing", "config", "unknown")}
+
+
+def test_every_class_exists_at_zero_for_a_job_without_errors() -> None:
+    out = Target().round(progress_with({"a": job_with([])}))
+    assert by_class(out) == dict.fromkeys(("input", "output", "processing", "config",
+                                           "unknown"), 0)
+
+
+def test_errors_count_by_their_documented_class() -> None:
+    """Input trouble (the feed) and output trouble (CDN, disk) are told apart; IO_ERROR
+    is both and counts in both; an undocumented code and a line without one are unknown."""
+    target = Target()
+    target.round(progress_with({"a": job_with([IN_LINE, OUT_LINE])}))
+    out = target.round(progress_with({"a": job_with([OUT_LINE, BOTH_LINE, CONFIG_LINE,
+                                                     HOST_LINE, L2, L4])}))
+    assert by_class(out) == {"input": 2, "output": 2, "processing": 1, "config": 1,
+                             "unknown": 2}
+    assert errors(out, "IO_ERROR") == 1  # by code, the line counts once
+    out = target.round(progress_with({"a": job_with([OUT_LINE, BOTH_LINE])}))  # nothing new
+    assert by_class(out)["output"] == 2
+
+
+def test_a_line_over_the_code_cap_keeps_its_class() -> None:
+    counter = ErrorLineCounter(max_codes=1)
+    counter.observe((IN_LINE, OUT_LINE, CONFIG_LINE))
+    assert counter.by_code == {"INPUT_TIMEOUT": 1, "other": 2}
+    assert counter.by_class == {"input": 1, "output": 1, "processing": 0, "config": 1,
+                                "unknown": 0}
+
+
+def test_each_state_means_one_thing() -> None:
+    meanings = {s: state_meaning(s) for s in (*DOCUMENTED_STATES, "running", "paused", None)}
+    assert meanings == {"starting": "coming up", "preparing": "coming up", "started": "up",
+                        "error": "down", "stop": "stopped", "running": "up", "paused": "down",
+                        None: None}
+    assert {s for s, m in meanings.items() if m == "up"} == UP_STATES_JOB

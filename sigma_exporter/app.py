@@ -35,6 +35,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ from sigma_exporter.config import (
 )
 from sigma_exporter.logsetup import fields, plain
 from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.redact import RedactFilter, redact_url
 from sigma_exporter.web import systemd
 from sigma_exporter.web.exporter import Exporter
@@ -157,23 +159,45 @@ def check_nvml(config: Config) -> str:
     close = getattr(hook, "close", None)
     if callable(close):
         close()
-    said = "; ".join(reasons) or "no reason given"
+    # The hook's own lines start "agent mode off: ..." already: say it once.
+    said = "; ".join(r.removeprefix("agent mode off: ") for r in reasons) or "no reason given"
     return f"{'checked' if hook is not None else 'agent mode off on this host'}: {said}"
 
 
-def poll_once(config: Config) -> tuple[bytes, bool, str | None]:
-    """Poll the config's first target once: its exposition, up or not, and why not."""
-    async def poll() -> tuple[bytes, bool, str | None]:
+def poll_once(config: Config) -> tuple[bytes, bool, str]:
+    """Poll the config's first target once: its exposition, up or not, and a one-line
+    verdict naming every source's outcome (a dead server fails dump and progress alike)."""
+    async def poll() -> tuple[bytes, bool, str]:
         poller = Poller(config)
         try:
             await poller.poll_all_once()
             state = next(iter(poller.targets.values()))
             body = exposition.merge([state.published.rendered], openmetrics=False)
-            return body, bool(state.health.up), state.health.last_error
+            return body, bool(state.health.up), once_verdict(state)
         finally:
             await poller.stop()
 
     return asyncio.run(poll())
+
+
+def once_verdict(state: TargetState) -> str:
+    """`sigma-01 UP: dump ok in 12 ms; progress ok: 4 channels, 4 up; 2 GPUs`, or DOWN with
+    each source's error."""
+    health, status = state.health, state.published.status
+    parts = []
+    for source in ("dump", "progress"):
+        error = health.errors.get(source)
+        if error is not None:
+            parts.append(f"{source} FAILED: {error}")
+        elif source == "dump":
+            parts.append(f"dump ok in {health.durations.get('dump', 0.0) * 1000:.0f} ms")
+        elif health.progress_up:
+            channels = "" if status is None else \
+                f": {status.channels} channels, {status.channels_up} up"
+            parts.append(f"progress ok{channels}")
+    if health.up and status is not None:
+        parts.append(f"{len(status.gpus)} GPU{'' if len(status.gpus) == 1 else 's'}")
+    return f"{state.name} {'UP' if health.up else 'DOWN'}: {'; '.join(parts)}"
 
 
 @contextmanager
@@ -233,16 +257,18 @@ async def serve(settings: Settings, after_dump: AfterDump | None = None,
             log.warning("reload ignored: no --config.file to reload")
             return "no --config.file to reload (the targets come from --target)"
         try:
-            new = load_config(settings.config_file)
-        except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
+            new = load_config(settings.config_file)  # reads every file it names, TLS too
+            # Builds the new targets' clients before changing anything: if that
+            # fails (a TLS file replaced since it was checked), nothing changed.
+            await poller.reload(new)
+        except Exception as exc:  # never "successful", never an unretrieved task error
             poller.reload_failed()
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError | OSError):  # ssl.SSLError is an OSError
                 log.error("reload failed, keeping the running config",
                           extra=fields(error=str(exc)))
-            else:
+            else:  # a bug of ours: its traceback, once
                 log.exception("reload failed, keeping the running config")
             return str(exc)
-        await poller.reload(new)
         for handler in logging.getLogger().handlers:  # new secrets to blank in logs
             for flt in handler.filters:
                 if isinstance(flt, RedactFilter):
@@ -313,6 +339,9 @@ def run(settings: Settings) -> int:
     listen = "the systemd sockets" if settings.sockets else ", ".join(settings.listen)
     try:
         asyncio.run(serve(settings, hook))
+    except ssl.SSLError as exc:  # a TLS file that changed between its check and its use
+        print(f"sigma-exporter: invalid configuration: TLS: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
         return 1

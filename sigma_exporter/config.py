@@ -23,6 +23,7 @@ from sigma_exporter.redact import redact_url
 from sigma_exporter.strictyaml import ConfigError as ConfigError
 from sigma_exporter.strictyaml import ConfigErrors as ConfigErrors
 from sigma_exporter.strictyaml import Reader, read_text, read_yaml
+from sigma_exporter.tlsfiles import TLSFileProblem, check_ca_file, check_cert_and_key
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
@@ -135,13 +136,17 @@ def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | N
     if path is not None:
         path = r.string(path, f"{key}.{name}_file")
         try:
-            return read_text(path).strip()
+            secret = read_text(path).strip()
         except OSError as exc:
             raise r.error(f"{key}.{name}_file", f"cannot read {path}: {exc.strerror}",
                           "check the path and that the exporter's user may read it") from None
         except UnicodeDecodeError:
             raise r.error(f"{key}.{name}_file", f"{path} is not UTF-8 text",
                           "save the secret as UTF-8") from None
+        if not secret:  # e.g. a Kubernetes Secret or a vault agent that has not written it
+            raise r.error(f"{key}.{name}_file", f"{path} is empty",
+                          f"write the {name.replace('_', ' ')} in it, on one line")
+        return secret
     if env is not None:
         env = r.string(env, f"{key}.{name}_env")
         value = os.environ.get(env)
@@ -179,6 +184,15 @@ def _tls(r: Reader, raw: object, key: str, base: TLSConfig) -> TLSConfig:
     if tls.key_file and not tls.cert_file:
         raise r.error(f"{key}.key_file", "key_file without cert_file",
                       "set cert_file to the client certificate too")
+    # Read now as the polls will: a junk CA or a key of another certificate is a
+    # config mistake (exit 2, or a refused reload), not a failure of every poll.
+    try:
+        if tls.ca_file:
+            check_ca_file(tls.ca_file)
+        if tls.cert_file:
+            check_cert_and_key(tls.cert_file, tls.key_file)
+    except TLSFileProblem as exc:
+        raise r.error(f"{key}.{exc.which}_file", exc.problem, exc.fix) from None
     return tls
 
 
@@ -391,9 +405,12 @@ def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
     return NvmlConfig(**values)
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a YAML config file; raises ConfigError."""
-    data = read_yaml(path, "--config.file")
+def load_config(path: str, given_as: str = "--config.file") -> Config:
+    """Read and validate a YAML config file; raises ConfigError.
+
+    `given_as` is how the user named the file (a flag or a subcommand), for the
+    fix when it cannot be read."""
+    data = read_yaml(path, given_as)
     if data is None:
         raise ConfigError(path, "targets", "the file is empty",
                           "add `targets:` with at least one `- url: http://HOST:9999`")

@@ -24,6 +24,7 @@ from pathlib import Path
 from sigma_exporter import logsetup
 from sigma_exporter.app import Settings, duration_flag, serve
 from sigma_exporter.config import Config, ConfigError, TargetConfig, format_duration
+from sigma_exporter.helptext import HelpFormatter
 from sigma_exporter.sim.simulator import run_simulator
 from sigma_exporter.web.server import DEFAULT_LISTEN, describe_listen, listen_problem
 
@@ -153,7 +154,7 @@ def main_demo(argv: Sequence[str]) -> int:
         prog="sigma-exporter demo",
         description="Run three simulated Sigma servers and the exporter (and, with "
                     "--with-prometheus, a Prometheus with the shipped rules) on loopback.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     default_listen = (DEFAULT_LISTEN.replace(":", "127.0.0.1:", 1)
                       if DEFAULT_LISTEN.startswith(":") else DEFAULT_LISTEN)
     parser.add_argument("--web.listen-address", default=default_listen,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +35,10 @@ DEFAULT_MAX_CONCURRENT_POLLS = 256
 # 500 jobs, the default max, make about 9,000; docs/security.md has the cost.
 DEFAULT_MAX_SERIES = 20_000
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# `${VAR}` in a target's name and url and in nvml.target: the environment's VAR,
+# read with the file (at start and on each reload). One agent file then serves
+# every host: `name: ${HOSTNAME}` is each host's own name.
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,30 @@ class Config:
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(s for t in self.targets for s in t.auth.secrets())
+
+
+def host_name() -> str:
+    """What `${HOSTNAME}` means: the environment's HOSTNAME (containers and Kubernetes
+    set it), else the kernel's host name, as `hostname` prints it (systemd and
+    most shells do not export HOSTNAME)."""
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def expand(r: Reader, value: object, key: str) -> str:
+    """A string with each `${VAR}` replaced by the environment's VAR; unset is an error."""
+    text = r.string(value, key)
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = host_name() if name == "HOSTNAME" else os.environ.get(name)
+        if not found:
+            raise r.error(key, f"${{{name}}}: the environment variable {name} is not set",
+                          f"set {name} in the exporter's environment (systemd: "
+                          f"Environment={name}=..., Kubernetes: env), or write the value "
+                          "itself")
+        return found
+
+    return _VARIABLE.sub(variable, text)
 
 
 def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | None:
@@ -319,7 +348,7 @@ def parse_config(data: object, source: str) -> Config:
         try:
             target = _target(r, raw, f"targets[{i}]", base, names)
         except ConfigError as exc:
-            if isinstance(raw_name, str) and raw_name:
+            if isinstance(raw_name, str) and raw_name and not _VARIABLE.search(raw_name):
                 exc = ConfigError(exc.source, exc.key, exc.problem, exc.fix, raw_name)
             errors.append(exc)
             continue
@@ -348,13 +377,15 @@ def _target(r: Reader, raw: object, key: str, base: TargetConfig,
     block = r.mapping(raw, key, _TARGET_KEYS)
     if "url" not in block:
         raise r.error(f"{key}.url", "missing", "add `url: http://HOST:9999`")
-    url = check_url(r, block["url"], f"{key}.url")
-    name = block.get("name")
-    if name is None:
-        name = urlsplit(url).netloc
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise r.error(f"{key}.name", f"{name!r} is not a valid target name",
-                      "use letters, digits, '.', '_', ':' and '-' (at most 128)")
+    url = check_url(r, expand(r, block["url"], f"{key}.url"), f"{key}.url")
+    raw_name = block.get("name")
+    name = urlsplit(url).netloc if raw_name is None else expand(r, raw_name, f"{key}.name")
+    if not _NAME.match(name):
+        shown = repr(name) if name == raw_name else f"{name!r} (from {raw_name!r})"
+        raise r.error(f"{key}.name", f"{shown} is not a valid target name",
+                      "use letters, digits, '.', '_', ':' and '-' (at most 128)"
+                      + ("; `${HOSTNAME}` (with braces) is the host's name"
+                         if "$" in name else ""))
     if name in names:
         raise r.error(f"{key}.name", f"target name {name!r} is used twice",
                       "give every target a unique name")
@@ -387,7 +418,7 @@ def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
                           "write `enabled: auto` (default), `true` or `false`")
         values["enabled"] = text
     if "target" in block:
-        target = r.string(block["target"], "nvml.target")
+        target = expand(r, block["target"], "nvml.target")
         if target not in names:
             raise r.error("nvml.target", f"no target is named {target!r}",
                           f"use one of: {', '.join(sorted(names))}")

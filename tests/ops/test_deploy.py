@@ -850,9 +850,9 @@ def test_k8s_agent_daemonset_reaches_sigma_and_the_gpus(tmp_path: Path) -> None:
     (tmp_path / key).write_text(data[key])
     seen = []
     for node, ip in (("gpu-node-7.example", "10.1.2.3"), ("gpu-node-8.example", "10.1.2.4")):
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("NODE_NAME", node)
-            env.setenv("HOST_IP", ip)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("NODE_NAME", node)
+            patch.setenv("HOST_IP", ip)
             config = load_config(str(tmp_path / key))
         assert config.nvml.enabled == "true" and config.nvml.target == node
         seen += [(t.name, t.url) for t in config.targets]

@@ -138,7 +138,7 @@ def test_an_unset_variable_or_a_bare_dollar_is_refused_with_the_fix(
     assert str(caught.value.errors[0]).startswith(
         "agent.yml: targets[0].name: ${NODE_NAME}: the environment variable NODE_NAME is not "
         "set. Fix: set NODE_NAME in the exporter's environment")
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(ConfigError) as bare:
         parse_config(yaml.safe_load(_agent("$HOSTNAME")), "agent.yml")
-    assert caught.value.key == "targets[0].name"
-    assert "`${HOSTNAME}` (with braces) is the host's name" in caught.value.fix
+    assert bare.value.key == "targets[0].name"
+    assert "`${HOSTNAME}` (with braces) is the host's name" in bare.value.fix

@@ -15,13 +15,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -149,6 +152,49 @@ def test_every_yaml_snippet_works_in_its_tool(tmp_path: Path) -> None:
     assert len(checked.get("prometheus", [])) >= 3, checked
     assert len(checked.get("exporter", [])) >= 2, checked
     assert checked.get("web-config"), checked
+
+
+def test_the_readmes_rule_step_gives_links_to_your_own_grafana_and_runbooks(
+        tmp_path: Path) -> None:
+    """Step 2 of the README, pasted as it is (only /etc/prometheus is a temporary folder
+    and .venv/bin/python the interpreter running this test): every alert of the written
+    rules links to the given runbooks page at its own section and to a dashboard of the
+    given Grafana that grafana/dashboards/ has; promtool loads them; the checkout is as
+    it was."""
+    from test_alerts import _runbook_sections
+
+    promtool = require_tool("promtool")
+    text = (ROOT / "README.md").read_text()
+    step = text[text.index("2. **Load the rules"):text.index("3. **Load the dashboards")]
+    (block,) = re.findall(r"```sh\n(.*?)```", step, re.S)
+    command = " ".join(line.strip().rstrip("\\") for line in block.splitlines())
+    given = dict(re.findall(r"--(runbooks|grafana) (\S+)", command))
+    assert set(given) == {"runbooks", "grafana"}, command
+    before = {p: p.read_bytes() for p in (ROOT / "alerts").rglob("*.yml")}
+    out = tmp_path / "etc-prometheus"
+    pasted = command.replace("/etc/prometheus", str(out)).replace(".venv/bin/python",
+                                                                    shlex.quote(sys.executable))
+    result = subprocess.run(["bash", "-c", pasted], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {p: p.read_bytes() for p in (ROOT / "alerts").rglob("*.yml")} == before
+
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["sigma-alerts.yml", "sigma-recording.yml"]
+    check = subprocess.run([promtool, "check", "rules", *(str(out / n) for n in written)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    uids = {json.loads(p.read_text())["uid"] for p in (ROOT / "grafana/dashboards").glob("*.json")}
+    anchors = set(_runbook_sections())
+    rules = [r for g in yaml.safe_load((out / "sigma-alerts.yml").read_text())["groups"]
+             for r in g["rules"]]
+    assert len(rules) > 30
+    for rule in rules:
+        runbook, dashboard = (rule["annotations"][k] for k in ("runbook_url", "dashboard_url"))
+        assert runbook == f"{given['runbooks']}#{rule['alert'].lower()}", runbook
+        assert rule["alert"].lower() in anchors, rule["alert"]
+        match = re.fullmatch(re.escape(given["grafana"]) + r"/d/([\w-]+)/\1(\?.*)?", dashboard)
+        assert match and match.group(1) in uids, dashboard
 
 
 def test_readme_starts_with_what_it_is_and_the_two_commands() -> None:

@@ -9,7 +9,9 @@ the page without reading anything the poll loop changes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sigma_exporter.collect.samples import Health, Labels
@@ -19,6 +21,14 @@ from sigma_exporter.collect.samples import Health, Labels
 # (alerts/thresholds.yml job_speed_ratio); the alert averages 5 minutes,
 # the page shows the last poll.
 SLOW_SPEED = 0.97
+# A channel is stalled when it is up but its media time (PTS) advanced less
+# than STALL_SPEED seconds per second over the last STALL_WINDOW seconds or a
+# little more: SigmaJobStalled's threshold (job_stalled_speed_ratio). The alert
+# fits a 2-minute line and waits a minute more; the page compares two polls at
+# least this far apart (Sigma's media time has whole seconds: a shorter window
+# would read one poll's rounding as a stall).
+STALL_SPEED = 0.8
+STALL_WINDOW = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,7 @@ class TargetStatus:
     channels_dropped: int  # left out by the target's jobs: include/exclude/max
     down: tuple[Channel, ...]
     slow: tuple[Channel, ...]
+    stalled: tuple[Channel, ...]  # up, media time not advancing (never also in `slow`)
     gpus: tuple[Gpu, ...]
     mismatches: tuple[str, ...]  # cross-check findings, as sentences
 
@@ -67,19 +78,62 @@ def _by_label(samples: Samples, name: str, position: int = 1) -> dict[str, float
     return {labels[position]: value for labels, value in samples.get(name, ())}
 
 
-def _channels(samples: Samples) -> tuple[int, int, tuple[Channel, ...], tuple[Channel, ...]]:
+class MediaClock:
+    """Each running channel's media time at its recent polls, to name the stalled ones.
+
+    One per target, fed once per poll on the poll loop. Per channel it keeps
+    the polls of about the last STALL_WINDOW seconds (a few entries at the
+    usual intervals); a channel that is down, gone, or whose media time went
+    back (restarted) starts over.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._seen: dict[str, deque[tuple[float, float]]] = {}
+
+    def stalled(self, media_times: Mapping[str, float], running: Iterable[str]) -> set[str]:
+        """The running channels whose media time advanced less than STALL_SPEED s/s over
+        the last STALL_WINDOW seconds (or a little more)."""
+        now = self._clock()
+        running = set(running) & set(media_times)
+        for gone in set(self._seen) - running:
+            del self._seen[gone]
+        found = set()
+        for name in running:
+            media = media_times[name]
+            seen = self._seen.setdefault(name, deque())
+            if seen and media < seen[-1][1]:
+                seen.clear()
+            seen.append((now, media))
+            # Keep as the oldest the newest poll that is STALL_WINDOW old or older.
+            while len(seen) > 1 and now - seen[1][0] >= STALL_WINDOW:
+                seen.popleft()
+            then, media_then = seen[0]
+            if now - then >= STALL_WINDOW and media - media_then < STALL_SPEED * (now - then):
+                found.add(name)
+        return found
+
+
+def _channels(samples: Samples, clock: MediaClock | None
+              ) -> tuple[int, int, tuple[Channel, ...], tuple[Channel, ...], tuple[Channel, ...]]:
     up = _by_label(samples, "sigma_job_up")
     speed = _by_label(samples, "sigma_job_speed")
     state = {labels[1]: labels[2] for labels, _ in samples.get("sigma_job_state", ())}
     names = list(dict.fromkeys([*up, *speed]))  # the server's order
-    down, slow = [], []
+    stalled = set() if clock is None else clock.stalled(
+        _by_label(samples, "sigma_job_media_time_seconds"),
+        (name for name, value in up.items() if value == 1))
+    down, slow, stalls = [], [], []
     for name in names:
         channel = Channel(name, state.get(name), speed.get(name))
         if up.get(name) == 0:
             down.append(channel)
+        elif name in stalled:
+            stalls.append(channel)
         elif channel.speed is not None and channel.speed < SLOW_SPEED:
             slow.append(channel)
-    return len(names), sum(1 for v in up.values() if v == 1), tuple(down), tuple(slow)
+    return (len(names), sum(1 for v in up.values() if v == 1), tuple(down), tuple(slow),
+            tuple(stalls))
 
 
 def _gpus(samples: Samples) -> tuple[Gpu, ...]:
@@ -103,9 +157,13 @@ def _mismatches(samples: Samples) -> tuple[str, ...]:
     return tuple(found)
 
 
-def summarize(samples: Samples, health: Health) -> TargetStatus:
-    """What the page needs of one poll's samples; cheap, called once per poll."""
-    channels, channels_up, down, slow = _channels(samples)
+def summarize(samples: Samples, health: Health, clock: MediaClock | None = None
+              ) -> TargetStatus:
+    """What the page needs of one poll's samples; cheap, called once per poll.
+
+    `clock`: the target's MediaClock, which this poll feeds; without it no
+    channel is ever stalled."""
+    channels, channels_up, down, slow, stalled = _channels(samples, clock)
     dropped = _by_label(samples, "sigma_jobs_dropped", 0)
     return TargetStatus(
         up=health.up, progress_up=health.progress_up, nvml_up=health.nvml_up,
@@ -113,4 +171,5 @@ def summarize(samples: Samples, health: Health) -> TargetStatus:
         errors=tuple(sorted(health.errors.items())),
         channels=channels, channels_up=channels_up,
         channels_dropped=int(sum(dropped.values())),
-        down=down, slow=slow, gpus=_gpus(samples), mismatches=_mismatches(samples))
+        down=down, slow=slow, stalled=stalled, gpus=_gpus(samples),
+        mismatches=_mismatches(samples))

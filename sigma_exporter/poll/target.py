@@ -36,7 +36,7 @@ from sigma_exporter.collect.samples import (
 )
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.logsetup import fields
-from sigma_exporter.poll.summary import summarize
+from sigma_exporter.poll.summary import MediaClock, summarize
 from sigma_exporter.poll.view import TargetView
 from sigma_exporter.redact import redact_text, redact_url
 from sigma_exporter.source.client import (
@@ -82,6 +82,7 @@ class TargetState:
         self.job_uptimes: dict[str, RestartDetector] = {}
         self.job_errors: dict[str, ErrorLineCounter] = {}
         self.polls_done = 0
+        self.media_clock = MediaClock()  # the status page's stalled channels
         self._url = redact_url(config.url)
         self.published = TargetView(config.name, self._url, config.interval, {})
         self._lock = asyncio.Lock()
@@ -349,7 +350,7 @@ class TargetState:
 
     def _view(self, rendered: exposition.Rendered, samples: Samples) -> TargetView:
         return TargetView(self.name, self._url, self.config.interval, rendered,
-                          summarize(samples, self.health))
+                          summarize(samples, self.health, self.media_clock))
 
     def _progress(self, result: Answer | PollError, secrets: tuple[str, ...],
                   elapsed: float, budget: int) -> Samples:

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from sigma_exporter.collect.samples import UP_STATES_JOB
-from sigma_exporter.poll.summary import SLOW_SPEED, Channel, Gpu, TargetStatus
+from sigma_exporter.poll.summary import (
+    SLOW_SPEED,
+    STALL_SPEED,
+    STALL_WINDOW,
+    Channel,
+    Gpu,
+    TargetStatus,
+)
 
 # Bars turn red above the GPU alerts' thresholds (alerts/thresholds.yml).
 GPU_LOAD_HIGH = 0.90
@@ -71,15 +78,32 @@ def refresh_seconds(rows: Sequence[Row]) -> int:
     return int(min(max(math.ceil(fastest), REFRESH_MIN_SECONDS), REFRESH_MAX_SECONDS))
 
 
-def _rank(row: Row) -> int:
-    """Problems first: down, then pending, then anything amiss, then the fine."""
-    s = row.status
-    if s is None or s.up is None:
-        return 1
-    if not s.up:
-        return 0
-    troubled = any((s.progress_up is False, s.nvml_up is False, s.down, s.mismatches))
-    return 2 if troubled else 3
+# Where a target goes on the page (lower first), by its worst problem.
+RANK_DOWN = 0  # the server does not answer (SigmaServerDown)
+RANK_BROKEN = 1  # a channel down or stalled, progress or NVML failing, a mismatch
+RANK_SLOW = 2  # a channel behind real time (SigmaJobBehindRealtime's threshold)
+RANK_PENDING = 3  # not polled yet
+RANK_FINE = 4
+
+
+def problem_rank(status: TargetStatus | None) -> int:
+    """A target's place on the page: every target with a problem before the healthy ones.
+
+    The problems are the conditions the alerts fire on, as of the last poll
+    (the exporter cannot know which alerts Prometheus has firing): a server
+    down, a channel down or stalled, a source failing, a cross-check
+    mismatch, then a slow channel.
+    """
+    if status is None or status.up is None:
+        return RANK_PENDING
+    if not status.up:
+        return RANK_DOWN
+    if (status.down or status.stalled or status.mismatches or status.progress_up is False
+            or status.nvml_up is False):
+        return RANK_BROKEN
+    if status.slow:
+        return RANK_SLOW
+    return RANK_FINE
 
 
 def fleet_summary(rows: Sequence[Row]) -> str:
@@ -95,11 +119,14 @@ def fleet_summary(rows: Sequence[Row]) -> str:
         parts.append(f"{pending} pending")
     channels = sum(s.channels for s in statuses)
     channels_down = sum(len(s.down) for s in statuses)
+    stalled = sum(len(s.stalled) for s in statuses)
     slow = sum(len(s.slow) for s in statuses)
     line = ", ".join(parts)
     line += f" · channels {sum(s.channels_up for s in statuses)} / {channels} up"
     if channels_down:
         line += f', <span class="bad">{channels_down} down</span>'
+    if stalled:
+        line += f', <span class="bad">{stalled} stalled</span>'
     if slow:
         line += f', <span class="warn">{slow} slow</span>'
     line += f" · {_count(sum(len(s.gpus) for s in statuses), 'GPU')}"
@@ -125,6 +152,8 @@ def _named(channels: Sequence[Channel], detail: str) -> str:
 def _detail(channel: Channel, detail: str) -> str:
     if detail == "state":
         return channel.state or "state unknown"
+    if detail == "media":
+        return "media time not advancing"
     return f"speed {channel.speed:g}" if channel.speed is not None else "speed unknown"
 
 
@@ -164,6 +193,8 @@ def _channels_cell(s: TargetStatus | None) -> str:
     out = [f"{s.channels_up} / {s.channels} up"]
     if s.down:
         out.append(f'<div class="bad">down: {_named(s.down, "state")}</div>')
+    if s.stalled:
+        out.append(f'<div class="bad">stalled: {_named(s.stalled, "media")}</div>')
     if s.slow:
         out.append(f'<div class="warn">slow: {_named(s.slow, "speed")}</div>')
     if s.channels_dropped:
@@ -226,7 +257,7 @@ def _row(row: Row, now: float) -> str:
 def render_page(rows: Iterable[Row], *, version: str, telemetry_path: str,
                 now: float) -> str:
     """The whole page; pure, so the web thread never waits on the poll loop."""
-    ordered = sorted(rows, key=_rank)  # stable: config order within a rank
+    ordered = sorted(rows, key=lambda row: problem_rank(row.status))  # stable: config order
     return _PAGE.format(
         refresh=refresh_seconds(ordered),
         version=esc(version),
@@ -235,6 +266,8 @@ def render_page(rows: Iterable[Row], *, version: str, telemetry_path: str,
         rendered=_utc(now),
         rows="\n".join(_row(row, now) for row in ordered),
         slow=f"{SLOW_SPEED:g}",
+        stall=f"{STALL_SPEED:g}",
+        stall_window=f"{STALL_WINDOW:g}",
         up_states=" or ".join(sorted(UP_STATES_JOB)),
     )
 
@@ -268,12 +301,17 @@ meter{{width:7em;height:.9em}}
 <p>Version {version} &middot; <a href="{telemetry}">Metrics</a> &middot;
 <a href="-/healthy">Health</a> &middot; <a href="-/ready">Ready</a></p>
 <p class="summary">{summary}</p>
-<p><small>As of {rendered}; this page reloads every {refresh} s. Problems first.</small></p>
+<p><small>As of {rendered}; this page reloads every {refresh} s. Problems first: servers
+down, then channels down or stalled (and failing sources, mismatches), then slow channels;
+the conditions the alerts fire on, as of the last poll (which alerts Prometheus has firing,
+the exporter does not know).</small></p>
 <table><tr><th>Target</th><th>State</th><th>Dump</th><th>Progress</th><th>Channels</th>
 <th>GPUs</th></tr>
 {rows}
 </table>
-<p><small>Down channel: its state is not {up_states} (sigma_job_up 0). Slow channel: up, but it ran
+<p><small>Down channel: its state is not {up_states} (sigma_job_up 0). Stalled channel: up, but
+its media time advanced less than {stall} s per second over the last {stall_window} s or more (the
+SigmaJobStalled threshold; the alert fits 2 minutes and waits 1 more). Slow channel: up, but it ran
 below {slow}&times; real time at its last poll (the SigmaJobBehindRealtime threshold; the
 alert waits for a 5-minute mean). Bars turn red past the GPU alerts' thresholds.</small></p>
 </body></html>

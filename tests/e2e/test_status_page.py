@@ -38,7 +38,7 @@ from stack import Stack, start_stack
 
 from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.summary import SLOW_SPEED
+from sigma_exporter.poll.summary import SLOW_SPEED, STALL_SPEED
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import SimServer, job_names
@@ -271,6 +271,7 @@ def test_age(seconds: float, shown: str) -> None:
 def test_thresholds_are_the_alerts_thresholds() -> None:
     thresholds = yaml.safe_load((ROOT / "alerts" / "thresholds.yml").read_text())
     assert thresholds["job_speed_ratio"] == SLOW_SPEED
+    assert thresholds["job_stalled_speed_ratio"] == STALL_SPEED
     assert thresholds["gpu_encoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_decoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_temperature_celsius"] == status.GPU_TEMPERATURE_HIGH

@@ -365,6 +365,42 @@ def test_a_screenshot_reads_well(stack: Stack, tmp_path: Path, update_golden: bo
     assert SCREENSHOT.exists(), "run: pytest tests/e2e/test_status_page.py --update"
 
 
+@pytest.mark.e2e
+def test_the_demos_incident_replay_shows_on_the_status_page_in_a_browser(
+        tmp_path: Path) -> None:
+    """`sigma-exporter demo --incident server-down --incident channel-stalled`, as an
+    operator runs it, and its page as Chromium shows it: the down server first, then the
+    server with the stalled channel, named, then the rest. Slow (about 40 s): a stall
+    shows only once the page has STALL_WINDOW seconds of polls; nothing faster runs the
+    demo's replay through the simulator, the poll pipeline and a browser together."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    demo = Proc(sigma_exporter_cmd("demo", "--web.listen-address", f"127.0.0.1:{port}",
+                                   "--interval", "1s", "--incident", "server-down",
+                                   "--incident", "channel-stalled", "--incident-after", "0s"),
+                log=tmp_path / "demo.log")
+    try:
+        def both_seen() -> bool:
+            assert demo.alive(), demo.tail()
+            page = httpx.get(base, timeout=5, trust_env=False).text
+            return "stalled: VTV1" in page and "1 down (sigma-02)" in page
+
+        wait_until(both_seen, 90, "the replayed incidents on the page")
+        text = text_of(chromium(tmp_path, base, "--dump-dom"))
+    finally:
+        demo.proc.send_signal(signal.SIGINT)
+        code, _, out = demo.stop_after_exit()
+    assert code == 0, out
+    assert "3 targets: 2 up, 1 down (sigma-02) · channels 8 / 8 up, 1 stalled" in text
+    rows = [text.index(f"{name} http://") for name in ("sigma-02", "sigma-01", "sigma-03")]
+    assert rows == sorted(rows), "the down server, then the stalled channel's, then the rest"
+    sigma_01 = text[rows[1]:rows[2]]
+    assert "stalled: VTV1 (media time not advancing)" in sigma_01
+    assert "Problems first: servers down, then channels down or stalled" in text
+    assert "Incident server-down started: sigma-02 stops answering" in out
+    assert "Incident channel-stalled started: channel VTV1 on sigma-01" in out
+
+
 USER, PASSWORD = "operator", "correct horse battery"
 
 

@@ -342,6 +342,51 @@ def test_demo_with_prometheus_runs_the_rules_and_stops_it(tmp_path: Path) -> Non
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_the_demo_replays_an_incident_its_prometheus_alerts_on(tmp_path: Path) -> None:
+    """`demo --with-prometheus --incident server-down`: the alerts link it prints answers on
+    the Prometheus it recommends (Debian's package serves only /classic/alerts), the
+    alert goes pending for the down server, and the next steps follow what the demo did.
+    Slow (Prometheus starts): nothing faster has the demo, a real Prometheus and the
+    rules together."""
+    require_tool("prometheus")
+    demo, base = _demo("--with-prometheus", "--incident", "server-down",
+                       "--incident-after", "0s")
+    lines: list[str] = []
+    try:
+        def printed(text: str) -> Callable[[], bool]:
+            def seen() -> bool:
+                assert demo.proc.poll() is None, "the demo exited"
+                out = demo.proc.stdout
+                assert out is not None
+                lines.append(out.readline().decode())
+                return text in lines[-1]
+            return seen
+
+        wait_until(printed("Press Ctrl-C to stop."), 60, "the demo's URLs and next steps")
+        shown = "".join(lines)
+        alerts = re.search(r"\(alerts: (http://127\.0\.0\.1:\d+/\S*)\)", shown)
+        assert alerts, shown
+        page = get(alerts.group(1))
+        assert page.status_code == 200 and "SigmaServerDown" in page.text, alerts.group(1)
+        prom = alerts.group(1)[:alerts.group(1).index("/", len("http://")) + 1]
+
+        def pending() -> bool:
+            found = get(prom + "api/v1/alerts").json()["data"]["alerts"]
+            return any(a["labels"]["alertname"] == "SigmaServerDown"
+                       and a["labels"]["target"] == "sigma-02" for a in found)
+
+        wait_until(pending, 60, "SigmaServerDown pending for sigma-02")
+        assert "1 down (sigma-02)" in get(base + "/").text  # the status page agrees
+    finally:
+        demo.proc.send_signal(signal.SIGINT)
+        code, _, err = demo.stop_after_exit()
+    assert code == 0, err
+    nxt = shown[shown.index("Next:"):]
+    assert "this Prometheus already scrapes the exporter with the rules" in nxt
+    assert "scrape it:" not in nxt, "the demo already did that"
+    assert "Incident server-down at " in shown and "SigmaServerDown fires 2 minutes" in shown
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------

@@ -97,6 +97,7 @@ def test_a_junk_ca_file_is_refused_at_every_door(tmp_path: Path) -> None:
 
 
 def test_a_web_config_with_a_key_of_another_certificate_is_refused(tmp_path: Path) -> None:
+    """check-config and start both exit 2 naming the key file, not the listen address."""
     make_ca(tmp_path, "ca")
     make_cert(tmp_path, "server", "ca", server=True)
     make_cert(tmp_path, "other", "ca", server=True)

@@ -176,7 +176,7 @@ def main_check_config(argv: Sequence[str]) -> int:
                         help="also validate this web config (TLS, basic auth, headers)")
     parser.add_argument("--syntax-only", action="store_true",
                         help="check the files only, not this host (NVML): for a file made "
-                             "elsewhere than where it runs, e.g. a Kubernetes init container")
+                             "elsewhere than where it runs, e.g. in CI or on a build host")
     args = parser.parse_args(argv)
     flag_file = getattr(args, "config.file")
     if (args.file is None) == (flag_file is None):

@@ -2,7 +2,8 @@
 
 argparse's ArgumentDefaultsHelpFormatter appends `(default: X)` to every
 option, even `(default: None)` for a flag that has none, `(default: False)`
-for a switch, and a second default after a help text that already names it
+for a switch, `(default: [])` for a repeatable one, and a second default
+after a help text that already names it
 (`(default: the target's timeout, else 5s) (default: None)`).
 """
 
@@ -16,6 +17,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+        default = action.default
+        # Identity, not equality: a default of 0 is worth showing (0 == False).
+        says_nothing = default is None or default is False or default is argparse.SUPPRESS \
+            or default == []  # a repeatable flag given no times
+        if says_nothing or "default" in text:
             return text
         return super()._get_help_string(action)

@@ -42,6 +42,7 @@ import logging
 import resource
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
@@ -60,6 +61,7 @@ from sigma_exporter.config import (
 )
 from sigma_exporter.logsetup import fields, plain
 from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.poll.target import TargetState
 from sigma_exporter.redact import RedactFilter, redact_url
 from sigma_exporter.web import systemd
 from sigma_exporter.web.exporter import Exporter
@@ -161,26 +163,48 @@ def check_nvml(config: Config) -> str:
         agent_log.setLevel(level)
     if nvml is not None:
         nvml.close()
-    said = "; ".join(reasons) or "no reason given"
+    # The source's own lines start "agent mode off: ..." already: say it once.
+    said = "; ".join(r.removeprefix("agent mode off: ") for r in reasons) or "no reason given"
     return f"{'checked' if nvml is not None else 'agent mode off on this host'}: {said}"
 
 
-def poll_once(config: Config) -> tuple[bytes, bool, str | None]:
+def poll_once(config: Config) -> tuple[bytes, bool, str]:
     """Poll the config's first target once: its exposition, whether every source
-    answered, and each failing source's error (`source: reason: message; ...`)."""
-    async def poll() -> tuple[bytes, bool, str | None]:
+    answered, and a one-line verdict naming every source's outcome (a dead server
+    fails dump and progress alike)."""
+    async def poll() -> tuple[bytes, bool, str]:
         poller = Poller(config)
         try:
             await poller.poll_all_once()
             state = next(iter(poller.targets.values()))
             body = exposition.merge([state.published.rendered], openmetrics=False)
-            errors = state.health.errors
-            said = "; ".join(f"{source}: {error}" for source, error in errors.items())
-            return body, not errors and bool(state.health.up), said or None
+            every_source_up = all(s.up for s in state.health.sources.values())
+            return body, every_source_up, once_verdict(state)
         finally:
             await poller.stop()
 
     return asyncio.run(poll())
+
+
+def once_verdict(state: TargetState) -> str:
+    """`sigma-01 UP: dump ok in 12 ms; progress ok: 4 channels, 4 up; 2 GPUs`: every
+    source's outcome, with its error when it failed. DOWN when the dump failed,
+    DEGRADED when another source did."""
+    status = state.published.status
+    parts = []
+    for name, source in state.health.sources.items():
+        if source.error is not None:
+            parts.append(f"{name} FAILED: {source.error}")
+        elif name == "progress" and status is not None:
+            parts.append(f"progress ok: {status.channels} channels, {status.channels_up} up")
+        else:
+            took = "" if source.duration is None else f" in {source.duration * 1000:.0f} ms"
+            parts.append(f"{name} ok{took}")
+    if state.health.up and status is not None:
+        parts.append(f"{len(status.gpus)} GPU{'' if len(status.gpus) == 1 else 's'}")
+    failed = any(s.error is not None for s in state.health.sources.values())
+    verdict = "DOWN" if not state.health.up else "DEGRADED" if failed else "UP"
+    return f"{state.name} {verdict}: {'; '.join(parts)}"
 
 
 @contextmanager
@@ -243,16 +267,18 @@ async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
             log.warning("reload ignored: no --config.file to reload")
             return "no --config.file to reload (the targets come from --target)"
         try:
-            new = load_config(settings.config_file)
-        except Exception as exc:  # ConfigError, or anything unforeseen: never "successful"
+            new = load_config(settings.config_file)  # reads every file it names, TLS too
+            # Builds the new targets' clients before changing anything: if that
+            # fails (a TLS file replaced since it was checked), nothing changed.
+            await poller.reload(new)
+        except Exception as exc:  # never "successful", never an unretrieved task error
             poller.reload_failed()
-            if isinstance(exc, ConfigError):
+            if isinstance(exc, ConfigError | OSError):  # ssl.SSLError is an OSError
                 log.error("reload failed, keeping the running config",
                           extra=fields(error=str(exc)))
-            else:
+            else:  # a bug of ours: its traceback, once
                 log.exception("reload failed, keeping the running config")
             return str(exc)
-        await poller.reload(new)
         for handler in logging.getLogger().handlers:  # new secrets to blank in logs
             for flt in handler.filters:
                 if isinstance(flt, RedactFilter):
@@ -318,6 +344,9 @@ def run(settings: Settings) -> int:
     listen = "the systemd sockets" if settings.sockets else ", ".join(settings.listen)
     try:
         asyncio.run(serve(settings, [nvml.factory] if nvml is not None else []))
+    except ssl.SSLError as exc:  # a TLS file that changed between its check and its use
+        print(f"sigma-exporter: invalid configuration: TLS: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except OSError as exc:
         print(f"sigma-exporter: cannot serve: {listen_problem(listen, exc)}", file=sys.stderr)
         return 1

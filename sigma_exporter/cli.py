@@ -27,6 +27,7 @@ from sigma_exporter.config import (
     format_duration,
     load_config,
 )
+from sigma_exporter.helptext import HelpFormatter
 from sigma_exporter.redact import install_log_filter, redact_url
 
 log = logging.getLogger("sigma_exporter")
@@ -53,7 +54,7 @@ def run_parser() -> argparse.ArgumentParser:
         prog="sigma-exporter",
         description="Prometheus exporter for Sigma Media Server. Subcommands: check-config "
                     "FILE, once, simulate, demo (see `sigma-exporter SUBCOMMAND --help`).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     _add(parser, "--config.file", None, "YAML file listing the Sigma servers")
     parser.add_argument("--target", action="append", default=None, metavar="URL",
@@ -166,17 +167,25 @@ def main_check_config(argv: Sequence[str]) -> int:
         prog="sigma-exporter check-config",
         description="Validate a config file as start-up does (NVML included) and exit: "
                     "0 when valid, 2 when not.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("file", help="the YAML file given to --config.file")
+        formatter_class=HelpFormatter)
+    parser.add_argument("file", nargs="?", default=None,
+                        help="the YAML file given to --config.file")
+    parser.add_argument("--config.file", default=None, metavar="FILE",
+                        help="the same file, named as the exporter and `once` take it")
     parser.add_argument("--web.config.file", default=None, metavar="FILE",
                         help="also validate this web config (TLS, basic auth, headers)")
     parser.add_argument("--syntax-only", action="store_true",
                         help="check the files only, not this host (NVML): for a file made "
-                             "elsewhere than where it runs, e.g. a Kubernetes init container")
+                             "elsewhere than where it runs, e.g. in CI or on a build host")
     args = parser.parse_args(argv)
+    flag_file = getattr(args, "config.file")
+    if (args.file is None) == (flag_file is None):
+        parser.error("give the config file once: `check-config FILE` or "
+                     "`check-config --config.file FILE`")
+    file, given_as = (args.file, "check-config") if args.file else (flag_file, "--config.file")
     web_file = getattr(args, "web.config.file")
     try:
-        config = load_config(args.file)
+        config = load_config(file, given_as)
         web_cfg = app.load_web_config(web_file) if web_file else None
         nvml = ("not checked (--syntax-only); start-up checks it" if args.syntax_only
                 else app.check_nvml(config))
@@ -186,7 +195,7 @@ def main_check_config(argv: Sequence[str]) -> int:
     if web_cfg is not None:
         print(f"{web_file}: OK, tls {'on' if web_cfg.tls else 'off'}, "
               f"{len(web_cfg.users)} basic auth user(s), {len(web_cfg.headers)} header(s)")
-    print(f"{args.file}: OK, {len(config.targets)} target(s)")
+    print(f"{file}: OK, {len(config.targets)} target(s)")
     for target in config.targets:
         auth = "bearer token" if target.auth.bearer_token else (
             "basic auth" if target.auth.username else "no auth")
@@ -195,16 +204,16 @@ def main_check_config(argv: Sequence[str]) -> int:
               f"{target.method}, {auth}")
     print(f"  nvml: {nvml}")
     print("Not checked: whether each server answers and accepts the credentials; "
-          f"try `sigma-exporter once --config.file {args.file} --target NAME`.")
+          f"try `sigma-exporter once --config.file {file} --target NAME`.")
     return 0
 
 
 def main_once(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="sigma-exporter once",
-        description="Poll one server once, print its exposition; exit 0 when up, 1 when not, "
-                    "2 for a bad flag or config.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Poll one server once, print its exposition, then a one-line verdict "
+                    "on stderr; exit 0 when up, 1 when not, 2 for a bad flag or config.",
+        formatter_class=HelpFormatter)
     parser.add_argument("--target", required=True, metavar="URL|NAME",
                         help="a server URL, or with --config.file the name of a target there")
     parser.add_argument("--config.file", default=None, metavar="FILE",
@@ -221,13 +230,17 @@ def main_once(argv: Sequence[str]) -> int:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    body, up, error = app.poll_once(config)
+    try:
+        body, up, verdict = app.poll_once(config)
+    except Exception as exc:  # a bug of ours: one line, never a traceback
+        print(f"sigma-exporter once: internal error: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return 1
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
-    if not up:
-        print(f"sigma-exporter: poll failed: {error}", file=sys.stderr)
-        return 1
-    return 0
+    # The verdict last, on stderr: seen after the exposition, never in a pipe's data.
+    print(f"sigma-exporter once: {verdict}", file=sys.stderr)
+    return 0 if up else 1
 
 
 def _once_config(config_file: str | None, target: str, timeout_text: str | None) -> Config:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +25,7 @@ from sigma_exporter.redact import redact_url
 from sigma_exporter.strictyaml import ConfigError as ConfigError
 from sigma_exporter.strictyaml import ConfigErrors as ConfigErrors
 from sigma_exporter.strictyaml import Reader, read_text, read_yaml
+from sigma_exporter.tlsfiles import TLSFileProblem, check_ca_file, check_cert_and_key
 
 DEFAULT_INTERVAL = 15.0
 DEFAULT_TIMEOUT = 5.0
@@ -39,6 +41,10 @@ DEFAULT_MAX_SERIES = 20_000
 DEFAULT_TIMEZONE = "UTC"
 SERVER_TIMEZONE = "server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
+# `${VAR}` in a target's name and url and in nvml.target: the environment's VAR,
+# read with the file (at start and on each reload). One agent file then serves
+# every host: `name: ${HOSTNAME}` is each host's own name.
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,30 @@ class Config:
         return tuple(s for t in self.targets for s in t.auth.secrets())
 
 
+def host_name() -> str:
+    """What `${HOSTNAME}` means: the environment's HOSTNAME (containers and Kubernetes
+    set it), else the kernel's host name, as `hostname` prints it (systemd and
+    most shells do not export HOSTNAME)."""
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+def expand(r: Reader, value: object, key: str) -> str:
+    """A string with each `${VAR}` replaced by the environment's VAR; unset is an error."""
+    text = r.string(value, key)
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = host_name() if name == "HOSTNAME" else os.environ.get(name)
+        if not found:
+            raise r.error(key, f"${{{name}}}: the environment variable {name} is not set",
+                          f"set {name} in the exporter's environment (systemd: "
+                          f"Environment={name}=..., Kubernetes: env), or write the value "
+                          "itself")
+        return found
+
+    return _VARIABLE.sub(variable, text)
+
+
 def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | None:
     """`NAME_file` or `NAME_env`; a literal `NAME` is refused."""
     if name in block:
@@ -142,13 +172,17 @@ def _secret(r: Reader, block: Mapping[str, Any], name: str, key: str) -> str | N
     if path is not None:
         path = r.string(path, f"{key}.{name}_file")
         try:
-            return read_text(path).strip()
+            secret = read_text(path).strip()
         except OSError as exc:
             raise r.error(f"{key}.{name}_file", f"cannot read {path}: {exc.strerror}",
                           "check the path and that the exporter's user may read it") from None
         except UnicodeDecodeError:
             raise r.error(f"{key}.{name}_file", f"{path} is not UTF-8 text",
                           "save the secret as UTF-8") from None
+        if not secret:  # e.g. a Kubernetes Secret or a vault agent that has not written it
+            raise r.error(f"{key}.{name}_file", f"{path} is empty",
+                          f"write the {name.replace('_', ' ')} in it, on one line")
+        return secret
     if env is not None:
         env = r.string(env, f"{key}.{name}_env")
         value = os.environ.get(env)
@@ -186,6 +220,15 @@ def _tls(r: Reader, raw: object, key: str, base: TLSConfig) -> TLSConfig:
     if tls.key_file and not tls.cert_file:
         raise r.error(f"{key}.key_file", "key_file without cert_file",
                       "set cert_file to the client certificate too")
+    # Read now as the polls will: a junk CA or a key of another certificate is a
+    # config mistake (exit 2, or a refused reload), not a failure of every poll.
+    try:
+        if tls.ca_file:
+            check_ca_file(tls.ca_file)
+        if tls.cert_file:
+            check_cert_and_key(tls.cert_file, tls.key_file)
+    except TLSFileProblem as exc:
+        raise r.error(f"{key}.{exc.which}_file", exc.problem, exc.fix) from None
     return tls
 
 
@@ -333,7 +376,7 @@ def parse_config(data: object, source: str) -> Config:
         try:
             target = _target(r, raw, f"targets[{i}]", base, names)
         except ConfigError as exc:
-            if isinstance(raw_name, str) and raw_name:
+            if isinstance(raw_name, str) and raw_name and not _VARIABLE.search(raw_name):
                 exc = ConfigError(exc.source, exc.key, exc.problem, exc.fix, raw_name)
             errors.append(exc)
             continue
@@ -362,13 +405,15 @@ def _target(r: Reader, raw: object, key: str, base: TargetConfig,
     block = r.mapping(raw, key, _TARGET_KEYS)
     if "url" not in block:
         raise r.error(f"{key}.url", "missing", "add `url: http://HOST:9999`")
-    url = check_url(r, block["url"], f"{key}.url")
-    name = block.get("name")
-    if name is None:
-        name = urlsplit(url).netloc
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise r.error(f"{key}.name", f"{name!r} is not a valid target name",
-                      "use letters, digits, '.', '_', ':' and '-' (at most 128)")
+    url = check_url(r, expand(r, block["url"], f"{key}.url"), f"{key}.url")
+    raw_name = block.get("name")
+    name = urlsplit(url).netloc if raw_name is None else expand(r, raw_name, f"{key}.name")
+    if not _NAME.match(name):
+        shown = repr(name) if name == raw_name else f"{name!r} (from {raw_name!r})"
+        raise r.error(f"{key}.name", f"{shown} is not a valid target name",
+                      "use letters, digits, '.', '_', ':' and '-' (at most 128)"
+                      + ("; `${HOSTNAME}` (with braces) is the host's name"
+                         if "$" in name else ""))
     if name in names:
         raise r.error(f"{key}.name", f"target name {name!r} is used twice",
                       "give every target a unique name")
@@ -401,7 +446,7 @@ def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
                           "write `enabled: auto` (default), `true` or `false`")
         values["enabled"] = text
     if "target" in block:
-        target = r.string(block["target"], "nvml.target")
+        target = expand(r, block["target"], "nvml.target")
         if target not in names:
             raise r.error("nvml.target", f"no target is named {target!r}",
                           f"use one of: {', '.join(sorted(names))}")
@@ -419,9 +464,12 @@ def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
     return NvmlConfig(**values)
 
 
-def load_config(path: str) -> Config:
-    """Read and validate a YAML config file; raises ConfigError."""
-    data = read_yaml(path, "--config.file")
+def load_config(path: str, given_as: str = "--config.file") -> Config:
+    """Read and validate a YAML config file; raises ConfigError.
+
+    `given_as` is how the user named the file (a flag or a subcommand), for the
+    fix when it cannot be read."""
+    data = read_yaml(path, given_as)
     if data is None:
         raise ConfigError(path, "targets", "the file is empty",
                           "add `targets:` with at least one `- url: http://HOST:9999`")

@@ -32,7 +32,9 @@ class ConfigError(Exception):
         self.source, self.key, self.problem, self.fix = source, key, problem, fix
         self.target = target
         where = f"{key} (target {target})" if target else key
-        super().__init__(f"{source}: {where}: {problem}. Fix: {fix}")
+        # A flag is its own key (`--target`): named once, not `--target: --target:`.
+        place = source if where == source else f"{source}: {where}"
+        super().__init__(f"{place}: {problem}. Fix: {fix}")
 
 
 class ConfigErrors(ConfigError):

@@ -27,7 +27,7 @@ from sigma_exporter.collect.samples import Samples, merge
 from sigma_exporter.collect.source import COMMON_REASONS, Failure, Outcome, Round, Source
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.logsetup import fields
-from sigma_exporter.poll.summary import summarize
+from sigma_exporter.poll.summary import MediaClock, summarize
 from sigma_exporter.poll.view import TargetView
 from sigma_exporter.redact import redact_url
 
@@ -54,6 +54,7 @@ class TargetState:
         self.health = TargetHealth(config.interval,
                                    [source_health(config.name, s) for s in self.sources])
         self.polls_done = 0
+        self.media_clock = MediaClock()  # the status page's stalled channels
         self._url = redact_url(config.url)
         self.published = TargetView(config.name, self._url, config.interval, {})
         self._lock = asyncio.Lock()
@@ -89,7 +90,7 @@ class TargetState:
             samples = merge([*parts, *self._kept(), self.health.samples(self.name)])
             self.published = TargetView(self.name, self._url, self.config.interval,
                                         exposition.render(samples),
-                                        summarize(outcomes, self.health))
+                                        summarize(outcomes, self.health, self.media_clock))
             return
         except Exception as exc:  # see the docstring
             self._internal(exc, secrets, counted=True)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from sigma_exporter.grammar import parse_host_port
+from sigma_exporter.helptext import HelpFormatter
 from sigma_exporter.sim.faults import FAULT_MODES
 from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.model import SimServer, make_servers
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
             "Run simulated Sigma Media Servers on consecutive ports. With --servers >= 3, "
             "every server with index % 3 == 2 has no GPU."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument(
         "--listen",

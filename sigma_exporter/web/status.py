@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from sigma_exporter.collect.samples import UP_STATES_JOB
-from sigma_exporter.poll.summary import SLOW_SPEED, Channel, Gpu, SourceStatus, TargetStatus
+from sigma_exporter.poll.summary import (
+    SLOW_SPEED,
+    STALL_SPEED,
+    STALL_WINDOW,
+    Channel,
+    Gpu,
+    SourceStatus,
+    TargetStatus,
+)
 
 # Bars turn red above the GPU alerts' thresholds (alerts/thresholds.yml).
 GPU_LOAD_HIGH = 0.90
@@ -71,19 +79,39 @@ def refresh_seconds(rows: Sequence[Row]) -> int:
     return int(min(max(math.ceil(fastest), REFRESH_MIN_SECONDS), REFRESH_MAX_SECONDS))
 
 
-def _rank(row: Row) -> int:
-    """Problems first: down, then pending, then anything amiss, then the fine."""
-    s = row.status
-    if s is None or s.up is None:
-        return 1
-    if not s.up:
-        return 0
-    troubled = any(source.up is False for source in s.sources) or s.down or s.findings
-    return 2 if troubled else 3
+# Where a target goes on the page (lower first), by its worst problem.
+RANK_DOWN = 0  # the server does not answer (SigmaServerDown), or its licence lapsed
+RANK_BROKEN = 1  # a channel down or stalled, a source failing, a finding (mismatch)
+RANK_SLOW = 2  # a channel behind real time (SigmaJobBehindRealtime's threshold)
+RANK_PENDING = 3  # not polled yet
+RANK_FINE = 4
+
+
+def problem_rank(status: TargetStatus | None) -> int:
+    """A target's place on the page: every target with a problem before the healthy ones.
+
+    The problems are the conditions the alerts fire on, as of the last poll
+    (the exporter cannot know which alerts Prometheus has firing): a server
+    down or its licence not valid, a channel down or stalled, a source
+    failing, a finding (a cross-check mismatch, a stale output), the link to
+    the control plane down, then a slow channel. A channel coming up
+    (starting, preparing) is not a problem yet.
+    """
+    if status is None or status.up is None:
+        return RANK_PENDING
+    if not status.up or status.license_bad:
+        return RANK_DOWN
+    if (status.down or status.stalled or status.findings
+            or any(source.up is False for source in status.sources)
+            or status.control_plane_connected is False):
+        return RANK_BROKEN
+    if status.slow:
+        return RANK_SLOW
+    return RANK_FINE
 
 
 def fleet_summary(rows: Sequence[Row]) -> str:
-    """The one line on top, as HTML: targets, channels, GPUs, mismatches."""
+    """The one line on top, as HTML: targets, channels, GPUs, licences, findings."""
     statuses = [row.status for row in rows if row.status is not None]
     up = sum(1 for s in statuses if s.up)
     down = [row.name for row in rows if row.status is not None and row.status.up is False]
@@ -95,14 +123,27 @@ def fleet_summary(rows: Sequence[Row]) -> str:
         parts.append(f"{pending} pending")
     channels = sum(s.channels for s in statuses)
     channels_down = sum(len(s.down) for s in statuses)
+    stalled = sum(len(s.stalled) for s in statuses)
     slow = sum(len(s.slow) for s in statuses)
     line = ", ".join(parts)
     line += f" · channels {sum(s.channels_up for s in statuses)} / {channels} up"
     if channels_down:
         line += f', <span class="bad">{channels_down} down</span>'
+    if stalled:
+        line += f', <span class="bad">{stalled} stalled</span>'
     if slow:
         line += f', <span class="warn">{slow} slow</span>'
+    coming = sum(len(s.coming_up) for s in statuses)
+    if coming:
+        line += f", {coming} coming up"
     line += f" · {_count(sum(len(s.gpus) for s in statuses), 'GPU')}"
+    licences = sum(1 for s in statuses if s.license_bad)
+    if licences:
+        line += (f' · <span class="bad">{_count(licences, "licence")} '
+                 f'not valid</span>')
+    unlinked = sum(1 for s in statuses if s.control_plane_connected is False)
+    if unlinked:
+        line += f' · <span class="warn">{unlinked} off the control plane</span>'
     findings = sum(len(s.findings) for s in statuses)
     if findings:
         line += f' · <span class="bad">{_count(findings, "finding")}</span>'
@@ -124,6 +165,8 @@ def _named(channels: Sequence[Channel], detail: str) -> str:
 def _detail(channel: Channel, detail: str) -> str:
     if detail == "state":
         return channel.state or "state unknown"
+    if detail == "media":
+        return "media time not advancing"
     return f"speed {channel.speed:g}" if channel.speed is not None else "speed unknown"
 
 
@@ -140,8 +183,13 @@ def _state_cell(row: Row, now: float) -> str:
                 f'<br><small>{_utc(s.last_success)}</small>')
     else:
         last = "last success never"
+    notes = ""
+    if s is not None and s.license_bad:  # Sigma stops serving when its licence lapses
+        notes += f'<div class="bad">licence {esc(s.license_status)}</div>'
+    if s is not None and s.control_plane_connected is False:
+        notes += '<div class="warn">control plane: link down</div>'
     return (f'<div class="nowrap">{badge}<br>{last}<br>'
-            f"<small>polled every {row.interval:g} s</small></div>")
+            f"<small>polled every {row.interval:g} s</small>{notes}</div>")
 
 
 def _source(source: SourceStatus) -> str:
@@ -171,8 +219,16 @@ def _channels_cell(s: TargetStatus | None) -> str:
     out = [f"{s.channels_up} / {s.channels} up"]
     if s.down:
         out.append(f'<div class="bad">down: {_named(s.down, "state")}</div>')
+    if s.stalled:
+        out.append(f'<div class="bad">stalled: {_named(s.stalled, "media")}</div>')
     if s.slow:
         out.append(f'<div class="warn">slow: {_named(s.slow, "speed")}</div>')
+    if s.coming_up:
+        out.append(f'<div class="muted">coming up: {_named(s.coming_up, "state")}</div>')
+    if s.errors_by_class:
+        listed = ", ".join(f"{esc(error_class)} {count}" for error_class, count
+                           in s.errors_by_class)
+        out.append(f'<div class="warn">error lines listed, by class: {listed}</div>')
     if s.channels_dropped:
         out.append(f'<small class="muted">{s.channels_dropped} more not watched '
                    "(jobs include/exclude/max)</small>")
@@ -234,7 +290,7 @@ def _row(row: Row, now: float) -> str:
 def render_page(rows: Iterable[Row], *, version: str, telemetry_path: str,
                 now: float) -> str:
     """The whole page; pure, so the web thread never waits on the poll loop."""
-    ordered = sorted(rows, key=_rank)  # stable: config order within a rank
+    ordered = sorted(rows, key=lambda row: problem_rank(row.status))  # stable: config order
     return _PAGE.format(
         refresh=refresh_seconds(ordered),
         version=esc(version),
@@ -243,6 +299,8 @@ def render_page(rows: Iterable[Row], *, version: str, telemetry_path: str,
         rendered=_utc(now),
         rows="\n".join(_row(row, now) for row in ordered),
         slow=f"{SLOW_SPEED:g}",
+        stall=f"{STALL_SPEED:g}",
+        stall_window=f"{STALL_WINDOW:g}",
         up_states=" or ".join(sorted(UP_STATES_JOB)),
     )
 
@@ -276,12 +334,18 @@ meter{{width:7em;height:.9em}}
 <p>Version {version} &middot; <a href="{telemetry}">Metrics</a> &middot;
 <a href="-/healthy">Health</a> &middot; <a href="-/ready">Ready</a></p>
 <p class="summary">{summary}</p>
-<p><small>As of {rendered}; this page reloads every {refresh} s. Problems first.</small></p>
+<p><small>As of {rendered}; this page reloads every {refresh} s. Problems first: servers
+down, then channels down or stalled (and failing sources, findings), then slow channels;
+the conditions the alerts fire on, as of the last poll (which alerts Prometheus has firing,
+the exporter does not know).</small></p>
 <table><tr><th>Target</th><th>State</th><th>Sources</th><th>Channels</th>
 <th>GPUs</th></tr>
 {rows}
 </table>
-<p><small>Down channel: its state is not {up_states} (sigma_job_up 0). Slow channel: up, but it ran
+<p><small>Down channel: its state is error, stop or another that is not {up_states} or
+coming up (starting, preparing: not down until the alerts' 3-minute bound). Stalled channel: up, but
+its media time advanced less than {stall} s per second over the last {stall_window} s or more (the
+SigmaJobStalled threshold; the alert fits 2 minutes and waits 1 more). Slow channel: up, but it ran
 below {slow}&times; real time at its last poll (the SigmaJobBehindRealtime threshold; the
 alert waits for a 5-minute mean). Bars turn red past the GPU alerts' thresholds.</small></p>
 </body></html>

@@ -50,6 +50,7 @@ from typing import Any
 
 from sigma_exporter.logsetup import fields
 from sigma_exporter.strictyaml import ConfigError, Reader, read_yaml
+from sigma_exporter.tlsfiles import TLSFileProblem, check_ca_file, check_cert_and_key
 
 log = logging.getLogger("sigma_exporter.web.webconfig")
 
@@ -291,8 +292,32 @@ def load_web_config(path: str) -> WebConfig:
     data = read_yaml(path, "--web.config.file")
     config = parse_web_config(data, path, os.path.dirname(os.path.abspath(path)))
     if config.tls is not None:
+        check_tls_material(config.tls, path)  # the key at fault, named
         build_ssl_context(config.tls, path)  # refuse unusable certificates now
     return config
+
+
+def check_tls_material(tls: TLSServerConfig, source: str) -> None:
+    """Certificate, key and client CA read as the listener will; ConfigError names the one
+    at fault (`cert_file`, or `cert` for inline PEM) and the fix."""
+    try:
+        with _pem_path(tls.cert_file, tls.cert_pem) as cert, \
+                _pem_path(tls.key_file, tls.key_pem) as key:
+            check_cert_and_key(cert, key)
+        if tls.client_ca_file is not None or tls.client_ca_pem is not None:
+            with _pem_path(tls.client_ca_file, tls.client_ca_pem) as ca:
+                check_ca_file(ca)
+    except TLSFileProblem as exc:
+        name = {"ca": "client_ca", "cert": "cert", "key": "key"}[exc.which]
+        path = getattr(tls, f"{name}_file")
+        if path is not None:
+            raise ConfigError(source, f"tls_server_config.{name}_file", exc.problem,
+                              exc.fix) from None
+        # Inline PEM was checked through /proc/self/fd/N: name the key instead.
+        inline = re.compile(r"/proc/self/fd/\d+")
+        raise ConfigError(source, f"tls_server_config.{name}",
+                          inline.sub(f"the inline `{name}`", exc.problem),
+                          inline.sub("FILE", exc.fix)) from None
 
 
 # --- TLS ------------------------------------------------------------------------

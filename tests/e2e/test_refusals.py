@@ -37,7 +37,8 @@ def test_once_exits_1_and_names_sigmas_refusal(kind: str, up_metric: str,
     done = subprocess.run(sigma_exporter_cmd("once", "--target", stub.url), capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 1, done.stderr
-    assert f"{kind}: api_error: Sigma refused the call: ec 1: license expired" in done.stderr
+    assert f"{kind} FAILED: api_error: Sigma refused the call: ec 1: license expired" \
+        in done.stderr
     target = stub.url.removeprefix("http://")
     assert value(done.stdout, up_metric, target=target) == 0
     assert value(done.stdout, "sigma_poll_errors_total", target=target, source=kind,

@@ -41,7 +41,7 @@ from sigma_exporter.agent.crosscheck import Result, crosscheck_samples
 from sigma_exporter.agent.source import findings_of
 from sigma_exporter.collect.source import Reading, Round, Source
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.poll.summary import SLOW_SPEED
+from sigma_exporter.poll.summary import SLOW_SPEED, STALL_SPEED
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import SimServer, job_names
@@ -288,6 +288,7 @@ def test_age(seconds: float, shown: str) -> None:
 def test_thresholds_are_the_alerts_thresholds() -> None:
     thresholds = yaml.safe_load((ROOT / "alerts" / "thresholds.yml").read_text())
     assert thresholds["job_speed_ratio"] == SLOW_SPEED
+    assert thresholds["job_stalled_speed_ratio"] == STALL_SPEED
     assert thresholds["gpu_encoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_decoder_utilization_ratio"] == status.GPU_LOAD_HIGH
     assert thresholds["gpu_temperature_celsius"] == status.GPU_TEMPERATURE_HIGH
@@ -381,6 +382,42 @@ def test_a_screenshot_reads_well(stack: Stack, tmp_path: Path, update_golden: bo
     assert SCREENSHOT.exists(), "run: pytest tests/e2e/test_status_page.py --update"
 
 
+@pytest.mark.e2e
+def test_the_demos_incident_replay_shows_on_the_status_page_in_a_browser(
+        tmp_path: Path) -> None:
+    """`sigma-exporter demo --incident server-down --incident channel-stalled`, as an
+    operator runs it, and its page as Chromium shows it: the down server first, then the
+    server with the stalled channel, named, then the rest. Slow (about 40 s): a stall
+    shows only once the page has STALL_WINDOW seconds of polls; nothing faster runs the
+    demo's replay through the simulator, the poll pipeline and a browser together."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}/"
+    demo = Proc(sigma_exporter_cmd("demo", "--web.listen-address", f"127.0.0.1:{port}",
+                                   "--interval", "1s", "--incident", "server-down",
+                                   "--incident", "channel-stalled", "--incident-after", "0s"),
+                log=tmp_path / "demo.log")
+    try:
+        def both_seen() -> bool:
+            assert demo.alive(), demo.tail()
+            page = httpx.get(base, timeout=5, trust_env=False).text
+            return "stalled: VTV1" in page and "1 down (sigma-02)" in page
+
+        wait_until(both_seen, 90, "the replayed incidents on the page")
+        text = text_of(chromium(tmp_path, base, "--dump-dom"))
+    finally:
+        demo.proc.send_signal(signal.SIGINT)
+        code, _, out = demo.stop_after_exit()
+    assert code == 0, out
+    assert "3 targets: 2 up, 1 down (sigma-02) · channels 8 / 8 up, 1 stalled" in text
+    rows = [text.index(f"{name} http://") for name in ("sigma-02", "sigma-01", "sigma-03")]
+    assert rows == sorted(rows), "the down server, then the stalled channel's, then the rest"
+    sigma_01 = text[rows[1]:rows[2]]
+    assert "stalled: VTV1 (media time not advancing)" in sigma_01
+    assert "Problems first: servers down, then channels down or stalled" in text
+    assert "Incident server-down started: sigma-02 stops answering" in out
+    assert "Incident channel-stalled started: channel VTV1 on sigma-01" in out
+
+
 USER, PASSWORD = "operator", "correct horse battery"
 
 
@@ -418,3 +455,35 @@ def test_behind_basic_auth_and_tls_the_page_is_served_and_self_contained(
 
 def ssl_context(certs: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(certs / "ca.crt"))
+
+
+def test_licence_link_channels_coming_up_and_error_classes_are_shown() -> None:
+    """Issue 22's signals on the page: a licence not VALID ranks the target with the
+    down ones, a dropped control-plane link, a channel coming up (not down), and the
+    error lines Sigma lists now, by class."""
+    server = SimServer(index=0, epoch=EPOCH, gpus=1, jobs=4)
+    dump = render_dump(server, NOW)
+    dump["licenseStatus"] = "EXPIRED"
+    dump["nats"]["connected"] = 0
+    progress = render_progress(server, NOW)
+    jobs = progress["result"]
+    first, second = list(jobs)[:2]
+    for job in jobs.values():
+        job["error"] = []
+    jobs[first]["state"] = "preparing"
+    jobs[second]["error"] = ["[05-26 02:32:55] Input timeout (code: INPUT_TIMEOUT)",
+                             "[05-26 02:33:01] Broken pipe (code: BROKEN_PIPE)",
+                             "[05-26 02:33:02] Output timeout (code: OUTPUT_TIMEOUT)"]
+    lapsed = polled("lapsed", dump=Answer(dump, NOW, 0.01), progress=Answer(progress, NOW, 0.01))
+    fine = polled("a-fine")
+    s = lapsed.published.status
+    assert s is not None and s.license_bad and s.control_plane_connected is False
+    assert [c.name for c in s.coming_up] == [first] and first not in {c.name for c in s.down}
+    # BROKEN_PIPE is input and output: it counts in both.
+    assert dict(s.errors_by_class) == {"input": 2, "output": 2}
+    text = text_of(page_of(fine, lapsed))
+    assert text.index("lapsed http://") < text.index("a-fine http://")
+    assert "licence EXPIRED" in text and "control plane: link down" in text
+    assert f"coming up: {first} (preparing)" in text
+    assert "error lines listed, by class: input 2, output 2" in text
+    assert "1 licence not valid" in text and "1 off the control plane" in text

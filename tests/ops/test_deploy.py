@@ -546,6 +546,34 @@ def test_systemd_env_file_and_example_configs() -> None:
     assert agent.targets[0].url.startswith("http://127.0.0.1:")
 
 
+def _on_host(host: str, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """`command` on a "host" named `host`: a UTS namespace of its own (its own host name,
+    as on another machine), without HOSTNAME in the environment, as systemd starts it."""
+    unshare = shutil.which("unshare")
+    assert unshare, "unshare (util-linux) is missing"
+    # Root (CI) makes the namespace directly; anyone else through a user namespace.
+    isolate = [unshare, "--uts"] if os.geteuid() == 0 else [unshare, "--map-root-user", "--uts"]
+    env = {k: v for k, v in os.environ.items() if k != "HOSTNAME"}
+    return _run([*isolate, "sh", "-c", 'hostname "$0" && exec "$@"', host, *command], env=env)
+
+
+def test_the_shipped_agent_config_names_each_host_after_itself() -> None:
+    """One file on two hosts gives two `target` names: what rolling deploy/systemd/
+    sigma-agent.yml out to a fleet (or the .deb's conffile made from it) relies on.
+    Processes, because the host name is the kernel's: only a namespace changes it."""
+    agent = str(SYSTEMD / "sigma-agent.yml")
+    for host in ("sigma-host-a", "sigma-host-b.example"):
+        checked = _on_host(host, sigma_exporter_cmd("check-config", "--syntax-only", agent))
+        assert checked.returncode == 0, checked.stderr
+        assert f"\n  {host}: http://127.0.0.1:9999 every 15s" in checked.stdout
+        # The series carry it: one poll (Sigma is not there; the labels are).
+        polled = _on_host(host, sigma_exporter_cmd("once", "--config.file", agent,
+                                                   "--target", host, "--timeout", "1s"))
+        assert polled.returncode in (0, 1), polled.stderr
+        assert value(polled.stdout, "sigma_up", target=host) is not None, polled.stdout[:500]
+        assert f'target="{host}"' in polled.stdout and "HOSTNAME" not in polled.stdout
+
+
 # --- Kubernetes -------------------------------------------------------------------------
 
 
@@ -808,32 +836,28 @@ def test_k8s_agent_daemonset_reaches_sigma_and_the_gpus(tmp_path: Path) -> None:
     assert "utility" in env["NVIDIA_DRIVER_CAPABILITIES"].split(",")
     # Watches GPUs, takes none from the transcoders.
     assert "nvidia.com/gpu" not in json.dumps(exporter["resources"])
-    (init,) = spec["initContainers"]
-    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in init["env"]}
+    fields = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+              for e in exporter["env"] if "valueFrom" in e}
     assert fields == {"NODE_NAME": "spec.nodeName", "HOST_IP": "status.hostIP"}
 
-    # Run the init container's command here, on the ConfigMap's template, with
-    # the container paths moved into tmp_path: it must write a valid config
-    # whose target is the node, polled on the node's IP, with NVML on it.
-    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
-    template = k8s_object("ConfigMap", "sigma-exporter-agent")["data"]["sigma.yml"]
-    (tmp_path / "template").mkdir()
-    (tmp_path / "template" / "sigma.yml").write_text(template)
-    (tmp_path / "run").mkdir()
-    assert init["command"][:2] == ["sh", "-c"]
-    script = init["command"][2].replace(mounts["template"], str(tmp_path / "template")) \
-        .replace(mounts["config"], str(tmp_path / "run"))
-    env_run = {**os.environ, "NODE_NAME": "gpu-node-7.example", "HOST_IP": "10.1.2.3",
-               "PATH": f"{Path(_venv_tool('sigma-exporter')).parent}:{os.environ['PATH']}"}
-    result = _run(["sh", "-c", script], env=env_run)
-    assert result.returncode == 0, result.stdout + result.stderr
-    config = load_config(str(tmp_path / "run" / "sigma.yml"))
-    assert [(t.name, t.url) for t in config.targets] == [
-        ("gpu-node-7.example", "http://10.1.2.3:9999")]
-    assert config.nvml.enabled == "true" and config.nvml.target == "gpu-node-7.example"
-    # The exporter reads the file the init container wrote.
-    run_mount = next(m for m in exporter["volumeMounts"] if m["name"] == "config")
-    assert f"--config.file={run_mount['mountPath']}/sigma.yml" in exporter["args"]
+    # The exporter reads the ConfigMap as mounted, with the downward API's values
+    # in its environment: on two nodes, two names, each polling its own node's IP.
+    (mount,) = exporter["volumeMounts"]
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    data = k8s_object("ConfigMap", volume["configMap"]["name"])["data"]
+    (key,) = data
+    assert f"--config.file={mount['mountPath']}/{key}" in exporter["args"]
+    (tmp_path / key).write_text(data[key])
+    seen = []
+    for node, ip in (("gpu-node-7.example", "10.1.2.3"), ("gpu-node-8.example", "10.1.2.4")):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("NODE_NAME", node)
+            patch.setenv("HOST_IP", ip)
+            config = load_config(str(tmp_path / key))
+        assert config.nvml.enabled == "true" and config.nvml.target == node
+        seen += [(t.name, t.url) for t in config.targets]
+    assert seen == [("gpu-node-7.example", "http://10.1.2.3:9999"),
+                    ("gpu-node-8.example", "http://10.1.2.4:9999")]
 
 
 def test_k8s_central_deployment_reads_a_valid_config() -> None:

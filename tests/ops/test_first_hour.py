@@ -15,13 +15,16 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -150,6 +153,49 @@ def test_every_yaml_snippet_works_in_its_tool(tmp_path: Path) -> None:
     assert len(checked.get("prometheus", [])) >= 3, checked
     assert len(checked.get("exporter", [])) >= 2, checked
     assert checked.get("web-config"), checked
+
+
+def test_the_readmes_rule_step_gives_links_to_your_own_grafana_and_runbooks(
+        tmp_path: Path) -> None:
+    """Step 2 of the README, pasted as it is (only /etc/prometheus is a temporary folder
+    and .venv/bin/python the interpreter running this test): every alert of the written
+    rules links to the given runbooks page at its own section and to a dashboard of the
+    given Grafana that grafana/dashboards/ has; promtool loads them; the checkout is as
+    it was."""
+    from test_alerts import _runbook_sections
+
+    promtool = require_tool("promtool")
+    text = (ROOT / "README.md").read_text()
+    step = text[text.index("2. **Load the rules"):text.index("3. **Load the dashboards")]
+    (block,) = re.findall(r"```sh\n(.*?)```", step, re.S)
+    command = " ".join(line.strip().rstrip("\\") for line in block.splitlines())
+    given = dict(re.findall(r"--(runbooks|grafana) (\S+)", command))
+    assert set(given) == {"runbooks", "grafana"}, command
+    before = {p: p.read_bytes() for p in (ROOT / "alerts").rglob("*.yml")}
+    out = tmp_path / "etc-prometheus"
+    pasted = command.replace("/etc/prometheus", str(out)).replace(".venv/bin/python",
+                                                                    shlex.quote(sys.executable))
+    result = subprocess.run(["bash", "-c", pasted], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert {p: p.read_bytes() for p in (ROOT / "alerts").rglob("*.yml")} == before
+
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["sigma-alerts.yml", "sigma-recording.yml"]
+    check = subprocess.run([promtool, "check", "rules", *(str(out / n) for n in written)],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    uids = {json.loads(p.read_text())["uid"] for p in (ROOT / "grafana/dashboards").glob("*.json")}
+    anchors = set(_runbook_sections())
+    rules = [r for g in yaml.safe_load((out / "sigma-alerts.yml").read_text())["groups"]
+             for r in g["rules"]]
+    assert len(rules) > 30
+    for rule in rules:
+        runbook, dashboard = (rule["annotations"][k] for k in ("runbook_url", "dashboard_url"))
+        assert runbook == f"{given['runbooks']}#{rule['alert'].lower()}", runbook
+        assert rule["alert"].lower() in anchors, rule["alert"]
+        match = re.fullmatch(re.escape(given["grafana"]) + r"/d/([\w-]+)/\1(\?.*)?", dashboard)
+        assert match and match.group(1) in uids, dashboard
 
 
 def test_readme_starts_with_what_it_is_and_the_two_commands() -> None:
@@ -297,6 +343,51 @@ def test_demo_with_prometheus_runs_the_rules_and_stops_it(tmp_path: Path) -> Non
         assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
+def test_the_demo_replays_an_incident_its_prometheus_alerts_on(tmp_path: Path) -> None:
+    """`demo --with-prometheus --incident server-down`: the alerts link it prints answers on
+    the Prometheus it recommends (Debian's package serves only /classic/alerts), the
+    alert goes pending for the down server, and the next steps follow what the demo did.
+    Slow (Prometheus starts): nothing faster has the demo, a real Prometheus and the
+    rules together."""
+    require_tool("prometheus")
+    demo, base = _demo("--with-prometheus", "--incident", "server-down",
+                       "--incident-after", "0s")
+    lines: list[str] = []
+    try:
+        def printed(text: str) -> Callable[[], bool]:
+            def seen() -> bool:
+                assert demo.proc.poll() is None, "the demo exited"
+                out = demo.proc.stdout
+                assert out is not None
+                lines.append(out.readline().decode())
+                return text in lines[-1]
+            return seen
+
+        wait_until(printed("Press Ctrl-C to stop."), 60, "the demo's URLs and next steps")
+        shown = "".join(lines)
+        alerts = re.search(r"\(alerts: (http://127\.0\.0\.1:\d+/\S*)\)", shown)
+        assert alerts, shown
+        page = get(alerts.group(1))
+        assert page.status_code == 200 and "SigmaServerDown" in page.text, alerts.group(1)
+        prom = alerts.group(1)[:alerts.group(1).index("/", len("http://")) + 1]
+
+        def pending() -> bool:
+            found = get(prom + "api/v1/alerts").json()["data"]["alerts"]
+            return any(a["labels"]["alertname"] == "SigmaServerDown"
+                       and a["labels"]["target"] == "sigma-02" for a in found)
+
+        wait_until(pending, 60, "SigmaServerDown pending for sigma-02")
+        assert "1 down (sigma-02)" in get(base + "/").text  # the status page agrees
+    finally:
+        demo.proc.send_signal(signal.SIGINT)
+        code, _, err = demo.stop_after_exit()
+    assert code == 0, err
+    nxt = shown[shown.index("Next:"):]
+    assert "this Prometheus already scrapes the exporter with the rules" in nxt
+    assert "scrape it:" not in nxt, "the demo already did that"
+    assert "Incident server-down at " in shown and "SigmaServerDown fires 2 minutes" in shown
+
+
 # --------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------
@@ -355,8 +446,7 @@ def test_check_config_checks_nvml_as_start_up_does(tmp_path: Path) -> None:
     auto = subprocess.run(sigma_exporter_cmd("check-config", str(config)),
                           capture_output=True, text=True, timeout=60, env=env)
     assert auto.returncode == 0, auto.stderr
-    assert "nvml: agent mode off on this host: agent mode off: NVML not available" \
-        in auto.stdout
+    assert "nvml: agent mode off on this host: NVML not available" in auto.stdout
     assert "Not checked: whether each server answers" in auto.stdout
 
 

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
+import yaml
 from conftest import FIXTURES
 
-from sigma_exporter.config import ConfigError, config_from_urls, load_config
+from sigma_exporter.config import (
+    ConfigError,
+    ConfigErrors,
+    config_from_urls,
+    load_config,
+    parse_config,
+)
 
 CONFIGS = FIXTURES / "config"
 
@@ -118,3 +127,35 @@ def test_secrets_from_file_and_env(tmp_path: pytest.TempPathFactory,
 def test_target_flag_names_targets_by_host_port() -> None:
     config = config_from_urls(["http://127.0.0.1:9999", "https://sigma-02:9999/"])
     assert [t.name for t in config.targets] == ["127.0.0.1:9999", "sigma-02:9999"]
+
+
+# --- names from the environment: one agent file for every host ------------------------
+
+
+def _agent(text: str) -> str:
+    return f"targets:\n  - name: {text}\n    url: http://127.0.0.1:9999\nnvml:\n  target: {text}\n"
+
+
+def test_hostname_is_the_environments_else_the_kernels(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HOSTNAME", raising=False)
+    config = parse_config(yaml.safe_load(_agent("${HOSTNAME}")), "agent.yml")
+    assert config.targets[0].name == config.nvml.target == socket.gethostname()
+    monkeypatch.setenv("HOSTNAME", "pod-7")  # containers set it
+    config = parse_config(yaml.safe_load(_agent("sigma-${HOSTNAME}")), "agent.yml")
+    assert config.targets[0].name == config.nvml.target == "sigma-pod-7"
+
+
+def test_an_unset_variable_or_a_bare_dollar_is_refused_with_the_fix(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NODE_NAME", raising=False)
+    with pytest.raises(ConfigErrors) as caught:
+        parse_config(yaml.safe_load(_agent("${NODE_NAME}")), "agent.yml")
+    assert [e.key for e in caught.value.errors] == ["targets[0].name", "nvml.target"]
+    assert str(caught.value.errors[0]).startswith(
+        "agent.yml: targets[0].name: ${NODE_NAME}: the environment variable NODE_NAME is not "
+        "set. Fix: set NODE_NAME in the exporter's environment")
+    with pytest.raises(ConfigError) as bare:
+        parse_config(yaml.safe_load(_agent("$HOSTNAME")), "agent.yml")
+    assert bare.value.key == "targets[0].name"
+    assert "`${HOSTNAME}` (with braces) is the host's name" in bare.value.fix

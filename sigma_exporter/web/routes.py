@@ -14,7 +14,6 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from prometheus_client.exposition import gzip_accepted
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.web.auth import AuthBusy, Authenticator, RateLimiter, parse_basic
@@ -26,6 +25,41 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def wants_openmetrics(accept: str) -> bool:
     return "application/openmetrics-text" in accept
+
+
+def _weight(element: str) -> tuple[str, float] | None:
+    """(coding, q) of one Accept-Encoding element; None when its weight is malformed."""
+    coding, _, params = element.partition(";")
+    q = 1.0
+    for param in params.split(";"):
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(value.strip())
+            except ValueError:
+                return None
+            if not 0.0 <= q <= 1.0:
+                return None
+    return coding.strip().lower(), q
+
+
+def wants_gzip(accept_encoding: str) -> bool:
+    """Whether to answer in gzip, by RFC 9110 §12.5.3's q-values (as Go's promhttp does).
+
+    `q=0` means "not acceptable": `gzip;q=0` gets the plain body. A coding not
+    listed is acceptable only through `*`; identity is acceptable unless
+    excluded (`identity;q=0`, or `*;q=0` without identity). Between the two,
+    gzip wins a tie: it is the one Prometheus asks for.
+    """
+    weights: dict[str, float] = {}
+    for element in accept_encoding.split(","):
+        parsed = _weight(element)
+        if parsed is not None and parsed[0]:
+            weights.setdefault(parsed[0], parsed[1])
+    star = weights.get("*")
+    gzip = weights.get("gzip", weights.get("x-gzip", star if star is not None else 0.0))
+    identity = weights.get("identity", star if star is not None else 1.0)
+    return gzip > 0.0 and gzip >= identity
 
 
 def _content_type(openmetrics: bool) -> str:
@@ -146,7 +180,7 @@ def build_app(exporter: Exporter, watcher: WebConfigWatcher | None = None,
 
     async def metrics(request: web.Request) -> web.Response:
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
-        gzip = gzip_accepted(request.headers.get("Accept-Encoding", ""))
+        gzip = wants_gzip(request.headers.get("Accept-Encoding", ""))
         body = exporter.metrics_body(openmetrics, gzip)
         # The body depends on both: a cache must not hand one client's variant to another.
         headers = {"Content-Type": _content_type(openmetrics),

@@ -74,6 +74,12 @@ def test_openmetrics_and_gzip_by_negotiation(stack: Stack) -> None:
                       trust_env=False, timeout=5) as stream:
         compressed = b"".join(stream.iter_raw())
     assert gzip.decompress(compressed).decode().startswith("# HELP")
+    # q=0 is "not acceptable" (RFC 9110 §12.5.3): the plain body, however it is spelled.
+    for refusing in ("gzip;q=0", "gzip; q=0.0, identity", "*;q=0, identity;q=1"):
+        plain = httpx.get(stack.base + "/metrics", headers={"Accept-Encoding": refusing},
+                          trust_env=False, timeout=5)
+        assert "Content-Encoding" not in plain.headers, refusing
+        assert plain.content.startswith(b"# HELP"), refusing
 
 
 def test_probe_serves_one_configured_target(stack: Stack) -> None:

@@ -10,6 +10,7 @@ round for the server's time zone, and falls back to the last one it saw.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -20,6 +21,7 @@ from sigma_exporter.config import TargetConfig
 from sigma_exporter.source.client import (
     DUMP_REQUEST,
     PROGRESS_REQUEST,
+    READ_COST,
     REASONS,
     Answer,
     SigmaClient,
@@ -94,6 +96,21 @@ def _checked(answer: Answer) -> Answer:
     return answer
 
 
+def _read_in_time(answer: Answer, read_since: float) -> None:
+    """Learn what this read cost; refuse its data if it overran the target's timeout.
+
+    `read_since`: time.monotonic() when the answer was decoded. The client
+    refuses an answer whose read is unlikely to fit (READ_COST); this catches
+    the one that did not fit anyway: a poll's whole cost stays within the
+    timeout, or its data is not published.
+    """
+    now = time.monotonic()
+    READ_COST.observe(answer.size, answer.decode_seconds + now - read_since)
+    if now > answer.deadline:
+        raise PollError("timeout", f"reading the answer of {answer.size} bytes ended "
+                        f"{now - answer.deadline:.2f}s past the target's timeout: data dropped")
+
+
 class DumpSource(Source):
     """The server, its host, GPUs and apps (`{"type": "dump"}`)."""
 
@@ -112,10 +129,12 @@ class DumpSource(Source):
     async def read(self, round: Round) -> Reading:
         self._read_once = True
         answer = _checked(await self.client.fetch(DUMP_REQUEST, self.config.method))
+        read_since = time.monotonic()
         parsed = parse_dump(answer.body, round.series_left)
         dump = parsed.value
         samples = dump_samples(self.config.name, dump, answer.received_at,
                                self._observe(dump))
+        _read_in_time(answer, read_since)
         return Reading(samples, dump, answer.received_at, parsed.errors, parsed.over_budget)
 
     def _observe(self, dump: Dump) -> dict[str, int]:
@@ -161,13 +180,16 @@ class ProgressSource(Source):
 
     async def read(self, round: Round) -> Reading:
         answer = _checked(await self.client.fetch(PROGRESS_REQUEST, "POST"))
+        read_since = time.monotonic()
         # Filters and the max apply before a job's fields are read: a job we
         # leave out costs no parsing, however its fields are written.
         parsed = parse_progress(answer.body, self.wants_job, self.config.jobs.max,
                                 round.series_left)
         if parsed is None:
             raise PollError("invalid_schema", "progress answer has no `result` object")
+        waited = time.monotonic()
         dump = await round.value("dump")
+        read_since += time.monotonic() - waited  # waiting for the dump is not reading
         if isinstance(dump, Dump) and dump.timezone is not None:
             self.timezone = dump.timezone
         progress = parsed.value
@@ -175,6 +197,7 @@ class ProgressSource(Source):
         wall_zone = wall_clock_zone(self.config.timezone, self.timezone)
         samples = progress_samples(self.config.name, progress, wall_zone,
                                    progress.dropped, self.job_errors, job_restarts)
+        _read_in_time(answer, read_since)
         return Reading(samples, progress, answer.received_at, parsed.errors,
                        parsed.over_budget)
 

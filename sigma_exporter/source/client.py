@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import ssl
 import time
 import zlib
@@ -38,6 +39,39 @@ class Answer:
     body: dict[str, Any]
     received_at: float  # exporter wall clock when the answer was complete
     duration: float
+    size: int = 0  # bytes of the answer, inflated
+    decode_seconds: float = 0.0  # of which decoding its JSON
+    deadline: float = math.inf  # time.monotonic() by which the whole read must be done
+
+
+class ReadCost:
+    """What reading an answer costs here, per byte: decoding, parsing and turning it
+    into samples, learned from the reads of large answers (every target's).
+
+    A read must end within the target's timeout, parse included. An answer
+    whose read would not fit in the time its fetch left is refused before it
+    is decoded (`timeout`); `collect/sigma.py` refuses one whose read overran
+    anyway. Seeded with a cost measured on a loaded 2-core machine (about 370
+    ns per byte of a 500-job progress answer), an exponential average of the
+    reads of answers of LEARN_FROM bytes or more follows the machine's own.
+    """
+
+    SEED = 400e-9
+    LEARN_FROM = 64 * 1024
+
+    def __init__(self, seconds_per_byte: float = SEED) -> None:
+        self.seconds_per_byte = seconds_per_byte
+
+    def projected(self, size: int) -> float:
+        return size * self.seconds_per_byte
+
+    def observe(self, size: int, seconds: float) -> None:
+        if size >= self.LEARN_FROM and seconds > 0:
+            self.seconds_per_byte += 0.2 * (seconds / size - self.seconds_per_byte)
+
+
+# The process's one estimate: the poll loop alone reads and updates it.
+READ_COST = ReadCost()
 
 
 # zlib window bits per Content-Encoding we ask for (Accept-Encoding: gzip, deflate).
@@ -169,6 +203,7 @@ class SigmaClient:
         """
         request = self._requests[(payload["type"], method)]
         started = time.perf_counter()
+        deadline = time.monotonic() + self.target.timeout
         try:
             async with asyncio.timeout(self.target.timeout):
                 answer = await self._transport.exchange(request)
@@ -181,6 +216,12 @@ class SigmaClient:
         encoding = answer.header(b"content-encoding")
         body = inflate(answer.body, encoding, self.target.max_body_bytes) if encoding \
             else answer.body
+        left = deadline - time.monotonic()
+        if READ_COST.projected(len(body)) > left:
+            raise PollError("timeout", f"answer of {len(body)} bytes arrived with {left:.2f}s of "
+                            f"the {self.target.timeout:g}s timeout left; reading it takes about "
+                            f"{READ_COST.projected(len(body)):.2f}s here: refused unread")
+        decoding = time.perf_counter()
         try:
             decoded = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -190,4 +231,5 @@ class SigmaClient:
         if not isinstance(decoded, dict):
             raise PollError(
                 "invalid_schema", f"answer is JSON {type(decoded).__name__}, not an object")
-        return Answer(decoded, received_at, time.perf_counter() - started)
+        done = time.perf_counter()
+        return Answer(decoded, received_at, done - started, len(body), done - decoding, deadline)

@@ -46,8 +46,10 @@ from sigma_exporter.config import (
 from sigma_exporter.logsetup import plain
 from sigma_exporter.metrics import BY_NAME
 from sigma_exporter.poll.scheduler import Poller
+from sigma_exporter.source import client as client_module
 from sigma_exporter.source import units
 from sigma_exporter.source.client import DUMP_REQUEST, Answer, PollError, SigmaClient, SSLContexts
+from sigma_exporter.source.parse import parse_dump
 
 # gzip of gzip of 1 GiB of zeros: 1,827 bytes on the wire.
 BOMB = (FIXTURES / "bomb-1GiB.gz.gz").read_bytes()
@@ -570,3 +572,66 @@ def test_many_headers_arriving_in_one_read_are_too_large() -> None:
     pads = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"p" * 1000) for i in range(100))
     framed = answer(b"HTTP/1.1 200 OK\r\n" + pads + b"Content-Length: 2", b"{}")
     assert reason(fetch_from(framed)) == "too_large"
+
+
+# --- a poll's whole cost stays within its timeout ------------------------------------------
+
+
+def test_an_answer_too_big_to_read_in_the_time_left_is_refused_unread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With what reading costs here (READ_COST), an answer that cannot be decoded and
+    parsed within the timeout its fetch left is refused before it is decoded."""
+    decoded: list[int] = []
+    real_loads = orjson.loads
+
+    def counting(data: bytes) -> Any:
+        decoded.append(len(data))
+        return real_loads(data)
+
+    monkeypatch.setattr("sigma_exporter.source.client.orjson.loads", counting)
+    monkeypatch.setattr(client_module.READ_COST, "seconds_per_byte", 1e-3)  # a slow host
+    result = fetch_from(ok(DUMP), timeout=2.0, interval=15.0)
+    assert reason(result) == "timeout" and decoded == []
+    assert isinstance(result, PollError) and "refused unread" in result.message
+    monkeypatch.setattr(client_module.READ_COST, "seconds_per_byte", 1e-9)
+    assert isinstance(fetch_from(ok(DUMP), timeout=2.0, interval=15.0), Answer)
+
+
+def test_a_read_that_overruns_the_timeout_publishes_no_data(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backstop: a read that did not fit after all (a host busier than its
+    estimate) is a timeout with its data dropped, not a late publication."""
+    real_parse = parse_dump
+
+    def slow_parse(obj: object, budget: int | None = None) -> Any:
+        time.sleep(0.5)  # past the 0.3 s timeout: the host was busier than estimated
+        return real_parse(obj, budget)
+
+    monkeypatch.setattr("sigma_exporter.collect.sigma.parse_dump", slow_parse)
+
+    async def main() -> tuple[str, Samples]:
+        async with Scripted(answering(ok(DUMP))) as server:
+            config = TargetConfig(name="t", url=server.url(), timeout=0.3, interval=15.0,
+                                  jobs=JobsConfig(enabled=False))
+            poller = Poller(Config((config,)))
+            try:
+                await poller.poll_all_once()
+                state = poller.targets["t"]
+                return (state.health.errors.get("dump", ""),
+                        exposition.read_back(state.published.rendered))
+            finally:
+                await poller.stop()
+
+    error, samples = asyncio.run(main())
+    assert error.startswith("timeout: reading the answer") and "data dropped" in error
+    assert samples["sigma_up"] == [(("t",), 0.0)] and "sigma_host_cpu_cores" not in samples
+
+
+def test_the_read_cost_follows_the_reads_of_large_answers() -> None:
+    cost = client_module.ReadCost(1e-6)
+    cost.observe(1000, 1.0)  # small answers teach nothing: their cost is mostly overhead
+    assert cost.seconds_per_byte == 1e-6
+    for _ in range(50):
+        cost.observe(1_000_000, 0.1)  # 100 ns per byte
+    assert abs(cost.seconds_per_byte - 100e-9) < 1e-9
+    assert cost.projected(2_000_000) == pytest.approx(0.2, rel=0.01)

@@ -1019,7 +1019,9 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
     Path(purelib, "outer-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     result = _run([str(venv / "bin" / "sigma-exporter"), "--version"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"sigma-exporter {version}"
+    # Built from a copy with neither git nor a baked revision: it says so.
+    assert result.stdout.splitlines()[0] == \
+        f"sigma-exporter, version {version} (revision: unknown)"
     where = _run([str(python), "-c", "import sigma_exporter; print(sigma_exporter.__file__)"],
                  cwd=tmp_path).stdout.strip()
     assert where.startswith(purelib), f"imported {where}, not the installed wheel"

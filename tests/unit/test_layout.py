@@ -20,15 +20,17 @@ from conftest import ROOT
 # --- the rules (the target layout; adjust here when the layout changes) ------------
 
 RUNTIME = frozenset({"config", "strictyaml", "grammar", "metrics", "logsetup", "redact",
-                     "docs", "source", "collect", "poll", "web", "agent", "app"})
-# Leaf modules every part may use: logging with fields, redaction, the grammars.
-BASE = frozenset({"logsetup", "redact", "grammar"})
+                     "buildinfo", "docs", "source", "collect", "poll", "web", "agent", "app"})
+# Leaf modules every part may use: logging with fields, redaction, the grammars,
+# what this build is.
+BASE = frozenset({"logsetup", "redact", "grammar", "buildinfo"})
 
 # part -> the other parts it may import, at module level or lazily
 RULES: dict[str, frozenset[str]] = {
     "grammar": frozenset(),
     "logsetup": frozenset(),
     "redact": frozenset(),
+    "buildinfo": frozenset(),
     "metrics": frozenset(),
     "strictyaml": BASE,
     "config": BASE | {"strictyaml"},

@@ -235,3 +235,13 @@ def procs() -> Iterator[Callable[..., Proc]]:
 
 def get(url: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(url, timeout=5, trust_env=False, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def built_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sigma-exporter_VERSION_amd64.deb from scripts/build-deb, built once per session for
+    every test that needs it (tests/debpkg.py)."""
+    from debpkg import build_deb, require_root_tools  # here: debpkg imports conftest
+
+    require_root_tools()
+    return build_deb(tmp_path_factory.mktemp("deb"))

@@ -1059,7 +1059,7 @@ def test_deployment_doc_says_how_to_build_and_run_the_image() -> None:
         assert needle in text, needle
     assert f"sigma-exporter:{sigma_exporter.__version__}@sha256:" in text
     # The Podman flags the docs give are the ones the container test builds with.
-    container_test = (ROOT / "tests" / "ops" / "test_container.py").read_text()
+    container_test = (ROOT / "tests" / "containers.py").read_text()
     for flag in ("--format=docker", "--ignorefile", "--isolation=chroot"):
         assert flag in container_test, flag
         assert flag in text or flag.replace("=", " ") in text, flag

@@ -16,6 +16,7 @@ lacks the tools; anywhere else a missing tool fails it.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import itertools
 import os
 import re
@@ -355,3 +356,24 @@ def test_agent_container_with_cdi_gpus_polls_local_sigma(
         assert "agent mode off: NVML not available" in log, log[-3000:]
     finally:
         podman("rm", "--force", "--time", "2", name, check=False)
+
+
+# The package's source files and their digests, as a program reads them in the image.
+_SOURCE_DIGESTS = """
+import hashlib, pathlib, sigma_exporter
+root = pathlib.Path(sigma_exporter.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    print(path.relative_to(root), hashlib.sha256(path.read_bytes()).hexdigest())
+"""
+
+
+def test_image_runs_this_trees_code(podman: Podman, image: str) -> None:
+    """Every module in the image is this tree's, byte for byte: a layer cache that
+    kept an older wheel (podman 4.3 did, for a RUN with a bind mount) fails here."""
+    result = podman("run", "--rm", "--runtime", "runc", "--read-only", "--network", "none",
+                    "--entrypoint", "python", image, "-c", _SOURCE_DIGESTS)
+    in_image = dict(line.split() for line in result.stdout.splitlines())
+    package = ROOT / "sigma_exporter"
+    here = {str(path.relative_to(package)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(package.rglob("*.py")) if path.name != "_build.py"}
+    assert in_image == here

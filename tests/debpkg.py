@@ -43,7 +43,7 @@ PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 def require_root_tools() -> None:
     missing = [tool for tool in TOOLS if shutil.which(tool) is None
                and not Path("/usr/sbin", tool).exists()]
-    problem = (f"{', '.join(missing)} not installed (apt-get install dpkg-dev debootstrap "
+    problem = (f"{', '.join(missing)} not installed (apt-get install dpkg debootstrap "
                "util-linux coreutils; .ci/run does)" if missing else
                "building and installing the .deb needs root (chroot, mounts)"
                if os.geteuid() != 0 else "")
@@ -105,7 +105,8 @@ def host_root_tarball() -> Path:
             if command -v python3 python3.11; then exit 1; fi
         """), timeout=BUILD_TIMEOUT)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        partial = tarball.with_suffix(".tmp")
+        # Written aside and renamed: another session may be making it too.
+        partial = Path(work, "root.tar")
         subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."],
                        check=True, timeout=300)
         partial.rename(tarball)

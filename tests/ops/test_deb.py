@@ -283,7 +283,8 @@ def test_installed_binary_version_and_check_config(installed: Root) -> None:
 
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
-    sim = Simulator(tmp_path_factory.mktemp("simulator"), 1)
+    # --static: the same answer to every poll, so two polls can be compared.
+    sim = Simulator(tmp_path_factory.mktemp("simulator"), 1, "--static")
     try:
         sim.wait_ready(30)
         yield sim
@@ -299,8 +300,8 @@ def _series(exposition: str) -> set[tuple[str, frozenset[tuple[str, str]]]]:
 
 def test_bundle_once_prints_the_same_series_as_the_wheel(installed: Root,
                                                          simulator: Simulator) -> None:
-    """The frozen bundle and the Python package poll the same server into the same
-    series (names and labels; the simulator's values move between the two polls)."""
+    """The frozen bundle and the Python package poll the same server (one fixed
+    answer, channels included) into the same series, names and labels."""
     url = simulator.urls[0]
     bundle = installed.run("sigma-exporter", "once", "--target", url)
     wheel = subprocess.run(sigma_exporter_cmd("once", "--target", url), capture_output=True,

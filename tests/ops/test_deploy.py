@@ -210,7 +210,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_hadolint_catches_an_unpinned_pip_install(tmp_path: Path) -> None:
     text = (DOCKER / "Dockerfile").read_text().replace(
-        "/wheels/sigma_exporter-*.whl", "sigma-exporter")
+        "/tmp/sigma-exporter-wheel/*.whl", "sigma-exporter")
     (tmp_path / "Dockerfile").write_text(text)
     result = _run([_venv_tool("hadolint"), "--no-color", str(tmp_path / "Dockerfile")])
     assert "DL3013" in result.stdout, result.stdout

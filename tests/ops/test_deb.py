@@ -14,6 +14,12 @@ Then:
   the package's system user;
 - an edited config survives a reinstall and `dpkg -r`; `dpkg --purge`
   removes it.
+
+Slow (a minute or two for the build, seconds per root), and nothing faster
+can stand in: which libraries PyInstaller bundles and what they need is
+known only from a real build (bookworm's libstdc++ and libexpat needing
+glibc 2.36 was found that way), and conffile handling, the maintainer
+scripts and the units' paths are only exercised by dpkg in a clean root.
 """
 
 from __future__ import annotations
@@ -348,7 +354,9 @@ def test_installed_agent_serves_as_the_package_user(installed: Root, simulator: 
 
 def test_reinstall_and_remove_keep_the_config_and_purge_removes_it(
         built_deb: Path, host_root: Path, tmp_path: Path) -> None:
-    """dpkg's conffile rules and the maintainer scripts, on a root of its own."""
+    """dpkg's conffile rules and the maintainer scripts, on a root of its own: only a
+    real dpkg running the real postinst, prerm and postrm shows an edit kept, the
+    agent masked on remove and everything of the package gone on purge."""
     root = Root(host_root, tmp_path / "root")
     try:
         root.install(built_deb)

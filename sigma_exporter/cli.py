@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from sigma_exporter import __version__, app, logsetup
+from sigma_exporter import app, buildinfo, logsetup
 from sigma_exporter.app import EXIT_CONFIG, duration_flag
 from sigma_exporter.config import (
     Config,
@@ -82,8 +82,21 @@ def run_parser() -> argparse.ArgumentParser:
          "idle keep-alive connections close after it too")
     _add(parser, "--log.level", "info", "debug, info, warn or error")
     _add(parser, "--log.format", "logfmt", "logfmt or json")
-    parser.add_argument("--version", action="version", version=f"sigma-exporter {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """--version: Prometheus' multi-line layout, worked out only when asked (git)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version, revision, Python and platform and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(buildinfo.version_text())
+        parser.exit()
 
 
 def listen_addresses(args: argparse.Namespace) -> list[str]:

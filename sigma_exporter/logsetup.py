@@ -4,16 +4,21 @@ A line is an event plus its fields, as real keys a log pipeline can index:
 
     log.warning("target down", extra=fields(target="sigma-01", reason="timeout"))
 
-    ts=... level=warn logger=sigma_exporter.poll msg="target down" target=sigma-01 reason=timeout
+    ts=... caller=poll/target.py:151 level=warn msg="target down" target=sigma-01 reason=timeout
 
-`msg` says what happened in words; every value that varies (a target, a
-reason, a count, an error) goes into a field, never into the message text.
+The fixed keys are Prometheus 2.x's (go-kit log): `ts`, `caller` (the file,
+with its folder, and the line that logged), `level`, `msg`. Not Prometheus
+3's `source=`: here `source` is a field already, the poll source (dump,
+progress, nvml). `msg` says what happened in words; every value that varies
+(a target, a reason, a count, an error) goes into a field, never into the
+message text.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -28,7 +33,7 @@ LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "w
 
 Value = str | int | float | bool | None
 # The fixed keys of every line; a field never takes their place.
-RESERVED = frozenset({"ts", "level", "logger", "msg", "exception"})
+RESERVED = frozenset({"ts", "caller", "level", "msg", "exception"})
 
 
 def fields(**values: Value) -> dict[str, dict[str, Value]]:
@@ -58,6 +63,13 @@ def exception_text(formatter: logging.Formatter, record: logging.LogRecord) -> s
     return record.exc_text or None
 
 
+def caller(record: logging.LogRecord) -> str:
+    """`folder/file.py:line` of the log call: short, as go-kit's caller, yet unique
+    across the package (poll/target.py, not a bare target.py)."""
+    folder, name = os.path.split(record.pathname)
+    return f"{os.path.basename(folder)}/{name}:{record.lineno}"
+
+
 def _stamp(record: logging.LogRecord) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + \
         f".{int(record.msecs):03d}Z"
@@ -76,8 +88,8 @@ def _key(name: str) -> str:
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [f"ts={_stamp(record)}", f"level={level_name(record)}",
-                 f"logger={record.name}", f"msg={_logfmt_value(record.getMessage())}"]
+        parts = [f"ts={_stamp(record)}", f"caller={caller(record)}",
+                 f"level={level_name(record)}", f"msg={_logfmt_value(record.getMessage())}"]
         parts.extend(f"{_key(k)}={_logfmt_value(v)}" for k, v in record_fields(record).items())
         exception = exception_text(self, record)
         if exception:
@@ -87,8 +99,8 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Value] = {"ts": _stamp(record), "level": level_name(record),
-                                   "logger": record.name, "msg": record.getMessage()}
+        entry: dict[str, Value] = {"ts": _stamp(record), "caller": caller(record),
+                                   "level": level_name(record), "msg": record.getMessage()}
         for key, value in record_fields(record).items():
             entry[_key(key)] = value
         exception = exception_text(self, record)

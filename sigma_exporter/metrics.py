@@ -82,8 +82,9 @@ J = ("target", "job_name")
 DEFINITIONS: tuple[MetricDef, ...] = (
     # --- self ---------------------------------------------------------------
     _d("sigma_exporter_build_info", "info",
-       "Version of sigma-exporter and the Python it runs on; value is 1.",
-       ("version", "python_version"), "self"),
+       "Version of sigma-exporter, the git revision it was built from and the Python it "
+       "runs on; value is 1.",
+       ("version", "revision", "python_version"), "self"),
     _d("sigma_targets", "gauge", "Number of configured Sigma targets.", (), "self"),
     _d("sigma_config_last_reload_successful", "gauge",
        "Whether the last configuration (re)load succeeded: 1 yes, 0 no.", (), "self"),

@@ -12,12 +12,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from hypothesis import settings
 from prometheus_client.parser import text_string_to_metric_families
+
+if TYPE_CHECKING:
+    from containers import Podman
 
 # Property tests: a quick look by default, so `pytest tests/unit` runs in seconds;
 # the thorough run is the `ci` profile, which scripts/test selects with
@@ -235,3 +238,29 @@ def procs() -> Iterator[Callable[..., Proc]]:
 
 def get(url: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(url, timeout=5, trust_env=False, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def built_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """sigma-exporter_VERSION_amd64.deb from scripts/build-deb, built once per session for
+    every test that needs it (tests/debpkg.py)."""
+    from debpkg import build_deb, require_root_tools  # here: debpkg imports conftest
+
+    require_root_tools()
+    return build_deb(tmp_path_factory.mktemp("deb"))
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
+    """tests/containers.py's Podman (a containers.conf fit for this sandbox)."""
+    from containers import make_podman  # here: containers imports conftest
+
+    return make_podman(tmp_path_factory.mktemp("containers"))
+
+
+@pytest.fixture(scope="session")
+def image(podman: Podman) -> str:
+    """The exporter's image, built once per session (tests/containers.py)."""
+    from containers import build_image
+
+    return build_image(podman)

@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from feed import Fed  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
+from sigma_exporter import __version__  # noqa: E402
 from sigma_exporter.agent.crosscheck import CrossCheck  # noqa: E402
 from sigma_exporter.agent.nvml import DriverInfo, GpuReading  # noqa: E402
 from sigma_exporter.agent.source import NvmlSource  # noqa: E402
@@ -121,7 +122,8 @@ def base_samples(agent: bool) -> list[tuple[str, dict[str, str], float]]:
             if s.labels.get("job_name", CHANNELS[0]) in CHANNELS:
                 out.append((s.name, dict(s.labels), float(s.value)))
     # The exporter's own series (serve.py renders them beside the targets').
-    out += [("sigma_exporter_build_info", {"version": "0.1.0", "python_version": "3.11.2"}, 1.0),
+    out += [("sigma_exporter_build_info", {"version": __version__, "revision": "0123abc",
+                                           "python_version": "3.11.2"}, 1.0),
             ("sigma_targets", {}, 1.0),
             ("sigma_config_last_reload_successful", {}, 1.0),
             ("sigma_config_last_reload_success_timestamp_seconds", {}, -3600.0)]
@@ -507,7 +509,10 @@ def render(incident: Incident, annotations: dict[tuple[str, float], list[dict[st
         "alert_rule_test": checks,
     })
     doc = {"rule_files": ["../../sigma-recording.yml", "../../sigma-alerts.yml"],
-           "evaluation_interval": f"{STEP}s", "tests": tests}
+           "evaluation_interval": f"{STEP}s",
+           # Recording groups first: promtool's own order is random, and an alert
+           # reading a recording rule would see the last evaluation's value by chance.
+           "group_eval_order": group_eval_order(), "tests": tests}
     header = [f"# {incident.title}", "#"]
     header += [f"# {line}".rstrip() for line in incident.expectation.strip().splitlines()]
     header += ["#", "# Written by tests/incidents.py from the exporter's own exposition of a",
@@ -515,6 +520,13 @@ def render(incident: Incident, annotations: dict[tuple[str, float], list[dict[st
                "# Do not edit by hand: change tests/incidents.py and run it.", ""]
     body = yaml.dump(doc, sort_keys=False, width=1000, allow_unicode=True)
     return "\n".join(header) + body
+
+
+def group_eval_order() -> list[str]:
+    """Every rule group, recording groups first, in file order (promtool's
+    group_eval_order for the replays and the unit tests)."""
+    return [group["name"] for path in (ALERTS.parent / "sigma-recording.yml", ALERTS)
+            for group in yaml.safe_load(path.read_text())["groups"]]
 
 
 def _minutes(m: float) -> str:

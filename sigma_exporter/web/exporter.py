@@ -34,12 +34,12 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector
 from prometheus_client import generate_latest as text_generate
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate
 from prometheus_client.process_collector import ProcessCollector
 
-from sigma_exporter import __version__
+from sigma_exporter import __version__, buildinfo
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import Samples, new_samples
 from sigma_exporter.poll.view import View
@@ -84,8 +84,11 @@ Variant = tuple[bool, bool]  # (openmetrics, gzip)
 
 @dataclass(frozen=True, slots=True)
 class _Body:
+    """One variant's merged targets: plain, or compressed (never both: at 1,000
+    targets the plain body is about 15 MB, and a gzip variant never serves it)."""
+
     generation: int
-    plain: bytes
+    plain: bytes | None
     gzip: GzipPrefix | None
 
 
@@ -100,8 +103,13 @@ class Exporter:
         # config file on the poll loop; resolves to None when the new file is
         # in use, else why it was refused.
         self.request_reload: Callable[[], Awaitable[str | None]] | None = None
+        # The exporter's own process, as every prometheus_client program has it:
+        # process_*, python_gc_* and python_info (served after the targets).
         self._process_registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self._process_registry)
+        GCCollector(registry=self._process_registry)
+        PlatformCollector(registry=self._process_registry)
+        self._build_info = buildinfo.current()
         # Last built body per (openmetrics, gzip), tagged with the generation
         # of the View it was built from.
         self._bodies: dict[Variant, _Body] = {}
@@ -116,11 +124,11 @@ class Exporter:
     def view(self) -> View:
         return self.source.view
 
-    @staticmethod
-    def _self_samples(view: View) -> Samples:
+    def _self_samples(self, view: View) -> Samples:
         out = new_samples()
         out["sigma_exporter_build_info"].append(
-            ((__version__, platform.python_version()), 1.0))
+            ((self._build_info.version, self._build_info.revision, platform.python_version()),
+             1.0))
         out["sigma_targets"].append(((), float(len(view.targets))))
         out["sigma_config_last_reload_successful"].append(
             ((), 1.0 if view.reload.successful else 0.0))
@@ -138,7 +146,9 @@ class Exporter:
         blocks = [exposition.render(self._self_samples(view))]
         blocks.extend(target.rendered for target in view.targets.values())
         plain = exposition.merge(blocks, openmetrics, end=False)
-        return _Body(view.generation, plain, GzipPrefix(plain) if gzip else None)
+        if gzip:
+            return _Body(view.generation, None, GzipPrefix(plain))
+        return _Body(view.generation, plain, None)
 
     def prebuild(self, view: View) -> None:
         """Build, from a new `view`, the bodies scrapers asked for lately.
@@ -222,9 +232,9 @@ class Exporter:
         body = self._refresh(variant, self.view)
         self._asked[variant] = time.monotonic()
         tail = self._process_metrics(openmetrics) + (b"# EOF\n" if openmetrics else b"")
-        if body.gzip is None:
-            return body.plain + tail
-        return body.gzip.finish(tail)
+        if body.gzip is not None:
+            return body.gzip.finish(tail)
+        return (body.plain or b"") + tail
 
     def close(self) -> None:
         """Let go of the build thread (the web thread stops)."""

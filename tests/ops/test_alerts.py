@@ -194,6 +194,17 @@ def test_rules_pass_promtool_lint() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_every_rule_test_evaluates_the_groups_in_a_fixed_order() -> None:
+    """promtool evaluates groups in a random order unless told: an alert that reads a
+    recording rule then sees the previous evaluation's value half the time, and a
+    test at the edge of a `for` passes or fails by chance (jobs.yml did)."""
+    import incidents
+
+    order = incidents.group_eval_order()
+    for path in [*RULE_TESTS, *INCIDENT_TESTS]:
+        assert yaml.safe_load(path.read_text()).get("group_eval_order") == order, path.name
+
+
 def test_rule_unit_tests_pass() -> None:
     promtool = _tool("promtool")
     assert RULE_TESTS, "no promtool rule tests in alerts/tests/"

@@ -1,12 +1,12 @@
 """The container image, really built and run (podman, no Docker Hub needed).
 
-deploy/docker/Dockerfile is built on a Python base made from Debian packages
-(scripts/debian-python-base: debootstrap, cached between runs) with
-`podman build --isolation=chroot` (crun refuses this kind of machine's hybrid
-cgroups), then run the way the docs tell users to: `--read-only`, the config
-mounted read-only, as the image's own non-root user. The exporter in the
-container watches two simulated Sigma servers on the host's loopback
-(`--network host`).
+deploy/docker/Dockerfile is built once per session on a Python base made from
+Debian packages (tests/containers.py, the `image` fixture), then run the way
+the docs tell users to: `--read-only`, the config mounted read-only, as the
+image's own non-root user. The exporter in the container watches two
+simulated Sigma servers on the host's loopback (`--network host`). The agent
+recipe for a plain host (the Quadlet unit, with GPUs through CDI) runs the
+same image.
 
 CI (.ci/run, as root) installs podman, buildah, runc and debootstrap, so this
 test runs there. It skips only on a developer machine that is not root and
@@ -15,84 +15,30 @@ lacks the tools; anywhere else a missing tool fails it.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import itertools
 import os
-import shutil
-import subprocess
+import re
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, free_port, get, value, wait_until
+from containers import Podman
 from stack import Simulator
+
+import sigma_exporter
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = ("podman", "runc", "debootstrap")
-IMAGE = "localhost/sigma-exporter:test"  # one tag, overwritten: its layers are the cache
 UID = 10001  # the Dockerfile's USER
-BUILD_TIMEOUT = 600
-
-
-def _tools() -> dict[str, str]:
-    found = {name: shutil.which(name) for name in TOOLS}
-    missing = [name for name, path in found.items() if path is None]
-    if missing:
-        message = (f"{', '.join(missing)} not installed: apt-get install podman buildah runc "
-                   "debootstrap (.ci/run does)")
-        if os.geteuid() != 0 and not os.environ.get("CI"):
-            pytest.skip(message)
-        pytest.fail(message)
-    return {name: path for name, path in found.items() if path is not None}
-
-
-@dataclass
-class Podman:
-    path: str
-    env: dict[str, str]
-
-    def __call__(self, *args: str, timeout: float = 120,
-                 check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([self.path, *args], capture_output=True, text=True,
-                                timeout=timeout, env=self.env, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"podman {' '.join(args)}: exit {result.returncode}\n"
-                                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-        return result
-
-
-@pytest.fixture(scope="module")
-def podman(tmp_path_factory: pytest.TempPathFactory) -> Podman:
-    tools = _tools()
-    conf = tmp_path_factory.mktemp("containers") / "containers.conf"
-    # The sandbox these tests run in forbids raising rlimits, which podman
-    # does for every container by default (nofile, nproc).
-    conf.write_text("[containers]\ndefault_ulimits = []\n")
-    return Podman(tools["podman"], {**os.environ, "CONTAINERS_CONF": str(conf)})
-
-
-@pytest.fixture(scope="module")
-def image(podman: Podman) -> str:
-    started = time.monotonic()
-    base = subprocess.run([str(ROOT / "scripts" / "debian-python-base")], capture_output=True,
-                          text=True, timeout=BUILD_TIMEOUT, env=podman.env, check=False)
-    assert base.returncode == 0, base.stderr[-4000:]
-    base_image = base.stdout.strip().splitlines()[-1]
-    base_s = time.monotonic() - started
-    podman("build", "--isolation=chroot", "--network=host", "--format=docker",
-           "--ignorefile", str(ROOT / "deploy/docker/Dockerfile.dockerignore"),
-           "--build-arg", f"PYTHON_IMAGE={base_image}",
-           "-f", str(ROOT / "deploy/docker/Dockerfile"), "-t", IMAGE, str(ROOT),
-           timeout=BUILD_TIMEOUT)
-    print(f"\nbase image {base_image} in {base_s:.0f}s, "
-          f"image build {time.monotonic() - started - base_s:.0f}s")
-    # Each source change leaves the last build's stages untagged: keep a day of
-    # them as the layer cache, drop what is older so repeated runs do not fill
-    # the disk.
-    podman("image", "prune", "--force", "--filter", "until=24h", check=False)
-    return IMAGE
 
 
 def _config(path: Path, first_port: int, names: tuple[str, ...]) -> Path:
@@ -263,3 +209,171 @@ def _locked_versions() -> dict[str, str]:
             name, _, rest = line.partition("==")
             out[_norm(name)] = rest.split()[0]
     return out
+
+
+# --- the agent on a plain host: the Quadlet unit's [Container], with CDI ---------------
+
+QUADLET = ROOT / "deploy" / "podman" / "sigma-exporter-agent.container"
+# What Quadlet (podman 4.4 and later) makes of each [Container] key: `podman run`
+# flags. This host's podman 4.3 has no Quadlet, so the test runs the unit's keys
+# through this table; a key missing here fails the test rather than being skipped.
+QUADLET_FLAGS: dict[str, Callable[[str], list[str]]] = {
+    "ContainerName": lambda v: ["--name", v],
+    "Network": lambda v: ["--network", v],
+    "ReadOnly": lambda v: ["--read-only"] if v == "true" else [],
+    "AddDevice": lambda v: ["--device", v],
+    "Environment": lambda v: ["--env", v],
+    "Volume": lambda v: ["--volume", v],
+    "NoNewPrivileges": lambda v: ["--security-opt", "no-new-privileges"] if v == "true" else [],
+    "DropCapability": lambda v: ["--cap-drop", v],
+}
+# NVML's device nodes (docs/deployment.md); the stub spec puts /dev/null behind each.
+GPU_NODES = ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia0")
+
+
+def quadlet_container(path: Path) -> tuple[str, list[tuple[str, str]]]:
+    """The unit's image and its other [Container] keys, in order."""
+    section, image, keys = "", "", []
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if section == "[Container]":
+            key, _, val = line.partition("=")
+            if key == "Image":
+                image = val
+            else:
+                keys.append((key, val))
+    return image, keys
+
+
+def quadlet_run_flags(keys: list[tuple[str, str]]) -> list[str]:
+    flags = []
+    for key, val in keys:
+        assert key in QUADLET_FLAGS, f"{key}= of {QUADLET.name} has no podman run flag here"
+        flags += QUADLET_FLAGS[key](val)
+    return flags
+
+
+@contextmanager
+def stub_gpu_cdi_spec() -> Iterator[None]:
+    """`nvidia.com/gpu=all` as a CDI spec of stub device nodes, while a container is made.
+
+    podman 4.3 reads CDI specs only from /etc/cdi and /var/run/cdi; a lock keeps two
+    test runs on one machine from defining the same device at once.
+    """
+    spec_dir = Path("/var/run/cdi")
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    with (Path(tempfile.gettempdir()) / "sigma-exporter-cdi-test.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        spec = spec_dir / f"sigma-exporter-test-{os.getpid()}.yaml"
+        spec.write_text(yaml.safe_dump({
+            "cdiVersion": "0.5.0", "kind": "nvidia.com/gpu",
+            "devices": [{"name": "all", "containerEdits": {
+                "deviceNodes": [{"path": node, "hostPath": "/dev/null"} for node in GPU_NODES],
+                "env": ["NVIDIA_VISIBLE_DEVICES=all"]}}]}))
+        try:
+            yield
+        finally:
+            spec.unlink(missing_ok=True)
+
+
+def test_quadlet_unit_uses_this_release_and_the_documented_recipe() -> None:
+    image, keys = quadlet_container(QUADLET)
+    assert image == f"ghcr.io/sigma-exporter/sigma-exporter:{sigma_exporter.__version__}"
+    flags = quadlet_run_flags(keys)
+    pairs = set(itertools.pairwise(flags))
+    assert ("--device", "nvidia.com/gpu=all") in pairs
+    assert ("--env", "NVIDIA_DRIVER_CAPABILITIES=utility") in pairs
+    # docs/deployment.md's `podman run` is the same container as the unit.
+    doc = (ROOT / "docs" / "deployment.md").read_text()
+    command = re.search(r"^podman run -d --name sigma-exporter-agent .*?(?<!\\)$", doc,
+                        re.M | re.S)
+    assert command is not None, "docs/deployment.md: the agent's podman run"
+    words = command.group(0).replace("\\\n", " ").split()
+    for flag in flags:
+        assert flag in words, flag
+    assert words[-1] == image
+    for needle in ("--gpus all", "NVIDIA_DRIVER_CAPABILITIES=utility", "--network host",
+                   "--read-only", "deploy/podman/sigma-exporter-agent.container"):
+        assert needle in doc, needle
+
+
+def test_agent_container_with_cdi_gpus_polls_local_sigma(
+        podman: Podman, image: str, simulator: int,
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The Quadlet unit's container, run as its keys say, on a plain host.
+
+    Proves what only a real container does: podman accepts the CDI device
+    request and puts NVML's nodes in the container, the agent runs read-only,
+    unprivileged and without capabilities on the host's network, reaches the
+    local Sigma (the simulator) on loopback and serves on the host. NVML itself
+    is not there (stub nodes, no driver library): the agent says so and exports
+    Sigma's own GPU figures; real NVML is scripts/gpu-check's part.
+    """
+    config_dir = tmp_path_factory.mktemp("agent-config")
+    config_dir.chmod(0o755)
+    config = config_dir / "sigma.yml"
+    config.write_text(f"targets:\n  - name: sigma-host\n    url: http://127.0.0.1:{simulator}\n"
+                      "nvml:\n  enabled: auto\n")
+    config.chmod(0o644)
+    _, keys = quadlet_container(QUADLET)
+    keys = [(key, f"{config_dir}:/etc/sigma-exporter:ro" if key == "Volume" else val)
+            for key, val in keys]
+    name = f"sigma-exporter-agent-test-{uuid.uuid4().hex[:8]}"
+    keys = [(key, name if key == "ContainerName" else val) for key, val in keys]
+    port = free_port()
+    try:
+        with stub_gpu_cdi_spec():
+            podman("run", "--detach", "--runtime", "runc", "--read-only-tmpfs=false",
+                   "--health-interval", "disable",
+                   # This host's port 19911 may be taken; the address moves as the docs say.
+                   "--env", f"SIGMA_EXPORTER_WEB_LISTEN_ADDRESS=127.0.0.1:{port}",
+                   *quadlet_run_flags(keys), image)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: value(get(base + "/metrics").text, "sigma_up",
+                                     target="sigma-host") == 1, 30, "the agent up")
+        except AssertionError:
+            failed = podman("logs", name, check=False)
+            raise AssertionError(failed.stdout[-3000:] + failed.stderr[-3000:]) from None
+        check = ("import os, stat\n"
+                 f"for node in {list(GPU_NODES)!r}:\n"
+                 "    print(node, stat.S_ISCHR(os.stat(node).st_mode))\n"
+                 "print(os.environ['NVIDIA_DRIVER_CAPABILITIES'])")
+        inside = podman("exec", name, "python", "-c", check).stdout.split()
+        assert inside == [word for node in GPU_NODES for word in (node, "True")] + ["utility"]
+        pid = int(_inspect(podman, name, "{{.State.Pid}}"))
+        status = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+        assert status["Uid"].split()[0] == str(UID)
+        assert status["CapEff"].strip() == status["CapBnd"].strip() == "0" * 16
+        assert status["NoNewPrivs"].strip() == "1"
+        log = podman("logs", name).stderr
+        assert "agent mode off: NVML not available" in log, log[-3000:]
+    finally:
+        podman("rm", "--force", "--time", "2", name, check=False)
+
+
+# The package's source files and their digests, as a program reads them in the image.
+_SOURCE_DIGESTS = """
+import hashlib, pathlib, sigma_exporter
+root = pathlib.Path(sigma_exporter.__file__).parent
+for path in sorted(root.rglob("*.py")):
+    print(path.relative_to(root), hashlib.sha256(path.read_bytes()).hexdigest())
+"""
+
+
+def test_image_runs_this_trees_code(podman: Podman, image: str) -> None:
+    """Every module in the image is this tree's, byte for byte: a layer cache that
+    kept an older wheel (podman 4.3 did, for a RUN with a bind mount) fails here."""
+    result = podman("run", "--rm", "--runtime", "runc", "--read-only", "--network", "none",
+                    "--entrypoint", "python", image, "-c", _SOURCE_DIGESTS)
+    in_image = dict(line.split() for line in result.stdout.splitlines())
+    package = ROOT / "sigma_exporter"
+    here = {str(path.relative_to(package)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(package.rglob("*.py")) if path.name != "_build.py"}
+    assert in_image == here

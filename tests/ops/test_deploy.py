@@ -210,7 +210,7 @@ def test_dockerfile_passes_hadolint() -> None:
 
 def test_hadolint_catches_an_unpinned_pip_install(tmp_path: Path) -> None:
     text = (DOCKER / "Dockerfile").read_text().replace(
-        "/wheels/sigma_exporter-*.whl", "sigma-exporter")
+        "/tmp/sigma-exporter-wheel/*.whl", "sigma-exporter")
     (tmp_path / "Dockerfile").write_text(text)
     result = _run([_venv_tool("hadolint"), "--no-color", str(tmp_path / "Dockerfile")])
     assert "DL3013" in result.stdout, result.stdout
@@ -387,6 +387,25 @@ def test_systemd_unit_verifies_cleanly(unit: str, tmp_path: Path) -> None:
     assert result.returncode == 0, output
     # verify only warns about unknown or misspelt keys: any output is a finding.
     assert not output.strip(), output
+
+
+def test_systemd_socket_unit_verifies_with_its_service_on_the_default_port(
+        tmp_path: Path) -> None:
+    """deploy/systemd/sigma-exporter.socket: the socket activation docs/deployment.md
+    describes, for the service of the same name, on the exporter's default port."""
+    tool = require_tool("systemd-analyze")
+    socket_unit = tmp_path / "sigma-exporter.socket"
+    shutil.copy(SYSTEMD / "sigma-exporter.socket", socket_unit)
+    result = _run([tool, "verify", "--man=no", str(socket_unit),
+                   str(_unit_copy("sigma-exporter.service", tmp_path))])
+    assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), \
+        result.stdout + result.stderr
+    socket = unit_directives(SYSTEMD / "sigma-exporter.socket")
+    assert socket["ListenStream"] == [DEFAULT_LISTEN.removeprefix(":")]
+    assert socket["WantedBy"] == ["sockets.target"]
+    # The service serves on the passed socket only with the flag: the file says how.
+    assert "SIGMA_EXPORTER_WEB_SYSTEMD_SOCKET=true" in \
+        (SYSTEMD / "sigma-exporter.socket").read_text()
 
 
 # `systemd-analyze security` scores measured with systemd 252, kept as ceilings:
@@ -1043,7 +1062,9 @@ def test_wheel_and_sdist_build_install_and_run(tmp_path: Path) -> None:
     Path(purelib, "outer-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     result = _run([str(venv / "bin" / "sigma-exporter"), "--version"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == f"sigma-exporter {version}"
+    # Built from a copy with neither git nor a baked revision: it says so.
+    assert result.stdout.splitlines()[0] == \
+        f"sigma-exporter, version {version} (revision: unknown)"
     where = _run([str(python), "-c", "import sigma_exporter; print(sigma_exporter.__file__)"],
                  cwd=tmp_path).stdout.strip()
     assert where.startswith(purelib), f"imported {where}, not the installed wheel"
@@ -1076,12 +1097,12 @@ def test_deployment_doc_says_how_to_build_and_run_the_image() -> None:
     for needle in ("docker build -f deploy/docker/Dockerfile", "docker run --read-only",
                    "podman build --format docker --ignorefile", "podman run --read-only",
                    "scripts/lock-image-deps", "scripts/debian-python-base",
-                   "sigma-exporter:0.1.0@sha256:", "kustomize edit set image",
+                   "kustomize edit set image",
                    "deploy/kubernetes-central-probe", "--web.systemd-socket"):
         assert needle in text, needle
     assert f"sigma-exporter:{sigma_exporter.__version__}@sha256:" in text
     # The Podman flags the docs give are the ones the container test builds with.
-    container_test = (ROOT / "tests" / "ops" / "test_container.py").read_text()
+    container_test = (ROOT / "tests" / "containers.py").read_text()
     for flag in ("--format=docker", "--ignorefile", "--isolation=chroot"):
         assert flag in container_test, flag
         assert flag in text or flag.replace("=", " ") in text, flag

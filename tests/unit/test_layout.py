@@ -20,11 +20,11 @@ from conftest import ROOT
 # --- the rules (the target layout; adjust here when the layout changes) ------------
 
 RUNTIME = frozenset({"config", "strictyaml", "grammar", "metrics", "logsetup", "redact",
-                     "tlsfiles", "helptext", "docs", "source", "collect", "poll", "web",
-                     "agent", "app"})
+                     "tlsfiles", "helptext", "buildinfo", "docs", "source", "collect", "poll",
+                     "web", "agent", "app"})
 # Leaf modules every part may use: logging with fields, redaction, the grammars,
-# the TLS file checks, the --help layout.
-BASE = frozenset({"logsetup", "redact", "grammar", "tlsfiles", "helptext"})
+# the TLS file checks, the --help layout, what this build is.
+BASE = frozenset({"logsetup", "redact", "grammar", "tlsfiles", "helptext", "buildinfo"})
 
 # part -> the other parts it may import, at module level or lazily
 RULES: dict[str, frozenset[str]] = {
@@ -33,6 +33,7 @@ RULES: dict[str, frozenset[str]] = {
     "redact": frozenset(),
     "tlsfiles": frozenset(),
     "helptext": frozenset(),
+    "buildinfo": frozenset(),
     "metrics": frozenset(),
     "strictyaml": BASE,
     "config": BASE | {"strictyaml"},

@@ -11,7 +11,6 @@ reading anything the poll loop changes. Nothing here reads metric names.
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -124,7 +123,9 @@ class MediaClock:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._seen: dict[str, deque[tuple[float, float]]] = {}
+        # channel -> [(when, media time)], oldest first; a list of a few
+        # entries (a deque costs ten times the memory at thousands of channels)
+        self._seen: dict[str, list[tuple[float, float]]] = {}
 
     def stalled(self, media_times: Mapping[str, float], running: Iterable[str]) -> set[str]:
         """The running channels whose media time advanced less than STALL_SPEED s/s over
@@ -136,13 +137,13 @@ class MediaClock:
         found = set()
         for name in running:
             media = media_times[name]
-            seen = self._seen.setdefault(name, deque())
+            seen = self._seen.setdefault(name, [])
             if seen and media < seen[-1][1]:
                 seen.clear()
             seen.append((now, media))
             # Keep as the oldest the newest poll that is STALL_WINDOW old or older.
             while len(seen) > 1 and now - seen[1][0] >= STALL_WINDOW:
-                seen.popleft()
+                del seen[0]
             then, media_then = seen[0]
             if now - then >= STALL_WINDOW and media - media_then < STALL_SPEED * (now - then):
                 found.add(name)

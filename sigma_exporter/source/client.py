@@ -28,7 +28,7 @@ from sigma_exporter import __version__
 from sigma_exporter.config import TargetConfig, TLSConfig
 from sigma_exporter.source.errors import REASONS as REASONS
 from sigma_exporter.source.errors import PollError as PollError
-from sigma_exporter.source.transport import SigmaTransport
+from sigma_exporter.source.transport import Prepared, SigmaTransport
 
 DUMP_REQUEST = {"type": "dump"}
 PROGRESS_REQUEST = {"type": "progress", "name": "*"}
@@ -181,19 +181,22 @@ class SigmaClient:
         self._transport = SigmaTransport(
             contexts.get(target.tls), max_body_bytes=target.max_body_bytes,
             max_connections=2, keepalive_expiry=target.interval * 2 + 5)
-        # Plain httpx.Request objects, not an AsyncClient: a client would build
-        # (and keep) an SSL context of its own for every target.
-        json_headers = httpx.Headers(headers)
-        json_headers["Content-Type"] = "application/json"
-        self._requests: dict[tuple[str, str], httpx.Request] = {
-            (payload["type"], "POST"): httpx.Request(
-                "POST", target.url, headers=json_headers, content=orjson.dumps(payload))
-            for payload in (DUMP_REQUEST, PROGRESS_REQUEST)
-        }
-        self._requests[("dump", "GET")] = httpx.Request("GET", target.url, headers=headers)
+        # httpx builds each request (headers, URL) once, when first sent; the
+        # target keeps it serialised, not an AsyncClient (which would build and
+        # keep an SSL context of its own for every target).
+        self._headers = headers
+        self._requests: dict[tuple[str, str], Prepared] = {}
 
     async def aclose(self) -> None:
         await self._transport.aclose()
+
+    def _prepare(self, payload: dict[str, str], method: str) -> Prepared:
+        if method == "GET":
+            return Prepared.of(httpx.Request("GET", self.target.url, headers=self._headers))
+        headers = httpx.Headers(self._headers)
+        headers["Content-Type"] = "application/json"
+        return Prepared.of(httpx.Request("POST", self.target.url, headers=headers,
+                                         content=orjson.dumps(payload)))
 
     async def fetch(self, payload: dict[str, str], method: str = "POST") -> Answer:
         """One request, bounded as a whole by the target's timeout; raises PollError.
@@ -201,7 +204,9 @@ class SigmaClient:
         Any other exception is a bug of ours, left to the source's `execute()`
         (reason `internal`, its traceback logged once).
         """
-        request = self._requests[(payload["type"], method)]
+        request = self._requests.get((payload["type"], method))
+        if request is None:
+            request = self._requests[(payload["type"], method)] = self._prepare(payload, method)
         started = time.perf_counter()
         deadline = time.monotonic() + self.target.timeout
         try:

@@ -225,14 +225,36 @@ class _Exchange(asyncio.Protocol):
             self._waiter = None
 
 
-def _serialise(request: httpx.Request, body: bytes) -> bytes:
-    target = request.url.raw_path  # path and query, already percent-encoded
-    lines = [request.method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n"]
-    for name, value in request.headers.raw:
-        lines += [name, b": ", value, b"\r\n"]
-    lines.append(b"\r\n")
-    lines.append(body)
-    return b"".join(lines)
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request serialised once: where it goes and its bytes on the wire.
+
+    The poller sends the same few requests every round; each target keeps
+    them as a few hundred bytes, not as httpx.Request objects (about 4 KB each).
+    """
+
+    scheme: bytes  # b"http" or b"https"
+    host: str
+    port: int
+    payload: bytes
+
+    @property
+    def origin(self) -> tuple[bytes, str, int]:
+        return self.scheme, self.host, self.port
+
+    @staticmethod
+    def of(request: httpx.Request) -> Prepared:
+        """From an httpx.Request whose body is read (`content=` bytes, or after aread)."""
+        url = request.url
+        if url.raw_scheme not in (b"http", b"https"):
+            raise PollError("connect", f"unsupported scheme {url.scheme!r}")
+        lines = [request.method.encode("ascii"), b" ", url.raw_path, b" HTTP/1.1\r\n"]
+        for name, value in request.headers.raw:
+            lines += [name, b": ", value, b"\r\n"]
+        lines.append(b"\r\n")
+        lines.append(request.content)
+        port = url.port or (443 if url.raw_scheme == b"https" else 80)
+        return Prepared(url.raw_scheme, url.host, port, b"".join(lines))
 
 
 class SigmaTransport(httpx.AsyncBaseTransport):
@@ -250,12 +272,11 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         self._max_body_bytes = max_body_bytes
         self._max_idle = max_connections
         self._keepalive_expiry = keepalive_expiry
-        self._idle: dict[tuple[bytes, bytes, int], list[_Exchange]] = {}
+        self._idle: dict[tuple[bytes, str, int], list[_Exchange]] = {}
         self._open: set[_Exchange] = set()
         self._closed = False
-        self._payloads: dict[int, tuple[httpx.Request, bytes]] = {}
 
-    async def exchange(self, request: httpx.Request) -> RawAnswer:
+    async def exchange(self, request: Prepared) -> RawAnswer:
         """Send `request`, return its complete answer, or raise PollError.
 
         No deadline of its own: the caller bounds the whole call (a
@@ -263,24 +284,18 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         """
         if self._closed:
             raise PollError("connect", "transport is closed")
-        url = request.url
-        scheme = url.raw_scheme
-        if scheme not in (b"http", b"https"):
-            raise PollError("connect", f"unsupported scheme {url.scheme!r}")
-        port = url.port or (443 if scheme == b"https" else 80)
-        origin = (scheme, url.raw_host, port)
-        payload = await self._payload(request)
+        origin = request.origin
         connection, reused = self._take_idle(origin)
         if connection is None:
-            connection = await self._connect(request, origin)
+            connection = await self._connect(origin)
         try:
-            answer = await self._exchange(connection, payload)
+            answer = await self._exchange(connection, request.payload)
         except _NoAnswer:
             if not reused:
                 raise
             # A kept connection the server had closed: once more, fresh.
-            connection = await self._connect(request, origin)
-            answer = await self._exchange(connection, payload)
+            connection = await self._connect(origin)
+            answer = await self._exchange(connection, request.payload)
         self._give_back(origin, connection)
         return answer
 
@@ -292,8 +307,9 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         """
         timeout = request.extensions.get("timeout", {}).get("read")
         try:
+            await request.aread()
             async with asyncio.timeout(timeout):
-                answer = await self.exchange(request)
+                answer = await self.exchange(Prepared.of(request))
         except TimeoutError:
             raise httpx.ReadTimeout(f"no complete answer within {timeout:g}s",
                                     request=request) from None
@@ -307,17 +323,7 @@ class SigmaTransport(httpx.AsyncBaseTransport):
                               stream=httpx.ByteStream(answer.body),
                               extensions={"http_version": b"HTTP/1.1"}, request=request)
 
-    async def _payload(self, request: httpx.Request) -> bytes:
-        # The poller sends the same few requests every round: serialise each once.
-        cached = self._payloads.get(id(request))
-        if cached is not None and cached[0] is request:
-            return cached[1]
-        payload = _serialise(request, await request.aread())
-        if len(self._payloads) < 16:
-            self._payloads[id(request)] = (request, payload)
-        return payload
-
-    def _take_idle(self, origin: tuple[bytes, bytes, int]) -> tuple[_Exchange | None, bool]:
+    def _take_idle(self, origin: tuple[bytes, str, int]) -> tuple[_Exchange | None, bool]:
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
@@ -327,7 +333,7 @@ class SigmaTransport(httpx.AsyncBaseTransport):
             self._drop(connection)
         return None, False
 
-    def _give_back(self, origin: tuple[bytes, bytes, int], connection: _Exchange) -> None:
+    def _give_back(self, origin: tuple[bytes, str, int], connection: _Exchange) -> None:
         idle = self._idle.setdefault(origin, [])
         if connection.closed or self._closed or len(idle) >= self._max_idle:
             self._drop(connection)
@@ -339,10 +345,8 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         connection.abort()
         self._open.discard(connection)
 
-    async def _connect(self, request: httpx.Request,
-                       origin: tuple[bytes, bytes, int]) -> _Exchange:
-        scheme, _, port = origin
-        host = request.url.host
+    async def _connect(self, origin: tuple[bytes, str, int]) -> _Exchange:
+        scheme, host, port = origin
         tls = self._ssl_context if scheme == b"https" else None
         if scheme == b"https" and tls is None:
             tls = ssl.create_default_context()
@@ -375,4 +379,3 @@ class SigmaTransport(httpx.AsyncBaseTransport):
         for connection in list(self._open):
             self._drop(connection)
         self._idle.clear()
-        self._payloads.clear()

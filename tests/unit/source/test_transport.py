@@ -18,7 +18,7 @@ import pytest
 from conftest import make_ca, make_cert
 
 from sigma_exporter.source.errors import PollError
-from sigma_exporter.source.transport import RawAnswer, SigmaTransport
+from sigma_exporter.source.transport import Prepared, RawAnswer, SigmaTransport
 
 # What a scripted server does with one request on one connection: it gets the
 # request head and body, and writes to the stream; returning False closes.
@@ -95,7 +95,7 @@ async def post(transport: SigmaTransport, url: str, body: bytes = b'{"type":"dum
                timeout: float = 5.0) -> RawAnswer:
     """One exchange under one deadline, as the client makes it."""
     async with asyncio.timeout(timeout):
-        return await transport.exchange(httpx.Request("POST", url, content=body))
+        return await transport.exchange(Prepared.of(httpx.Request("POST", url, content=body)))
 
 
 def run(coro: Awaitable[object]) -> object:

@@ -59,6 +59,7 @@ from sigma_exporter.config import (
     parse_duration,
 )
 from sigma_exporter.logsetup import fields, plain
+from sigma_exporter.outputs.source import OutputsFactory
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.redact import RedactFilter, redact_url
 from sigma_exporter.web import systemd
@@ -165,15 +166,24 @@ def check_nvml(config: Config) -> str:
     return f"{'checked' if nvml is not None else 'agent mode off on this host'}: {said}"
 
 
-def poll_once(config: Config) -> tuple[bytes, bool, str | None]:
+def poll_once(config: Config, outputs: list[str] | None = None
+              ) -> tuple[bytes, bool, str | None]:
     """Poll the config's first target once: its exposition, whether every source
-    answered, and each failing source's error (`source: reason: message; ...`)."""
+    answered, and each failing source's error (`source: reason: message; ...`).
+
+    `outputs`, when given, receives the outputs source's findings (stale
+    playlists first), one sentence each.
+    """
     async def poll() -> tuple[bytes, bool, str | None]:
-        poller = Poller(config)
+        poller = Poller(config, [OutputsFactory(config)])
         try:
             await poller.poll_all_once()
             state = next(iter(poller.targets.values()))
             body = exposition.merge([state.published.rendered], openmetrics=False)
+            status = state.published.status
+            found = status.source("outputs") if status is not None else None
+            if outputs is not None and found is not None:
+                outputs.extend(found.findings)
             errors = state.health.errors
             said = "; ".join(f"{source}: {error}" for source, error in errors.items())
             return body, not errors and bool(state.health.up), said or None
@@ -227,10 +237,12 @@ async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
                 ready: asyncio.Event | None = None) -> None:
     """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation).
 
-    `sources`: the factories of extra sources (agent mode's NVML, the outputs).
+    `sources`: the factories of extra sources (agent mode's NVML); the outputs
+    source's is added here, from the config's `outputs` section.
     """
     config = settings.config
-    poller = Poller(config, sources)
+    outputs = OutputsFactory(config)  # the playlists of the jobs' HLS/DASH outputs
+    poller = Poller(config, [*sources, outputs])
     exporter = Exporter(poller, settings.telemetry_path)
     web_thread = WebThread(exporter, settings.listen, settings.web_config,
                            settings.max_requests, settings.read_timeout, settings.sockets)
@@ -252,7 +264,7 @@ async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
             else:
                 log.exception("reload failed, keeping the running config")
             return str(exc)
-        await poller.reload(new)
+        await poller.reload(new, rebuild=outputs.update(new))
         for handler in logging.getLogger().handlers:  # new secrets to blank in logs
             for flt in handler.filters:
                 if isinstance(flt, RedactFilter):

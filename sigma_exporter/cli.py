@@ -221,9 +221,12 @@ def main_once(argv: Sequence[str]) -> int:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
-    body, up, error = app.poll_once(config)
+    outputs: list[str] = []
+    body, up, error = app.poll_once(config, outputs)
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
+    for finding in outputs:  # the outputs source's problems, stale playlists first
+        print(f"sigma-exporter: output: {finding}", file=sys.stderr)
     if not up:
         print(f"sigma-exporter: poll failed: {error}", file=sys.stderr)
         return 1

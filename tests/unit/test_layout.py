@@ -20,7 +20,7 @@ from conftest import ROOT
 # --- the rules (the target layout; adjust here when the layout changes) ------------
 
 RUNTIME = frozenset({"config", "strictyaml", "grammar", "metrics", "logsetup", "redact",
-                     "docs", "source", "collect", "poll", "web", "agent", "app"})
+                     "docs", "source", "collect", "poll", "web", "agent", "outputs", "app"})
 # Leaf modules every part may use: logging with fields, redaction, the grammars.
 BASE = frozenset({"logsetup", "redact", "grammar"})
 
@@ -36,7 +36,10 @@ RULES: dict[str, frozenset[str]] = {
     "source": BASE | {"config", "metrics"},
     "collect": BASE | {"source", "metrics", "config"},
     "agent": BASE | {"source", "collect", "config"},
-    "poll": BASE | {"source", "collect", "config", "metrics"},
+    # The outputs source: playlists on disk or at the origin (the HTTP client of source/).
+    "outputs": BASE | {"source", "collect", "config", "metrics"},
+    # The status summary reads the outputs source's typed report.
+    "poll": BASE | {"source", "collect", "config", "metrics", "outputs"},
     "web": BASE | {"poll", "collect", "config", "strictyaml", "metrics"},
     "app": RUNTIME - {"app"},
     "cli": BASE | {"app", "config", "strictyaml"},

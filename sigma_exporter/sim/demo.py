@@ -23,7 +23,15 @@ from pathlib import Path
 
 from sigma_exporter import logsetup
 from sigma_exporter.app import Settings, duration_flag, serve
-from sigma_exporter.config import Config, ConfigError, TargetConfig, format_duration
+from sigma_exporter.config import (
+    Config,
+    ConfigError,
+    OutputRoot,
+    OutputsConfig,
+    TargetConfig,
+    format_duration,
+)
+from sigma_exporter.sim.http_server import Simulator
 from sigma_exporter.sim.simulator import run_simulator
 from sigma_exporter.web.server import DEFAULT_LISTEN, describe_listen, listen_problem
 
@@ -56,12 +64,30 @@ def free_consecutive_ports(count: int, host: str = "127.0.0.1") -> int:
     raise OSError("no free consecutive ports on loopback")
 
 
-def demo_config(first_port: int, interval: float) -> Config:
+def demo_config(first_port: int, interval: float, outputs_dir: str | None = None) -> Config:
+    """The demo's targets; with `outputs_dir`, each target's HLS outputs read there
+    (the simulator writes `outputs_dir/<server>/<job>/`), as agent mode reads them."""
     targets = tuple(
         TargetConfig(name=f"sigma-{i + 1:02d}", url=f"http://127.0.0.1:{first_port + i}",
                      interval=interval, timeout=min(5.0, interval))
         for i in range(DEMO_SERVERS))
-    return Config(targets, source="demo")
+    outputs = OutputsConfig()
+    if outputs_dir is not None:
+        outputs = OutputsConfig(roots=tuple(
+            OutputRoot(str(Path(outputs_dir) / t.name), target=t.name) for t in targets))
+    return Config(targets, source="demo", outputs=outputs)
+
+
+def freeze_playlist(sim: Simulator, server: int = 0, job: str = "VTV3") -> str:
+    """The demo's "a playlist frozen" incident: the packager of `job` stops writing
+    while Sigma still says the job runs. Returns what to watch for.
+
+    A hook for the demo's incident table (issue 26); `None` heals it:
+    `sim.set_job_output(server, job, None)`.
+    """
+    sim.set_job_output(server, job, "frozen")
+    return (f"{sim.servers[server].name} {job}: its playlists stop changing; "
+            "SigmaOutputStale pages within 2 minutes, the status page lists it first")
 
 
 @contextlib.contextmanager
@@ -100,7 +126,8 @@ def prometheus(exporter: str, interval: float) -> Iterator[str]:
 
 
 def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -> None:
-    print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU)")
+    print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU), "
+          "their channels writing real HLS")
     for i, url in enumerate(urls):
         print(f"  simulated sigma-{i + 1:02d}  {url}/")
     print(f"  status page        {base}")
@@ -118,12 +145,19 @@ def _print_urls(base: str, urls: list[str], prom_url: str | None, listen: str) -
 
 
 async def _demo(listen: str, interval: float, with_prometheus: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="sigma-demo-outputs-") as outputs_dir:
+        await _demo_in(listen, interval, with_prometheus, outputs_dir)
+
+
+async def _demo_in(listen: str, interval: float, with_prometheus: bool,
+                   outputs_dir: str) -> None:
     first = free_consecutive_ports(DEMO_SERVERS)
     stop_sim = asyncio.Event()
     sim = asyncio.create_task(run_simulator(
         "127.0.0.1", first, DEMO_SERVERS, gpus=1, seed=1, fault=None, control_port=None,
-        jobs=4, static=False, stop=stop_sim, out=io.StringIO(), name_prefix="sigma"))
-    config = demo_config(first, interval)
+        jobs=4, static=False, stop=stop_sim, out=io.StringIO(), name_prefix="sigma",
+        outputs_dir=outputs_dir))
+    config = demo_config(first, interval, outputs_dir)
     ready = asyncio.Event()
     exporter = asyncio.create_task(serve(Settings(config, (listen,)), ready=ready))
     waiter = asyncio.create_task(ready.wait())

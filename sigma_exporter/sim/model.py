@@ -137,6 +137,10 @@ class SimServer:
     queue_override: int | None = None
     # GPU scenario hook: (gpu index, now) -> fields to overwrite in that gpu[] entry.
     gpu_override: Callable[[int, float], dict[str, Any] | None] | None = None
+    # Where the jobs' HLS is written (sim/hls.py); None: progress names a
+    # nominal folder that nothing writes.
+    outputs_dir: str | None = None
+    output_faults: dict[str, str] = field(default_factory=dict)  # job -> sim/hls.py fault
 
     def __post_init__(self) -> None:
         if not 0 <= self.gpus <= 8:

@@ -1,11 +1,11 @@
 """What the status page needs of one poll, summarized on the poll side from typed results.
 
 `summarize` runs on the poll loop right after a target's round. From the
-round's typed readings (the dump's `Dump`, progress's `Progress`, every
-source's findings) and the target's health it keeps the little the page
-shows, in a frozen `TargetStatus` that the poller puts in the target's view
-together with its exposition, so the web thread renders the page without
-reading anything the poll loop changes. Nothing here reads metric names.
+round's typed readings (the dump's `Dump`, progress's `Progress`, the
+outputs' `OutputsReport`, every source's findings) and the target's health
+it keeps the little the page shows, in a frozen `TargetStatus` that the
+poller puts in the target's view together with its exposition, so the web
+thread renders the page without reading anything the poll loop changes. Nothing here reads metric names.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sigma_exporter.collect.health import TargetHealth
 from sigma_exporter.collect.samples import UP_STATES_JOB
 from sigma_exporter.collect.source import Outcome
+from sigma_exporter.outputs.source import OutputsReport
 from sigma_exporter.source.snapshot import Dump, Progress
 
 # A channel is slow when it is up but its last reported speed is below this
@@ -43,6 +44,17 @@ class Gpu:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleOutput:
+    """A rendition whose live playlist stopped changing (the outputs source's verdict)."""
+
+    job: str
+    output: str
+    rendition: str
+    age: float  # seconds unchanged
+    limit: float | None  # stale beyond this (1.5 target durations)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     """One source of the target as of its last read."""
 
@@ -65,6 +77,8 @@ class TargetStatus:
     down: tuple[Channel, ...]
     slow: tuple[Channel, ...]
     gpus: tuple[Gpu, ...]
+    # Renditions whose playlists stopped changing, the longest-stale first.
+    stale_outputs: tuple[StaleOutput, ...] = ()
 
     def source(self, name: str) -> SourceStatus | None:
         for source in self.sources:
@@ -113,6 +127,13 @@ def _gpus(dump: Dump | None) -> tuple[Gpu, ...]:
                      g.decoder_utilization_ratio, g.temperature_celsius) for g in dump.gpus)
 
 
+def _stale(report: object) -> tuple[StaleOutput, ...]:
+    if not isinstance(report, OutputsReport):
+        return ()
+    stale = sorted(report.stale, key=lambda r: -r.age)
+    return tuple(StaleOutput(r.job, r.output, r.rendition, r.age, r.limit) for r in stale)
+
+
 def summarize(outcomes: Sequence[Outcome], health: TargetHealth) -> TargetStatus:
     """What the page needs of one round; cheap, called once per poll."""
     values = {o.source: o.reading.value for o in outcomes if o.reading is not None}
@@ -127,4 +148,5 @@ def summarize(outcomes: Sequence[Outcome], health: TargetHealth) -> TargetStatus
                       for name, s in health.sources.items()),
         channels=channels, channels_up=channels_up,
         channels_dropped=progress.dropped if progress is not None else 0,
-        down=down, slow=slow, gpus=_gpus(dump if isinstance(dump, Dump) else None))
+        down=down, slow=slow, gpus=_gpus(dump if isinstance(dump, Dump) else None),
+        stale_outputs=_stale(values.get("outputs")))

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from sigma_exporter.collect.samples import UP_STATES_JOB
-from sigma_exporter.poll.summary import SLOW_SPEED, Channel, Gpu, SourceStatus, TargetStatus
+from sigma_exporter.poll.summary import (
+    SLOW_SPEED,
+    Channel,
+    Gpu,
+    SourceStatus,
+    StaleOutput,
+    TargetStatus,
+)
 
 # Bars turn red above the GPU alerts' thresholds (alerts/thresholds.yml).
 GPU_LOAD_HIGH = 0.90
@@ -103,6 +110,9 @@ def fleet_summary(rows: Sequence[Row]) -> str:
     if slow:
         line += f', <span class="warn">{slow} slow</span>'
     line += f" · {_count(sum(len(s.gpus) for s in statuses), 'GPU')}"
+    stale = sum(len(s.stale_outputs) for s in statuses)
+    if stale:
+        line += f' · <span class="bad">{_count(stale, "stale output")}</span>'
     findings = sum(len(s.findings) for s in statuses)
     if findings:
         line += f' · <span class="bad">{_count(findings, "finding")}</span>'
@@ -168,7 +178,11 @@ def _channels_cell(s: TargetStatus | None) -> str:
         return '<span class="muted">not polled</span>'
     if not s.progress_up:
         return '<span class="muted">unknown: progress is down</span>'
-    out = [f"{s.channels_up} / {s.channels} up"]
+    out = []
+    if s.stale_outputs:  # first: what viewers see frozen
+        out.append(f'<div class="bad">stale outputs: {_first(map(_stale, s.stale_outputs))}'
+                   "</div>")
+    out.append(f"{s.channels_up} / {s.channels} up")
     if s.down:
         out.append(f'<div class="bad">down: {_named(s.down, "state")}</div>')
     if s.slow:
@@ -177,6 +191,12 @@ def _channels_cell(s: TargetStatus | None) -> str:
         out.append(f'<small class="muted">{s.channels_dropped} more not watched '
                    "(jobs include/exclude/max)</small>")
     return "".join(out)
+
+
+def _stale(stale: StaleOutput) -> str:
+    limit = f", limit {stale.limit:g} s" if stale.limit is not None else ""
+    return (f"{esc(stale.job)} {esc(stale.output)} {esc(stale.rendition)} "
+            f"(unchanged {stale.age:.0f} s{limit})")
 
 
 def _meter(label: str, value: float | None, scale: float, high: float, text: str) -> str:
@@ -281,7 +301,9 @@ meter{{width:7em;height:.9em}}
 <th>GPUs</th></tr>
 {rows}
 </table>
-<p><small>Down channel: its state is not {up_states} (sigma_job_up 0). Slow channel: up, but it ran
+<p><small>Stale output: a live playlist unchanged for longer than 1.5 target durations
+(RFC 8216 6.2.1; docs/outputs.md). Down channel: its state is not {up_states}
+(sigma_job_up 0). Slow channel: up, but it ran
 below {slow}&times; real time at its last poll (the SigmaJobBehindRealtime threshold; the
 alert waits for a 5-minute mean). Bars turn red past the GPU alerts' thresholds.</small></p>
 </body></html>

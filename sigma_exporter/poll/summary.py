@@ -5,7 +5,8 @@ round's typed readings (the dump's `Dump`, progress's `Progress`, the
 outputs' `OutputsReport`, every source's findings) and the target's health
 it keeps the little the page shows, in a frozen `TargetStatus` that the
 poller puts in the target's view together with its exposition, so the web
-thread renders the page without reading anything the poll loop changes. Nothing here reads metric names.
+thread renders the page without reading anything the poll loop changes.
+Nothing here reads metric names.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ import concurrent.futures
 import posixpath
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -108,8 +108,10 @@ class OutputsSource(Source):
     up_metric = "sigma_outputs_up"
 
     def __init__(self, config: TargetConfig, roots: Sequence[OutputRoot],
-                 settings: OutputsConfig, contexts: SSLContexts | None = None) -> None:
+                 settings: OutputsConfig, contexts: SSLContexts | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock  # wall time the ages are measured at (tests pin it)
         self.target = config.name
         # Longest first: a folder belongs to the deepest root that holds it.
         self.roots = tuple(sorted(roots, key=lambda r: len(r.path), reverse=True))
@@ -246,7 +248,7 @@ class OutputsSource(Source):
         if by_root and not finished:
             raise SourceError("timeout", f"no root's read finished within "
                               f"{self.config.timeout:g}s: a hung or very slow mount")
-        return self._publish(plan, reads, time.time())
+        return self._publish(plan, reads, self.clock())
 
     # --- judging and publishing ----------------------------------------------------
 

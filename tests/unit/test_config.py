@@ -45,6 +45,17 @@ MISTAKES = {
     "bad-nvml-target.yml": ("nvml.target", "no target is named", "sigma-01"),
     "bad-target-not-mapping.yml": ("targets[0]", "must be a mapping", "name: value"),
     "bad-not-utf8.yml": ("(file)", "not UTF-8", "save the file as UTF-8"),
+    "bad-outputs-root-relative.yml": ("outputs.roots[0].path", "not an absolute folder",
+                                      "/mnt/ramdisk"),
+    "bad-outputs-root-slash.yml": ("outputs.roots[0].path", "not an absolute folder below /",
+                                   "name the folder the outputs are written under"),
+    "bad-outputs-root-no-target.yml": ("outputs.roots[0].target", "names none",
+                                       "add `target: NAME`"),
+    "bad-outputs-root-url-credentials.yml": ("outputs.roots[0].url", "credentials",
+                                             "password_file"),
+    "bad-outputs-unknown-key.yml": ("outputs.roots[0].folder", "unknown key", "path"),
+    "bad-outputs-playlist-name.yml": ("outputs.playlist_names[0]", "not a playlist file name",
+                                      "bare file name"),
 }
 
 

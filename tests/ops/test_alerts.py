@@ -84,6 +84,12 @@ REQUIRED_ALERTS = {
     "SigmaGPUThrottled",
     "SigmaGPUPowerAtLimit",
     "SigmaGPUEncoderSessionsNearCap",
+    # issue 23: the outputs viewers get
+    "SigmaOutputStale",
+    "SigmaOutputEnded",
+    "SigmaOutputRenditionVanished",
+    "SigmaOutputSegmentsOverlong",
+    "SigmaOutputSegmentsMissing",
 }
 # The incidents of issue 14 and the quiet hours (alerts/tests/incidents/,
 # written by tests/incidents.py).
@@ -376,7 +382,7 @@ THRESHOLD_RULES: dict[str, tuple[str, ...]] = {
     "app_flapping_restarts": ("SigmaAppFlapping",),
     "stale_poll_intervals": ("SigmaExporterStale", "SigmaMonitoringBlind"),
     "server_failing_channels": ("SigmaServerChannelsFailing",),
-    "job_stalled_speed_ratio": ("SigmaJobStalled",),
+    "job_stalled_speed_ratio": ("SigmaJobStalled", "SigmaJobBehindRealtime"),
     "job_crashloop_up_ratio": ("SigmaJobCrashLooping",),
     "job_crashloop_up_changes": ("SigmaJobCrashLooping",),
     "job_crashloop_restarts": ("SigmaJobCrashLooping",),

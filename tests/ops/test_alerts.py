@@ -97,6 +97,8 @@ INCIDENTS = {
     "host-dies-agent", "exporter-dies-central", "exporter-target-dropped", "channel-frozen",
     "channel-crash-loop", "channel-vanished", "output-dropped", "channel-half-speed",
     "gpu-off-bus", "field-format-change",
+    "output-frozen", "output-ended", "output-rendition-vanished", "output-overlong-segments",
+    "channel-drift-095",
     "quiet-healthy-hour", "quiet-sigma-restart", "quiet-exporter-restart",
 }
 RUNBOOK_PARTS = ("**Meaning**", "**Impact**", "**Dashboard**", "**Confirm**", "**Act**",

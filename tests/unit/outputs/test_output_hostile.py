@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, value
-from test_source import LOW, V1, Stage, num
+from test_output_source import LOW, V1, Stage, num
 
 from sigma_exporter.config import OutputRoot, OutputsConfig
 
@@ -175,7 +175,7 @@ def test_a_folder_without_read_permission_is_counted(tmp_path: Path) -> None:
             "import json, os, sys\n"
             f"sys.path[:0] = [{str(ROOT / 'tests')!r}, {str(ROOT / 'tests/unit/outputs')!r}]\n"
             "from pathlib import Path\n"
-            "from test_source import Stage, value, V1\n"
+            "from test_output_source import Stage, value, V1\n"
             f"stage = Stage(Path({str(base)!r}) / 'ramdisk')\n"
             "stage.advance(10); stage.poll()\n"
             "folder = stage.writer.folder(stage.server, 'VTV1')\n"

@@ -46,9 +46,9 @@ REASONS = (
     "io_error",  # any other failing read (EIO, ESTALE, ...)
 )
 # Most playlist files looked at in one folder, and most segments stat'ed per
-# rendition (the newest ones).
+# rendition (the newest ones: a live window of 5 to 10 is checked whole).
 MAX_FILES = 64
-MAX_SEGMENT_CHECKS = 64
+MAX_SEGMENT_CHECKS = 16
 
 
 class FolderError(Exception):
@@ -79,6 +79,9 @@ class Folder(Protocol):
 
     async def size(self, path: str) -> int | None:
         """A segment's size in bytes (-1: there, size unknown); None when it is missing."""
+
+    async def sizes(self, paths: list[str]) -> list[int | None]:
+        """`size` of each path, in order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,17 +172,21 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str,
         return seen
     base = posixpath.dirname(playlist_path)
     checks = content.segments[-1:] if newest_only else content.segments[-MAX_SEGMENT_CHECKS:]
-    newest_size, missing, unsafe = None, 0, 0
-    for n, segment in enumerate(reversed(checks)):
+    paths: list[str] = []
+    unsafe = 0
+    for segment in checks:
         relative = safe_relative(segment.uri)
         if relative is None:
             unsafe += 1
-            continue
-        size = await folder.size(posixpath.join(base, relative) if base else relative)
-        if size is None:
-            missing += 1
-        elif n == 0 and size >= 0:
-            newest_size = segment.byterange[0] if segment.byterange else size
+        else:
+            paths.append(f"{base}/{relative}" if base else relative)
+    sizes = await folder.sizes(list(dict.fromkeys(paths)))  # one file, several byteranges
+    missing = sum(1 for size in sizes if size is None)
+    newest = content.segments[-1]
+    newest_size = None
+    if safe_relative(newest.uri) is not None and sizes and sizes[-1] is not None \
+            and sizes[-1] >= 0:
+        newest_size = newest.byterange[0] if newest.byterange else sizes[-1]
     return Seen(seen.stamp, seen.mtime, content, newest_size, missing, unsafe)
 
 
@@ -196,11 +203,17 @@ async def _representation_size(folder: Folder, manifest_path: str,
     return (size if size is not None and size >= 0 else None), int(size is None), 0
 
 
-def _candidates(names: list[str] | None, kind: str, tried: tuple[str, ...]) -> list[str]:
+async def _list(folder: Folder, kind: str, tried: tuple[str, ...]) -> tuple[list[str], bool]:
+    """The folder's playlists of `kind` (sorted) and True, or (HTTP: no listing) the
+    configured names to try, in order, and False."""
     suffix = ".mpd" if kind == "dash" else ".m3u8"
-    pool = names if names is not None else list(tried)
-    return sorted(n for n in pool if n.endswith(suffix))[:MAX_FILES] if names is not None \
-        else [n for n in pool if n.endswith(suffix)]
+    names = await folder.names()
+    if names is None:
+        return [n for n in tried if n.endswith(suffix)], False
+    found = sorted(n for n in names if n.endswith(suffix))[:MAX_FILES]
+    if not found:
+        raise FolderError("no_playlist", f"no {suffix} file in the folder")
+    return found, True
 
 
 async def read_output(folder: Folder, kind: str, cache: Mapping[str, Seen], *,
@@ -214,15 +227,11 @@ async def read_output(folder: Folder, kind: str, cache: Mapping[str, Seen], *,
     """
     out: dict[str, Seen] = {}
     try:
-        names = await folder.names()
-        candidates = _candidates(names, kind, playlist_names)
-        if names is not None and not candidates:
-            raise FolderError("no_playlist", f"no {'.mpd' if kind == 'dash' else '.m3u8'} "
-                              "file in the folder")
         if kind == "dash":
+            candidates, _ = await _list(folder, kind, playlist_names)
             return await _read_dash(folder, candidates, cache, out, max_renditions, max_bytes)
-        return await _read_hls(folder, candidates, names is not None, cache, out,
-                               max_renditions, max_bytes, newest_only)
+        return await _read_hls(folder, playlist_names, cache, out, max_renditions,
+                               max_bytes, newest_only)
     except FolderError as exc:
         return OutputRead(error=exc, cache=out)
 
@@ -259,7 +268,7 @@ async def _find(folder: Folder, candidates: list[str], listed: bool, cache: Mapp
     return None, media
 
 
-async def _read_hls(folder: Folder, candidates: list[str], listed: bool,
+async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
                     cache: Mapping[str, Seen], out: dict[str, Seen], max_renditions: int,
                     max_bytes: int, newest_only: bool) -> OutputRead:
     master: tuple[str, Seen] | None = None
@@ -271,7 +280,8 @@ async def _read_hls(folder: Folder, candidates: list[str], listed: bool,
             break
         except FolderError:
             master = None
-    if master is None:
+    if master is None:  # look for it: the folder listed, or the configured names tried
+        candidates, listed = await _list(folder, "hls", playlist_names)
         master, media = await _find(folder, candidates, listed, cache, out, "hls", max_bytes)
     uri_errors = 0
     wanted: list[tuple[str, int | None]] = [(p, None) for p in media]

@@ -24,15 +24,18 @@ from urllib.parse import unquote
 
 # Bytes read from the start of a playlist for its header tags, and from its end
 # for the newest segments. A live playlist of 2 s segments is ~40 bytes per
-# segment: the tail holds the last ~400, far more than one poll adds.
-HEAD_BYTES = 4 * 1024
-TAIL_BYTES = 16 * 1024
+# segment: the tail holds the last ~50, far more than one poll adds (a 15 s
+# poll adds 8).
+HEAD_BYTES = 1024
+TAIL_BYTES = 2 * 1024
 # Most segments kept from the tail (oldest dropped first).
-MAX_SEGMENTS = 512
+MAX_SEGMENTS = 128
 # Longest line looked at (a URI or a tag); longer ones are junk.
 MAX_LINE = 4096
 
 _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)')
+# A URI that is a plain relative path (what packagers write): no check beyond this.
+_PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
 
 
 class PlaylistError(ValueError):
@@ -244,6 +247,8 @@ def safe_relative(uri: str) -> str | None:
     reads nothing outside the configured roots. A query or fragment is not
     part of the file's name.
     """
+    if _PLAIN.fullmatch(uri) is not None and ".." not in uri:
+        return uri
     if not uri or len(uri) > 1024 or ":" in uri.split("/", 1)[0] or uri.startswith("/"):
         return None
     uri = unquote(uri.split("#", 1)[0].split("?", 1)[0])

@@ -59,19 +59,50 @@ def inside(path: str, root: str) -> bool:
 class LocalFolder:
     """One output folder, opened for one round (close it after)."""
 
-    def __init__(self, root_real: str, relative: str, max_bytes: int) -> None:
+    def __init__(self, root_real: str, relative: str, max_bytes: int,
+                 root_fd: int | None = None) -> None:
         self.root = root_real
         self.relative = relative or "."
         self.max_bytes = max_bytes
-        real = os.path.realpath(os.path.join(root_real, relative))
-        if not inside(real, root_real):
-            raise FolderError("outside_root", f"{self.relative} resolves outside its root")
+        self._dirs: dict[str, tuple[int, str]] = {}
+        self.fd, self.path = self._open(root_fd, root_real, relative)
+        self._dirs[""] = (self.fd, self.path)
+
+    def _open(self, base_fd: int | None, base: str, relative: str) -> tuple[int, str]:
+        """A folder below `base` opened a component at a time, no symlink followed: one
+        openat each, and no window in which a swapped symlink leads elsewhere. A
+        component that is a symlink is resolved and must stay inside the root."""
+        fd: int | None = None
+        path = base
         try:
-            self.fd = os.open(real, _OPEN_DIR)
+            for part in [p for p in relative.split("/") if p]:
+                at = fd if fd is not None else base_fd
+                try:
+                    opened = os.open(part if at is not None else os.path.join(path, part),
+                                     _OPEN_DIR | os.O_NOFOLLOW, dir_fd=at)
+                except OSError as exc:
+                    if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                        raise
+                    real = os.path.realpath(os.path.join(path, part))
+                    if not inside(real, self.root):
+                        raise FolderError("outside_root", f"{relative} leads out of the root "
+                                          "through a symlink") from None
+                    opened = os.open(real, _OPEN_DIR)
+                    part = os.path.relpath(real, path)
+                if fd is not None:
+                    os.close(fd)
+                fd, path = opened, os.path.normpath(os.path.join(path, part))
+            if fd is None:
+                fd = os.open(path, _OPEN_DIR) if base_fd is None else os.dup(base_fd)
         except OSError as exc:
-            raise os_error(exc, self.relative) from None
-        self.path = real
-        self._dirs: dict[str, tuple[int, str]] = {"": (self.fd, real)}
+            if fd is not None:
+                os.close(fd)
+            raise os_error(exc, relative or ".") from None
+        except FolderError:
+            if fd is not None:
+                os.close(fd)
+            raise
+        return fd, path
 
     def close(self) -> None:
         for fd, _ in self._dirs.values():
@@ -79,24 +110,16 @@ class LocalFolder:
         self._dirs.clear()
 
     def _dir(self, sub: str) -> tuple[int, str]:
-        """A sub-folder's descriptor and real path (symlinks resolved, inside the root)."""
+        """A sub-folder's descriptor and path (symlinks resolved, inside the root)."""
         found = self._dirs.get(sub)
-        if found is not None:
-            return found
-        real = os.path.realpath(os.path.join(self.path, sub))
-        if not inside(real, self.root):
-            raise FolderError("outside_root", f"{sub} resolves outside the root")
-        try:
-            fd = os.open(real, _OPEN_DIR)
-        except OSError as exc:
-            raise os_error(exc, sub) from None
-        self._dirs[sub] = (fd, real)
-        return fd, real
+        if found is None:
+            found = self._dirs[sub] = self._open(self.fd, self.path, sub)
+        return found
 
     def _stat(self, path: str) -> tuple[os.stat_result, int | None, str]:
         """(stat, dir fd to open it by name, name or real path); a symlink resolved."""
-        sub, name = os.path.split(path)
-        dir_fd, dir_real = self._dir(sub)
+        sub, _, name = path.rpartition("/")
+        dir_fd, dir_real = self._dirs[sub] if sub in self._dirs else self._dir(sub)
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISLNK(st.st_mode):
             return st, dir_fd, name
@@ -147,6 +170,24 @@ class LocalFolder:
         return Fetched((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_mtime,
                        head, tail)
 
+    async def sizes(self, paths: list[str]) -> list[int | None]:
+        out: list[int | None] = []
+        for path in paths:
+            sub, _, name = path.rpartition("/")
+            found = self._dirs.get(sub)
+            if found is None:
+                out.append(await self.size(path))
+                continue
+            try:  # the common case in one call: a regular file in a folder already open
+                st = os.stat(name, dir_fd=found[0], follow_symlinks=False)
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            except OSError as exc:
+                raise os_error(exc, path) from None
+            out.append(st.st_size if stat.S_ISREG(st.st_mode) else await self.size(path))
+        return out
+
     async def size(self, path: str) -> int | None:
         try:
             st, _, _ = self._stat(path)
@@ -177,20 +218,24 @@ def read_root(root: str, outputs: Sequence[LocalOutput], *, max_renditions: int,
     """
     try:
         root_real = os.path.realpath(root)
+        root_fd = os.open(root_real, _OPEN_DIR)
     except OSError as exc:
         error = os_error(exc, "the root")
         for output in outputs:
             done(output.key, OutputRead(error=error))
         return
-    for output in outputs:
-        try:
-            folder = LocalFolder(root_real, output.relative, max_bytes)
-        except FolderError as exc:
-            done(output.key, OutputRead(error=exc))
-            continue
-        try:
-            done(output.key, run_sync(read_output(
-                folder, output.kind, output.cache, max_renditions=max_renditions,
-                max_bytes=max_bytes, playlist_names=(), newest_only=False)))
-        finally:
-            folder.close()
+    try:
+        for output in outputs:
+            try:
+                folder = LocalFolder(root_real, output.relative, max_bytes, root_fd)
+            except FolderError as exc:
+                done(output.key, OutputRead(error=exc))
+                continue
+            try:
+                done(output.key, run_sync(read_output(
+                    folder, output.kind, output.cache, max_renditions=max_renditions,
+                    max_bytes=max_bytes, playlist_names=(), newest_only=False)))
+            finally:
+                folder.close()
+    finally:
+        os.close(root_fd)

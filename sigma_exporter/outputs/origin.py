@@ -109,6 +109,9 @@ class OriginFolder:
         tail = None if tail_at is None else body[tail_at[0]:tail_at[0] + tail_at[1]]
         return Fetched(None, None, body[start:start + length], tail)
 
+    async def sizes(self, paths: list[str]) -> list[int | None]:
+        return [await self.size(path) for path in paths]
+
     async def size(self, path: str) -> int | None:
         try:
             answer = await self.origin.get(self._url(path), "bytes=0-0")

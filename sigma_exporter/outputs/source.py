@@ -96,8 +96,28 @@ class _Worker:
 
 
 def _label(text: str) -> str:
+    if len(text) <= MAX_LABEL_LENGTH and text.isprintable():
+        return text  # the common case, without a copy
     clean = "".join(c if c.isprintable() else "?" for c in text)
     return clean[:MAX_LABEL_LENGTH]
+
+
+# The per-rendition families, in the order `_values` gives their values.
+_RENDITION_FAMILIES = (
+    "sigma_output_playlist_age_seconds", "sigma_output_target_duration_seconds",
+    "sigma_output_stale", "sigma_output_ended", "sigma_output_media_sequence",
+    "sigma_output_segments_total", "sigma_output_media_seconds_total",
+    "sigma_output_discontinuities_total", "sigma_output_segments_overlong",
+    "sigma_output_segments_missing", "sigma_output_window_seconds",
+    "sigma_output_segment_bytes_per_second", "sigma_output_declared_bytes_per_second",
+    "sigma_output_update_period_seconds")
+
+
+def _values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
+    return (v.age, v.target_duration, None if v.limit is None else float(v.stale),
+            float(v.ended), v.media_sequence, state.segments_total, state.media_seconds_total,
+            state.discontinuities_total, v.overlong, v.missing, v.window_seconds,
+            v.segment_bytes_per_second, v.declared_bytes_per_second, v.update_period)
 
 
 class OutputsSource(Source):
@@ -332,25 +352,9 @@ class OutputsSource(Source):
     @staticmethod
     def _rendition_samples(samples: Samples, labels: tuple[str, ...], state: RenditionState,
                            verdict: Verdict) -> None:
-        def put(name: str, value: float | None) -> None:
+        for name, value in zip(_RENDITION_FAMILIES, _values(state, verdict), strict=True):
             if value is not None:
                 samples[name].append((labels, float(value)))
-
-        put("sigma_output_playlist_age_seconds", verdict.age)
-        put("sigma_output_target_duration_seconds", verdict.target_duration)
-        if verdict.limit is not None:
-            put("sigma_output_stale", float(verdict.stale))
-        put("sigma_output_ended", float(verdict.ended))
-        put("sigma_output_media_sequence", verdict.media_sequence)
-        put("sigma_output_segments_total", state.segments_total)
-        put("sigma_output_media_seconds_total", state.media_seconds_total)
-        put("sigma_output_discontinuities_total", state.discontinuities_total)
-        put("sigma_output_segments_overlong", verdict.overlong)
-        put("sigma_output_segments_missing", verdict.missing)
-        put("sigma_output_window_seconds", verdict.window_seconds)
-        put("sigma_output_segment_bytes_per_second", verdict.segment_bytes_per_second)
-        put("sigma_output_declared_bytes_per_second", verdict.declared_bytes_per_second)
-        put("sigma_output_update_period_seconds", verdict.update_period)
 
     async def aclose(self) -> None:
         for origin in self._origins.values():

@@ -96,8 +96,8 @@ def test_100000_segment_lines_cost_no_more_than_five(stage: Stage) -> None:
     body, spent, peak = _poll_measured(stage)
     assert value(body, "sigma_output_target_duration_seconds", **LOW) == 2
     assert value(body, "sigma_output_window_seconds", **LOW) is None  # not read whole
-    # Only the newest 64 listed segments are looked for (all gone: the list is a lie).
-    assert value(body, "sigma_output_segments_missing", **LOW) == 64
+    # Only the newest 16 listed segments are looked for (all gone: the list is a lie).
+    assert value(body, "sigma_output_segments_missing", **LOW) == 16
     assert peak < 8 << 20 and spent < 1.0
     _untouched(body)
 

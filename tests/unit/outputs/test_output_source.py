@@ -290,7 +290,11 @@ def test_central_mode_reads_the_origin_and_judges_by_content(tmp_path: Path) -> 
             state = TargetState(config, [DumpSource(config, client),
                                          ProgressSource(config, client), source])
             try:
-                await asyncio.sleep(2.5)  # the first segment and the playlists
+                for _ in range(200):  # the first segment and the playlists (speed varies)
+                    if all((tmp_path / "sigma-server-01" / job / "128k/index.m3u8").exists()
+                           for job in ("VTV1", "VTV3")):
+                        break
+                    await asyncio.sleep(0.1)
                 for step in range(3):
                     if step == 1:
                         sim.set_job_output(0, "VTV1", "frozen")

@@ -35,7 +35,7 @@ Each rule and where it comes from (docs/outputs.md says the same for operators):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sigma_exporter.outputs.dash import Manifest, Representation
 from sigma_exporter.outputs.folder import RenditionRead
@@ -81,6 +81,11 @@ class Verdict:
     segment_bytes_per_second: float | None  # the newest segment's
     declared_bytes_per_second: float | None
     update_period: float | None  # DASH minimumUpdatePeriod
+
+    def at(self, age: float) -> Verdict:
+        """The same verdict at another age (its playlist unchanged since)."""
+        return replace(self, age=age, stale=not self.ended and self.limit is not None
+                       and age > self.limit)
 
     @property
     def above_declared(self) -> bool:

@@ -139,6 +139,9 @@ class OutputsSource(Source):
         self._contexts = contexts or SSLContexts()
         self._origins: dict[str, Origin] = {}
         self._states: dict[tuple[str, str, str], RenditionState] = {}
+        # The last verdict of each rendition and the parse it judged: an unchanged
+        # playlist (the same parse, not read again) is only judged again by its age.
+        self._verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
         self._caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
         self._errors: dict[OutputKey, dict[str, int]] = {}
         self._workers: dict[str, _Worker] = {}
@@ -280,6 +283,7 @@ class OutputsSource(Source):
         unreadable: list[tuple[str, str, str]] = []
         problems: list[tuple[int, str]] = []  # (rank, sentence): stale first
         states: dict[tuple[str, str, str], RenditionState] = {}
+        verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
         caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
         errors: dict[OutputKey, dict[str, int]] = {}
         left: dict[str, int] = {}  # renditions each job may still export
@@ -328,10 +332,19 @@ class OutputsSource(Source):
                                         f"{rendition.error.reason}: {rendition.error.message}"))
                     continue
                 rkey = (item.job, item.output, name)
-                judged = judge(self._states.get(rkey), rendition, now)
-                if judged is None:
-                    continue
-                states[rkey], verdict = judged
+                before = self._states.get(rkey)
+                kept_verdict = self._verdicts.get(rkey)
+                if before is not None and kept_verdict is not None \
+                        and kept_verdict[0] is rendition.seen:
+                    # Not read again: the same content, judged again only by its age.
+                    states[rkey] = before
+                    verdict = kept_verdict[1].at(max(0.0, now - before.changed_at))
+                else:
+                    judged = judge(before, rendition, now)
+                    if judged is None:
+                        continue
+                    states[rkey], verdict = judged
+                verdicts[rkey] = (rendition.seen, verdict)
                 self._rendition_samples(samples, (*o, name), states[rkey], verdict)
                 statuses.append(RenditionStatus(item.job, item.output, item.format, name,
                                                 verdict.age, verdict.limit, verdict.stale,
@@ -342,6 +355,7 @@ class OutputsSource(Source):
                 ((t, job), float(dropped.get(job, 0))))
         # Outputs and renditions gone from the answer take their memory with them.
         self._states, self._caches, self._errors = states, caches, errors
+        self._verdicts = verdicts
         problems.sort(key=lambda p: p[0])
         findings = [p[1] for p in problems[:MAX_FINDINGS]]
         if len(problems) > MAX_FINDINGS:

@@ -25,6 +25,15 @@ def test_demo_serves_three_simulated_servers_and_stops_on_ctrl_c() -> None:
         assert len(targets) == 3
         gpus = {t for t in targets if value(body, "sigma_gpu_info", target=t) == 1}
         assert len(gpus) == 2, "the third simulated server has no GPU"
+
+        # Outputs with no extra step: every channel's HLS, read and fresh.
+        def outputs_read() -> str | None:
+            text = get(base + "/metrics").text
+            fresh = re.findall(r'^sigma_output_stale\{target="sigma-01",job_name="VTV1",'
+                               r'output="0",rendition="[^"]+"\} 0$', text, re.MULTILINE)
+            return text if len(fresh) >= 2 else None
+
+        wait_until(outputs_read, 30, "the demo's outputs read and fresh")
     finally:
         demo.proc.send_signal(signal.SIGINT)
         code, out, err = demo.stop_after_exit()

@@ -16,10 +16,10 @@ Scenario A takes simulated server sim-2 down (control API fault=refuse):
 SigmaServerDown must page (sigma-pager, critical) for sim-2 only, any other
 alert of sim-2 must be inhibited, and the page must resolve once sim-2 answers
 again. Scenario B slows channel VTV3 on sim-1 to 0.9x real time (a drift;
-a deep drop is SigmaJobStalled's): SigmaJobBehindRealtime must page with the channel in `job_name` and in the
-description. Scenario C freezes the media time (PTS) of channel HTV7 on sim-3
-while it keeps claiming speed 1: SigmaJobStalled must page, grouped per
-server. Scenario D kills the exporter itself: a critical page
+a deep drop is SigmaJobStalled's): SigmaJobBehindRealtime must page with the
+channel in `job_name` and in the description. Scenario C freezes the media
+time (PTS) of channel HTV7 on sim-3 while it keeps claiming speed 1:
+SigmaJobStalled must page, grouped per server. Scenario D kills the exporter itself: a critical page
 (SigmaExporterDown, or SigmaExporterAbsent which inhibits it as this is the
 only exporter) must arrive and keep firing while it is dead, and resolve
 once a new exporter process answers on the same port. Scenario E adds the

@@ -311,3 +311,45 @@ def test_central_mode_reads_the_origin_and_judges_by_content(tmp_path: Path) -> 
     assert num(first, "sigma_output_segment_bytes_per_second", **LOW) > 0
     assert value(last, "sigma_output_stale", **LOW) == 1
     assert value(last, "sigma_output_stale", **{**LOW, "job_name": "VTV3"}) == 0
+
+
+def test_once_prints_the_outputs_problems_stale_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sigma-exporter once` polls the outputs too and prints what they found."""
+    import json
+
+    import yaml
+    from sigma_stub import Stub
+
+    from sigma_exporter import cli
+
+    stage = Stage(tmp_path / "ramdisk")
+    stage.advance(10)
+    stage.writer.set_fault(0, "VTV3", "endlist")
+    stage.advance(1)
+    progress = json.dumps(render_progress(stage.server, stage.now)).encode()
+    dump = json.dumps(render_dump(stage.server, stage.now)).encode()
+
+    def sigma(handler: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        kind = json.loads(body or b"{}").get("type", "dump")
+        return 200, {"Content-Type": "application/json"}, progress if kind == "progress" \
+            else dump
+
+    stub = Stub(sigma)
+    try:
+        config = tmp_path / "sigma.yml"
+        config.write_text(yaml.safe_dump({
+            "targets": [{"name": "sigma-01", "url": stub.url}],
+            "outputs": {"roots": [{"path": str(tmp_path / "ramdisk")}]}}))
+        # The writer's clock is pinned in the past: every live playlist is long stale.
+        code = cli.main(["once", "--config.file", str(config), "--target", "sigma-01"])
+    finally:
+        stub.stop()
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert 'sigma_output_stale{target="sigma-01",job_name="VTV1"' in out
+    lines = [line for line in err.splitlines() if line.startswith("sigma-exporter: output: ")]
+    assert lines and "VTV1" in lines[0] and "stale" in lines[0]
+    assert any("VTV3" in line and "ended" in line for line in lines)
+    assert [i for i, line in enumerate(lines) if "stale" in line] == \
+        list(range(sum("stale" in line for line in lines)))  # stale ones first

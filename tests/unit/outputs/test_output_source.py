@@ -353,3 +353,28 @@ def test_once_prints_the_outputs_problems_stale_first(
     assert any("VTV3" in line and "ended" in line for line in lines)
     assert [i for i, line in enumerate(lines) if "stale" in line] == \
         list(range(sum("stale" in line for line in lines)))  # stale ones first
+
+
+def test_a_reload_that_changes_the_roots_gives_every_target_its_new_sources(
+        tmp_path: Path) -> None:
+    from sigma_exporter.config import Config
+    from sigma_exporter.outputs.source import OutputsFactory
+    from sigma_exporter.poll.scheduler import Poller
+
+    async def run() -> tuple[list[str], list[str], list[str]]:
+        target = TargetConfig(name="sigma-01", url="http://127.0.0.1:9")
+        before = Config((target,))
+        factory = OutputsFactory(before)
+        poller = Poller(before, [factory])
+        first = [s.name for s in poller.targets["sigma-01"].sources]
+        after = Config((target,), outputs=OutputsConfig(roots=(OutputRoot(str(tmp_path)),)))
+        await poller.reload(after, rebuild=factory.update(after))
+        second = [s.name for s in poller.targets["sigma-01"].sources]
+        await poller.reload(after, rebuild=factory.update(after))  # unchanged: kept
+        third = [s.name for s in poller.targets["sigma-01"].sources]
+        await poller.stop()
+        return first, second, third
+
+    first, second, third = asyncio.run(run())
+    assert first == ["dump", "progress"]
+    assert second == third == ["dump", "progress", "outputs"]

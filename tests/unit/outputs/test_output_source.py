@@ -378,3 +378,20 @@ def test_a_reload_that_changes_the_roots_gives_every_target_its_new_sources(
     first, second, third = asyncio.run(run())
     assert first == ["dump", "progress"]
     assert second == third == ["dump", "progress", "outputs"]
+
+
+def test_the_status_page_lists_stale_outputs_first(stage: Stage) -> None:
+    from sigma_exporter.web import status
+
+    stage.advance(10)
+    stage.poll()
+    stage.writer.set_fault(0, "VTV3", "frozen")
+    stage.advance(6)
+    stage.poll()
+    page = status.render_page(
+        [status.Row("sigma-01", "http://127.0.0.1:9999", 15.0, stage.status)],
+        version="t", telemetry_path="/metrics", now=stage.now)
+    assert "3 stale outputs" in page  # the fleet line: its three renditions
+    cell = page.split("stale outputs: ", 1)[1]
+    assert cell.index("VTV3") < cell.index("up")  # before the channel counts
+    assert "VTV3 0 128k/index.m3u8 (unchanged 6 s, limit 3 s)" in page

@@ -60,6 +60,7 @@ from sigma_exporter.config import (
     parse_duration,
 )
 from sigma_exporter.logsetup import fields, plain
+from sigma_exporter.outputs.source import OutputsFactory
 from sigma_exporter.poll.scheduler import Poller
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.redact import RedactFilter, redact_url
@@ -168,16 +169,24 @@ def check_nvml(config: Config) -> str:
     return f"{'checked' if nvml is not None else 'agent mode off on this host'}: {said}"
 
 
-def poll_once(config: Config) -> tuple[bytes, bool, str]:
+def poll_once(config: Config, outputs: list[str] | None = None) -> tuple[bytes, bool, str]:
     """Poll the config's first target once: its exposition, whether every source
     answered, and a one-line verdict naming every source's outcome (a dead server
-    fails dump and progress alike)."""
+    fails dump and progress alike).
+
+    `outputs`, when given, receives the outputs source's findings (stale
+    playlists first), one sentence each.
+    """
     async def poll() -> tuple[bytes, bool, str]:
-        poller = Poller(config)
+        poller = Poller(config, [OutputsFactory(config)])
         try:
             await poller.poll_all_once()
             state = next(iter(poller.targets.values()))
             body = exposition.merge([state.published.rendered], openmetrics=False)
+            status = state.published.status
+            found = status.source("outputs") if status is not None else None
+            if outputs is not None and found is not None:
+                outputs.extend(found.findings)
             every_source_up = all(s.up for s in state.health.sources.values())
             return body, every_source_up, once_verdict(state)
         finally:
@@ -251,10 +260,12 @@ async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
                 ready: asyncio.Event | None = None) -> None:
     """Run the poll loop and the HTTP server until SIGINT/SIGTERM (or cancellation).
 
-    `sources`: the factories of extra sources (agent mode's NVML, the outputs).
+    `sources`: the factories of extra sources (agent mode's NVML); the outputs
+    source's is added here, from the config's `outputs` section.
     """
     config = settings.config
-    poller = Poller(config, sources)
+    outputs = OutputsFactory(config)  # the playlists of the jobs' HLS/DASH outputs
+    poller = Poller(config, [*sources, outputs])
     exporter = Exporter(poller, settings.telemetry_path)
     web_thread = WebThread(exporter, settings.listen, settings.web_config,
                            settings.max_requests, settings.read_timeout, settings.sockets)
@@ -270,7 +281,13 @@ async def serve(settings: Settings, sources: Sequence[SourceFactory] = (),
             new = load_config(settings.config_file)  # reads every file it names, TLS too
             # Builds the new targets' clients before changing anything: if that
             # fails (a TLS file replaced since it was checked), nothing changed.
-            await poller.reload(new)
+            # A changed outputs section gives every target its sources anew.
+            running = poller.config
+            try:
+                await poller.reload(new, rebuild=outputs.update(new))
+            except BaseException:
+                outputs.update(running)
+                raise
         except Exception as exc:  # never "successful", never an unretrieved task error
             poller.reload_failed()
             if isinstance(exc, ConfigError | OSError):  # ssl.SSLError is an OSError

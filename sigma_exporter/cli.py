@@ -243,14 +243,17 @@ def main_once(argv: Sequence[str]) -> int:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
 
+    outputs: list[str] = []
     try:
-        body, up, verdict = app.poll_once(config)
+        body, up, verdict = app.poll_once(config, outputs)
     except Exception as exc:  # a bug of ours: one line, never a traceback
         print(f"sigma-exporter once: internal error: {type(exc).__name__}: {exc}",
               file=sys.stderr)
         return 1
     sys.stdout.buffer.write(body)
     sys.stdout.flush()
+    for finding in outputs:  # the outputs source's problems, stale playlists first
+        print(f"sigma-exporter once: output: {finding}", file=sys.stderr)
     # The verdict last, on stderr: seen after the exposition, never in a pipe's data.
     print(f"sigma-exporter once: {verdict}", file=sys.stderr)
     return 0 if up else 1

@@ -118,12 +118,54 @@ class NvmlConfig:
         return dict(self.tolerances)[key]
 
 
+# Renditions (variant playlists, DASH representations) one job may export;
+# beyond it they are counted in sigma_output_renditions_dropped.
+DEFAULT_MAX_RENDITIONS = 16
+# A playlist or manifest larger than this is refused (too_large). A live
+# sliding-window playlist is a few hundred bytes; a day-long EVENT playlist
+# of 2 s segments about 2 MiB. Only its head and tail are read either way.
+DEFAULT_MAX_PLAYLIST_BYTES = 4 * 1024 * 1024
+# Central mode cannot list a folder over HTTP: these names are tried in it,
+# in this order (Sigma's `manifest` settings name them but `progress` does
+# not echo them).
+DEFAULT_PLAYLIST_NAMES = ("master.m3u8", "playlist.m3u8", "index.m3u8", "manifest.mpd",
+                          "index.mpd")
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRoot:
+    """A folder Sigma's HLS/DASH outputs are written under, and where to read them.
+
+    Only folders under `path` are ever read: Sigma's answer names the folders,
+    and it is not trusted. With `url` they are fetched from there instead
+    (central mode: `path`'s sub-folder `a/b/` is `url` + `a/b/`).
+    """
+
+    path: str  # absolute, normalised, no trailing slash
+    url: str | None = None  # http(s), ends with "/"
+    target: str | None = None  # the target it serves; None: the only target
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsConfig:
+    roots: tuple[OutputRoot, ...] = ()
+    max_renditions: int = DEFAULT_MAX_RENDITIONS
+    max_playlist_bytes: int = DEFAULT_MAX_PLAYLIST_BYTES
+    playlist_names: tuple[str, ...] = DEFAULT_PLAYLIST_NAMES
+
+    def roots_of(self, target: str, only_target: bool) -> tuple[OutputRoot, ...]:
+        """The roots that serve `target` (a root without `target` serves the only one)."""
+        return tuple(r for r in self.roots
+                     if r.target == target or (r.target is None and only_target))
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     targets: tuple[TargetConfig, ...]
     nvml: NvmlConfig = NvmlConfig()
     max_concurrent_polls: int = DEFAULT_MAX_CONCURRENT_POLLS
     source: str = "<flags>"
+    outputs: OutputsConfig = OutputsConfig()
 
     def target(self, name: str) -> TargetConfig | None:
         for target in self.targets:
@@ -203,7 +245,9 @@ _AUTH_KEYS = {"username", "password", "password_file", "password_env",
               "bearer_token", "bearer_token_file", "bearer_token_env"}
 _JOBS_KEYS = {"enabled", "include", "exclude", "max"}
 _NVML_KEYS = {"enabled", "target", "window", "timeout", "tolerances"}
-_TOP_KEYS = {"targets", "defaults", "nvml", "poll"}
+_TOP_KEYS = {"targets", "defaults", "nvml", "poll", "outputs"}
+_OUTPUTS_KEYS = {"roots", "max_renditions", "max_playlist_bytes", "playlist_names"}
+_ROOT_KEYS = {"path", "url", "target"}
 _POLL_KEYS = {"max_concurrent"}
 
 
@@ -388,6 +432,11 @@ def parse_config(data: object, source: str) -> Config:
         nvml = _nvml(r, top.get("nvml"), names)
     except ConfigError as exc:
         errors.append(exc)
+    outputs = OutputsConfig()
+    try:
+        outputs = _outputs(r, top.get("outputs"), [t.name for t in targets])
+    except ConfigError as exc:
+        errors.append(exc)
     try:
         if "poll" in top:
             poll = r.mapping(top["poll"], "poll", _POLL_KEYS)
@@ -397,7 +446,7 @@ def parse_config(data: object, source: str) -> Config:
         errors.append(exc)
     if errors:
         raise ConfigErrors(errors)
-    return Config(tuple(targets), nvml, max_concurrent, source)
+    return Config(tuple(targets), nvml, max_concurrent, source, outputs)
 
 
 def _target(r: Reader, raw: object, key: str, base: TargetConfig,
@@ -462,6 +511,75 @@ def _nvml(r: Reader, raw: object, names: set[str]) -> NvmlConfig:
             merged[k] = r.number(v, f"nvml.tolerances.{k}", example=DEFAULT_TOLERANCES[k])
         values["tolerances"] = tuple(sorted(merged.items()))
     return NvmlConfig(**values)
+
+
+def _outputs(r: Reader, raw: object, names: list[str]) -> OutputsConfig:
+    block = r.mapping(raw, "outputs", _OUTPUTS_KEYS)
+    values: dict[str, Any] = {}
+    if "max_renditions" in block:
+        values["max_renditions"] = r.integer(block["max_renditions"], "outputs.max_renditions")
+    if "max_playlist_bytes" in block:
+        values["max_playlist_bytes"] = r.size(block["max_playlist_bytes"],
+                                              "outputs.max_playlist_bytes")
+    if "playlist_names" in block:
+        raw_names = block["playlist_names"]
+        if not isinstance(raw_names, list) or not raw_names:
+            raise r.error("outputs.playlist_names", "must be a list of file names",
+                          "write e.g. `playlist_names: [master.m3u8, index.m3u8]`")
+        found = []
+        for i, name in enumerate(raw_names):
+            key = f"outputs.playlist_names[{i}]"
+            name = r.string(name, key)
+            if "/" in name or name in (".", "..") or not name.endswith((".m3u8", ".mpd")):
+                raise r.error(key, f"{name!r} is not a playlist file name",
+                              "write a bare file name ending in .m3u8 or .mpd")
+            found.append(name)
+        values["playlist_names"] = tuple(found)
+    raw_roots = block.get("roots", [])
+    if not isinstance(raw_roots, list):
+        raise r.error("outputs.roots", "must be a list",
+                      "write `roots:` with entries like `- path: /mnt/ramdisk`")
+    roots: list[OutputRoot] = []
+    for i, raw_root in enumerate(raw_roots):
+        roots.append(_root(r, raw_root, f"outputs.roots[{i}]", names, roots))
+    return OutputsConfig(tuple(roots), **values)
+
+
+def _root(r: Reader, raw: object, key: str, names: list[str],
+          before: list[OutputRoot]) -> OutputRoot:
+    block = r.mapping(raw, key, _ROOT_KEYS)
+    if "path" not in block:
+        raise r.error(f"{key}.path", "missing",
+                      "add `path: /mnt/ramdisk` (the folder Sigma writes its HLS/DASH under)")
+    path = r.string(block["path"], f"{key}.path")
+    normal = os.path.normpath(path)
+    if not os.path.isabs(path) or normal in ("/", "//") or "\0" in path:
+        raise r.error(f"{key}.path", f"{path!r} is not an absolute folder below /",
+                      "name the folder the outputs are written under, e.g. /mnt/ramdisk")
+    url = None
+    if "url" in block:
+        url = check_url(r, block["url"], f"{key}.url")
+        parts = urlsplit(url)
+        if parts.query or parts.fragment:
+            raise r.error(f"{key}.url", "a root URL has no query or fragment",
+                          "write the origin's base, e.g. `http://sigma-01:8080/`")
+        url = url if url.endswith("/") else url + "/"
+    target = None
+    if "target" in block:
+        target = r.string(block["target"], f"{key}.target")
+        if target not in names:
+            raise r.error(f"{key}.target", f"no target is named {target!r}",
+                          f"use one of: {', '.join(sorted(names))}")
+    elif len(names) > 1:
+        raise r.error(f"{key}.target", "several targets, and this root names none",
+                      "add `target: NAME`: the target whose outputs are under this path "
+                      "(fetched from its `url`, or read here when the target runs on this host)")
+    root = OutputRoot(normal, url, target)
+    for other in before:
+        if other.path == root.path and other.target == root.target:
+            raise r.error(f"{key}.path", f"{path!r} is given twice for the same target",
+                          "give each folder once per target")
+    return root
 
 
 def load_config(path: str, given_as: str = "--config.file") -> Config:

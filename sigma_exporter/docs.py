@@ -13,6 +13,8 @@ _SECTIONS = (
     ("dump", "From `dump` (server, host, storage, GPUs, apps)"),
     ("progress", "From `progress` (per job / channel)"),
     ("nvml", "From NVML on the Sigma host (agent mode) and the cross-check"),
+    ("outputs", "From the HLS/DASH playlists the jobs write (`outputs.roots`; "
+                "docs/outputs.md)"),
 )
 
 
@@ -37,9 +39,11 @@ def render() -> str:
         "",
         "Counters whose label values are a closed set exist at 0 from a target's first",
         "poll, so `increase()` sees the first event: `sigma_poll_errors_total` has every",
-        "source (`dump`, `progress` when jobs are polled, `nvml` in agent mode) times",
+        "source (`dump`, `progress` when jobs are polled, `nvml` in agent mode,",
+        "`outputs` when roots are configured) times",
         "every reason at 0, and the restart counters start at 0 when their server, app",
-        "or job is first seen. Counters with open label values (`sigma_parse_errors_total`",
+        "or job is first seen; `sigma_output_errors_total` has every reason at 0 for",
+        "every output read. Counters with open label values (`sigma_parse_errors_total`",
         "by field, `sigma_job_errors_total` by code) are born at their first increment:",
         "read them as the shipped rules and dashboards do, `(x - x offset W) >= 0 or",
         "(x unless x offset W)`, so the first events count and an exporter restart does",

@@ -20,8 +20,9 @@ MetricType = Literal["gauge", "counter", "info"]
 #   dump    - from the server's `dump` answer
 #   progress- from the `progress` answer (per job)
 #   nvml    - from the local NVIDIA driver (agent mode)
+#   outputs - from the HLS/DASH playlists the jobs write (on disk or at the origin)
 #   self    - the exporter itself
-Source = Literal["health", "dump", "progress", "nvml", "self"]
+Source = Literal["health", "dump", "progress", "nvml", "outputs", "self"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ _CACHED = " Cached from the last successful poll."
 def _d(
     name: str, type_: MetricType, help_: str, labels: tuple[str, ...], source: Source
 ) -> MetricDef:
-    if source in ("dump", "progress", "nvml"):
+    if source in ("dump", "progress", "nvml", "outputs"):
         help_ += _CACHED
     return MetricDef(name, type_, help_, labels, source)
 
@@ -78,6 +79,8 @@ T = ("target",)
 G = ("target", "gpu")
 A = ("target", "app")
 J = ("target", "job_name")
+JO = ("target", "job_name", "output")
+JR = ("target", "job_name", "output", "rendition")
 
 DEFINITIONS: tuple[MetricDef, ...] = (
     # --- self ---------------------------------------------------------------
@@ -321,6 +324,70 @@ DEFINITIONS: tuple[MetricDef, ...] = (
        "(gpu_idle, applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, "
        "sw_thermal_slowdown, hw_thermal_slowdown, hw_power_brake_slowdown, "
        "display_clock_setting).", ("target", "gpu", "reason"), "nvml"),
+    # --- outputs: the HLS/DASH playlists viewers get (docs/outputs.md) ------------
+    _d("sigma_outputs_up", "gauge",
+       "1 if the last round of the outputs source ran (the jobs were known and every "
+       "root's read finished in time), else 0. One output that cannot be read is counted "
+       "in sigma_output_errors_total instead.", T, "health"),
+    _d("sigma_output_info", "info",
+       "An HLS or DASH output of a job that lies under a configured root; path is its "
+       "folder relative to the root; value is 1.",
+       ("target", "job_name", "output", "format", "path"), "outputs"),
+    _d("sigma_output_up", "gauge",
+       "1 if the output's playlists were found and read this round, 0 if not (its reason "
+       "is counted in sigma_output_errors_total).", JO, "outputs"),
+    _d("sigma_output_errors_total", "counter",
+       "Rounds in which an output, or one of its renditions, could not be read, by reason "
+       "(missing, no_playlist, permission, outside_root, not_a_file, too_large, invalid, "
+       "unsafe_uri, timeout, http, io_error). Every reason exists at 0 for every output.",
+       ("target", "job_name", "output", "reason"), "outputs"),
+    _d("sigma_output_renditions", "gauge",
+       "Renditions of the output read this round (variant playlists, DASH "
+       "Representations).", JO, "outputs"),
+    _d("sigma_output_renditions_dropped", "gauge",
+       "Renditions of the job left out by outputs.max_renditions (per job).", J, "outputs"),
+    _d("sigma_output_playlist_age_seconds", "gauge",
+       "Seconds since the rendition's playlist (DASH: manifest) last changed: a new "
+       "segment, a moved window or an end. On disk from its mtime; over HTTP from the "
+       "first poll that saw the change (never more than the truth).", JR, "outputs"),
+    _d("sigma_output_target_duration_seconds", "gauge",
+       "EXT-X-TARGETDURATION of the media playlist (DASH: the longest segment listed).",
+       JR, "outputs"),
+    _d("sigma_output_stale", "gauge",
+       "1 if the live playlist did not change for longer than 1.5 target durations "
+       "(RFC 8216 6.2.1; DASH: 1.5 x the longer of minimumUpdatePeriod and the longest "
+       "segment), else 0. An ended playlist is not stale.", JR, "outputs"),
+    _d("sigma_output_ended", "gauge",
+       "1 if the playlist says the stream ended (EXT-X-ENDLIST; DASH type static), else 0.",
+       JR, "outputs"),
+    _d("sigma_output_media_sequence", "gauge",
+       "EXT-X-MEDIA-SEQUENCE of the playlist (DASH: the newest segment's $Number$).",
+       JR, "outputs"),
+    _d("sigma_output_segments_total", "counter",
+       "New segments seen in the playlist since the exporter first saw it (several "
+       "between two polls are counted; a restarted playlist counts its segments anew).",
+       JR, "outputs"),
+    _d("sigma_output_media_seconds_total", "counter",
+       "Seconds of media in the new segments (EXTINF durations): its rate against real "
+       "time is the output's own speed.", JR, "outputs"),
+    _d("sigma_output_discontinuities_total", "counter",
+       "New segments that follow an EXT-X-DISCONTINUITY.", JR, "outputs"),
+    _d("sigma_output_segments_overlong", "gauge",
+       "Segments listed whose EXTINF, rounded to the nearest integer, exceeds the target "
+       "duration (RFC 8216 4.3.3.1).", JR, "outputs"),
+    _d("sigma_output_segments_missing", "gauge",
+       "Segments listed that are not there (on disk every listed one is checked; over "
+       "HTTP the newest only).", JR, "outputs"),
+    _d("sigma_output_window_seconds", "gauge",
+       "Seconds of media the live playlist lists (when read whole); RFC 8216 6.2.2 wants "
+       "at least three target durations once segments are removed.", JR, "outputs"),
+    _d("sigma_output_segment_bytes_per_second", "gauge",
+       "The newest segment's size divided by its duration.", JR, "outputs"),
+    _d("sigma_output_declared_bytes_per_second", "gauge",
+       "The rendition's declared peak rate (HLS BANDWIDTH, DASH @bandwidth) / 8.",
+       JR, "outputs"),
+    _d("sigma_output_update_period_seconds", "gauge",
+       "DASH minimumUpdatePeriod of the manifest.", JR, "outputs"),
     # --- cross-check: Sigma's GPU figures against the driver's ----------------
     _d("sigma_gpu_crosscheck_difference", "gauge",
        "Sigma's figure minus NVML's, in the field's base unit (bytes, ratio, celsius; "

@@ -25,10 +25,12 @@ must stay quiet. tests/ops/test_alerts.py runs every file.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,9 +49,11 @@ from sigma_exporter.agent.crosscheck import CrossCheck  # noqa: E402
 from sigma_exporter.agent.nvml import DriverInfo, GpuReading  # noqa: E402
 from sigma_exporter.agent.source import NvmlSource  # noqa: E402
 from sigma_exporter.collect import exposition  # noqa: E402
-from sigma_exporter.config import TargetConfig  # noqa: E402
+from sigma_exporter.config import OutputRoot, OutputsConfig, TargetConfig  # noqa: E402
 from sigma_exporter.metrics import BY_NAME  # noqa: E402
+from sigma_exporter.outputs.source import OutputsSource  # noqa: E402
 from sigma_exporter.sim.dump import render_dump  # noqa: E402
+from sigma_exporter.sim.hls import TARGET_DURATION, HlsWriter  # noqa: E402
 from sigma_exporter.sim.model import make_servers  # noqa: E402
 from sigma_exporter.sim.progress import render_progress  # noqa: E402
 from sigma_exporter.source.client import Answer  # noqa: E402
@@ -111,9 +115,20 @@ def base_samples(agent: bool) -> list[tuple[str, dict[str, str], float]]:
         for g in gpus)
     # Agent mode: the real NVML source over a driver that reads these figures.
     nvml = [NvmlSource(TARGET, Driver(readings), CrossCheck(target=TARGET))] if agent else []
-    fed = Fed(TargetConfig(name=TARGET, url="http://127.0.0.1:9999"), extra=nvml)
-    fed.round(Answer(dump_body, SIM_NOW, 0.0125),
-              Answer(render_progress(server, SIM_NOW), SIM_NOW, 0.0045))
+    config = TargetConfig(name=TARGET, url="http://127.0.0.1:9999")
+    with tempfile.TemporaryDirectory(prefix="sigma-incidents-") as folder:
+        # The channels' HLS, written by the simulator for a minute, read by the
+        # real outputs source (as agent mode reads it; central mode's series
+        # are the same).
+        writer = HlsWriter(folder, [server])
+        for n in range(121):
+            writer.tick(SIM_NOW - 60 + n / 2)
+        root = OutputRoot(folder)
+        outputs = OutputsSource(config, [root], OutputsConfig(roots=(root,)),
+                                clock=lambda: SIM_NOW)
+        fed = Fed(config, extra=[*nvml, outputs])
+        fed.round(Answer(dump_body, SIM_NOW, 0.0125),
+                  Answer(render_progress(server, SIM_NOW), SIM_NOW, 0.0045))
     state = fed.state
     text = exposition.merge([state.published.rendered], False).decode()
     out: list[tuple[str, dict[str, str], float]] = []
@@ -153,6 +168,16 @@ class Channel:
 
     def log(self, code: str, lines: int = 1) -> None:
         self.errors[code] = self.errors.get(code, 0) + lines
+    # Its HLS output, as the packager writes it: media written to the playlists
+    # (2 s segments), when the newest segment came, the exporter's counter.
+    out_media: float = 22150.0
+    out_frozen: bool = False  # the packager stops (a full ramdisk, a stuck packager)
+    out_ended: bool = False  # EXT-X-ENDLIST while Sigma says the job runs
+    last_segment: float = 0.0
+    segments: int = 0
+    overlong: int = 0  # segments longer than the target duration, listed now
+    missing: int = 0  # listed segments not there
+    renditions_gone: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -187,10 +212,12 @@ class World:
         for ch in self.channels.values():
             ch.restarts = 0
             ch.errors = {}  # only the lines Sigma lists are counted again (in the base)
+            ch.segments = 0
 
     def restart_channel(self, ch: Channel) -> None:
         ch.media, ch.uptime = 1.0, 0.0
         ch.restarts += 1
+        ch.out_media, ch.out_ended, ch.last_segment = 0.0, False, float(self.t)
 
 
 Script = Callable[[World], None]
@@ -202,13 +229,27 @@ def _advance(w: World) -> None:
             ch.uptime += STEP
             if not ch.frozen:
                 ch.media += STEP * ch.speed
+                if not (ch.out_frozen or ch.out_ended):
+                    _write_segments(w, ch, STEP * ch.speed)
     if w.sigma_up and w.scraped:
         w.last_success = float(w.t)
 
 
+def _write_segments(w: World, ch: Channel, media: float) -> None:
+    """The packager writes `media` seconds: a segment each TARGET_DURATION of them."""
+    before = math.floor(ch.out_media / TARGET_DURATION)
+    ch.out_media += media
+    after = math.floor(ch.out_media / TARGET_DURATION)
+    if after > before and ch.speed > 0:
+        ch.segments += after - before
+        # When the newest segment was complete, at the channel's speed.
+        ch.last_segment = w.t - (ch.out_media - after * TARGET_DURATION) / ch.speed
+
+
 def _fail_poll(w: World) -> None:
-    for source in ("dump", "progress"):
-        key = (source, "connect")
+    for source, reason in (("dump", "connect"), ("progress", "connect"),
+                           ("outputs", "progress_down")):
+        key = (source, reason)
         w.poll_errors[key] = w.poll_errors.get(key, 0) + 1
 
 
@@ -224,6 +265,7 @@ def _value(w: World, name: str, labels: dict[str, str], value: float,
             "sigma_up": float(w.sigma_up),
             "sigma_progress_up": float(w.sigma_up and w.progress_up),
             "sigma_nvml_up": float(w.nvml_up),
+            "sigma_outputs_up": float(w.sigma_up and w.progress_up),
             "sigma_last_poll_success_timestamp_seconds": w.last_success,
             "sigma_server_restarts_total": float(w.server_restarts),
         }
@@ -263,11 +305,34 @@ def _value(w: World, name: str, labels: dict[str, str], value: float,
         if name == "sigma_tasks":
             return float(sum(ch.up for ch in w.channels.values()))
         return value
-    if not w.progress_up:  # progress
+    if not w.progress_up:  # progress, and the outputs that read it
         return None
     if name == "sigma_jobs_dropped":
         return float(w.jobs_dropped)
     return value
+
+
+def _output_value(w: World, ch: Channel, name: str, labels: dict[str, str],
+                  value: float) -> float | None:
+    """An outputs series of a channel: only while it runs (a stopped job's outputs
+    are not read), renditions gone have none."""
+    if not ch.up or ch.unparsable or labels.get("rendition") in ch.renditions_gone:
+        return None
+    age = max(0.0, w.t - ch.last_segment)
+    live = {
+        "sigma_output_playlist_age_seconds": age,
+        "sigma_output_stale": float(age > 1.5 * TARGET_DURATION and not ch.out_ended),
+        "sigma_output_ended": float(ch.out_ended),
+        "sigma_output_media_sequence": float(max(0, math.floor(ch.out_media
+                                                               / TARGET_DURATION) - 5)),
+        "sigma_output_segments_total": float(ch.segments),
+        "sigma_output_media_seconds_total": float(ch.segments * TARGET_DURATION),
+        "sigma_output_segments_overlong": float(ch.overlong),
+        "sigma_output_segments_missing": float(ch.missing),
+    }
+    if name == "sigma_output_renditions":
+        return value - sum(1 for r in ch.renditions_gone)
+    return live.get(name, value)
 
 
 def _job_value(ch: Channel, name: str, labels: dict[str, str], value: float) -> float | None:
@@ -325,6 +390,8 @@ def scrape(w: World, base: list[tuple[str, dict[str, str], float]], agent: bool,
             if name == "sigma_job_state":
                 if not ch.unparsable:
                     put(name, {**renamed, "state": state_label(ch.state)}, 1.0)
+            elif name.startswith("sigma_output"):
+                put(name, renamed, _output_value(w, ch, name, labels, v))
             else:
                 put(name, renamed, _job_value(ch, name, labels, v))
     # A code the base scrape has no series of: its counter is born at its first lines.
@@ -658,6 +725,28 @@ def _output_dropped(w: World) -> None:
     w.channels["HTV7"].zero_outputs = {"1"} if between(w, 10, 40) else set()
 
 
+def _output_frozen(w: World) -> None:
+    w.channels["VTV3"].out_frozen = between(w, 10, 40)
+
+
+def _output_ended(w: World) -> None:
+    w.channels["VTV3"].out_ended = between(w, 10, 30)
+
+
+def _rendition_vanished(w: World) -> None:
+    w.channels["HTV7"].renditions_gone = {"480/index.m3u8"} if between(w, 10) else set()
+
+
+def _overlong(w: World) -> None:
+    w.channels["VTV3"].overlong = 1 if between(w, 10, 40) else 0
+
+
+def _drift(w: World) -> None:
+    _healthy(w)
+    if between(w, 10):
+        w.channels["VTV3"].speed = 0.95 + (JITTER[(w.t // STEP) % len(JITTER)] - 1.0) / 2
+
+
 def _half_speed(w: World) -> None:
     w.channels["VTV3"].speed = 0.5 if between(w, 10, 14) else 1.0
 
@@ -836,13 +925,20 @@ would never fire.
             """
 Operator expects: SigmaJobStalled pages for VTV3 within 5 minutes of the
 freeze (minute 10) and keeps paging while it is frozen (until minute 40);
-it resolves once the media time moves again. HTV7 stays quiet.
+it resolves once the media time moves again. Without media there are no
+segments: its playlists stop changing and SigmaOutputStale pages for its
+HLS output within 2 minutes, till it moves again. HTV7 stays quiet.
 """,
             50, _frozen,
             [Expect(14, "SigmaJobStalled", [_job(a, "VTV3")]),
              Expect(39, "SigmaJobStalled", [_job(a, "VTV3")]),
-             Expect(45, "SigmaJobStalled", [])],
-            quiet_alerts=quiet("SigmaJobStalled"), quiet_minutes=(14, 39, 45)),
+             Expect(45, "SigmaJobStalled", []),
+             # No media, no segments: its playlists stop changing too.
+             Expect(12, "SigmaOutputStale", [_job(a, "VTV3", output="0")]),
+             Expect(39, "SigmaOutputStale", [_job(a, "VTV3", output="0")]),
+             Expect(45, "SigmaOutputStale", [])],
+            quiet_alerts=quiet("SigmaJobStalled", "SigmaOutputStale"),
+            quiet_minutes=(14, 39, 45)),
         Incident(
             "channel-crash-loop",
             "A channel crash-loops: down 90 s, up 15 s, for half an hour.",
@@ -887,6 +983,83 @@ keeps paging while it is at 0.
              Expect(39, "SigmaJobOutputDown", [_job(a, "HTV7", output="1", format="rtmp")]),
              Expect(44, "SigmaJobOutputDown", [])],
             quiet_alerts=quiet("SigmaJobOutputDown"), quiet_minutes=(14, 39, 44)),
+        Incident(
+            "output-frozen",
+            "A running channel's packager stops writing (a full ramdisk, a stuck packager).",
+            """
+Operator expects: Sigma still says VTV3 runs at speed 1, but its playlists
+stopped changing at minute 10: SigmaOutputStale pages within 2 minutes for
+its HLS output, keeps paging while it is frozen (until minute 40) and
+resolves once segments come again. Nothing else pages.
+""",
+            50, _output_frozen,
+            [Expect(11, "SigmaOutputStale", []),
+             Expect(12, "SigmaOutputStale", [_job(a, "VTV3", output="0")]),
+             Expect(39, "SigmaOutputStale", [_job(a, "VTV3", output="0")]),
+             Expect(42, "SigmaOutputStale", [])],
+            quiet_alerts=quiet("SigmaOutputStale"), quiet_minutes=every(range(10, 50, 2))),
+        Incident(
+            "output-ended",
+            "A running channel's playlist gets EXT-X-ENDLIST (the packager ended).",
+            """
+Operator expects: VTV3's playlists say the stream ended (EXT-X-ENDLIST) at
+minute 10 while Sigma says it runs: SigmaOutputEnded pages within 2 minutes
+and keeps paging until a live playlist is back (minute 30). An ended
+playlist is not called stale; nothing else pages.
+""",
+            40, _output_ended,
+            [Expect(12, "SigmaOutputEnded", [_job(a, "VTV3", output="0")]),
+             Expect(29, "SigmaOutputEnded", [_job(a, "VTV3", output="0")]),
+             Expect(32, "SigmaOutputEnded", [])],
+            quiet_alerts=quiet("SigmaOutputEnded"), quiet_minutes=every(range(10, 40, 2))),
+        Incident(
+            "output-rendition-vanished",
+            "One rendition of a running channel's HLS output disappears.",
+            """
+Operator expects: HTV7's 480 rendition is gone from its output at minute 10
+(dropped from the master, its playlist gone) while the rest plays: a
+warning (chat) within 10 minutes (SigmaOutputRenditionVanished) that lasts
+while it is gone, within the hour. No page.
+""",
+            45, _rendition_vanished,
+            [Expect(17, "SigmaOutputRenditionVanished", [
+                {**_job(a, "HTV7", output="0", rendition="480/index.m3u8"),
+                 "severity": "warning"}]),
+             Expect(40, "SigmaOutputRenditionVanished", [
+                 {**_job(a, "HTV7", output="0", rendition="480/index.m3u8"),
+                  "severity": "warning"}])],
+            quiet_alerts=paging, quiet_minutes=every(range(10, 45, 5))),
+        Incident(
+            "output-overlong-segments",
+            "A channel's packager writes segments longer than the target duration.",
+            """
+Operator expects: from minute 10 VTV3's playlist lists a segment longer than
+its target duration (a keyframe interval longer than the segments): a
+warning within 10 minutes (SigmaOutputSegmentsOverlong) while it lasts. No
+page: players cope, some stall.
+""",
+            45, _overlong,
+            [Expect(17, "SigmaOutputSegmentsOverlong", [
+                {**_job(a, "VTV3", output="0", rendition=r), "severity": "warning"}
+                for r in ("128k/index.m3u8", "480/index.m3u8", "720/index.m3u8")])],
+            quiet_alerts=paging, quiet_minutes=every(range(10, 45, 5))),
+        Incident(
+            "channel-drift-095",
+            "A channel runs at 0.95x real time: 3 s of media lost every minute.",
+            """
+Operator expects: from minute 10 VTV3 runs at 0.95 (jittering as live jobs
+do) and its output gains 0.95 s of media a second: a live-edge player with
+three segments of buffer stalls within minutes. SigmaJobBehindRealtime pages
+within 10 minutes of the drift starting (by its speed or its output,
+whichever tells first) and keeps paging. No other page: the playlists keep
+changing, they are just late.
+""",
+            40, _drift,
+            [Expect(17, "SigmaJobBehindRealtime", []),
+             Expect(19.5, "SigmaJobBehindRealtime", [_job(a, "VTV3")]),
+             Expect(39, "SigmaJobBehindRealtime", [_job(a, "VTV3")])],
+            quiet_alerts=quiet("SigmaJobBehindRealtime"),
+            quiet_minutes=every(range(10, 40, 2))),
         Incident(
             "channel-half-speed",
             "A channel runs at half speed for 4 minutes.",

@@ -55,6 +55,11 @@ __all__ = [
 # Exported metric families no panel shows, and why. The test fails for a
 # defined metric that is neither charted nor listed here.
 NOT_CHARTED: dict[str, str] = {
+    "sigma_outputs_up": (
+        "poll health of the outputs source, as sigma_progress_up is: its failures show "
+        "in sigma_poll_errors_total{source=\"outputs\"} on the server dashboard, and each "
+        "output's in the channels dashboard's Outputs table"
+    ),
     "sigma_server_port": (
         "static configuration (the API port the server reports); it never changes while "
         "the server runs and carries no health signal. Query it in Explore when needed."

@@ -89,6 +89,7 @@ def dashboard(t: Thresholds) -> Dashboard:
     _overview(b, t)
     _speed(b)
     _bitrates(b)
+    _outputs(b)
     _errors(b)
     return b.render()
 
@@ -322,6 +323,179 @@ def _bitrates(b: Board) -> None:
             labels=("target", "job_name", "input", "url"),
             h=6,
         )
+    )
+
+
+RENDITION = CHANNEL + " {{output}} {{rendition}}"
+
+
+def _outputs(b: Board) -> None:
+    """The HLS/DASH playlists viewers get, per output and rendition (docs/outputs.md)."""
+    b.row("Outputs (the playlists viewers get)")
+    _output_stats(b)
+    _output_graphs(b)
+    _output_tables(b)
+
+
+def _output_stats(b: Board) -> None:
+    b.add(
+        stat(
+            "Stale playlists",
+            "Renditions of the selected channels whose live playlist has not changed for "
+            "longer than 1.5 target durations (sigma_output_stale; RFC 8216 6.2.1), where "
+            "SigmaOutputStale pages.",
+            "none",
+            [Q(f"count({s('sigma_output_stale')} == 1) or vector(0)")],
+            w=6,
+            thresholds=((None, "green"), (1, "red")),
+            color_mode="background",
+        ),
+        stat(
+            "Ended playlists",
+            "Renditions whose playlist says the stream ended (EXT-X-ENDLIST; DASH: a static "
+            "manifest) while the channel runs: SigmaOutputEnded.",
+            "none",
+            [Q(f"count(({s('sigma_output_ended')} == 1) and on (target, job_name) "
+               f"({s('sigma_job_up')} == 1)) or vector(0)")],
+            w=6,
+            thresholds=((None, "green"), (1, "red")),
+            color_mode="background",
+        ),
+        stat(
+            "Outputs not read",
+            "Outputs of the selected channels whose playlists could not be read this round "
+            "(sigma_output_up == 0; the reason in sigma_output_errors_total).",
+            "none",
+            [Q(f"count({s('sigma_output_up')} == 0) or vector(0)")],
+            w=6,
+            thresholds=((None, "green"), (1, "orange")),
+            color_mode="background",
+        ),
+        stat(
+            "Missing segments",
+            "Segments listed by the selected channels' playlists that are not there "
+            "(sigma_output_segments_missing).",
+            "none",
+            [Q(f"sum({s('sigma_output_segments_missing')}) or vector(0)")],
+            w=6,
+            thresholds=((None, "green"), (1, "orange")),
+        ),
+    )
+
+
+def _output_graphs(b: Board) -> None:
+    b.add(
+        timeseries(
+            "Playlist age against the target duration",
+            "Seconds since each rendition's playlist last changed "
+            "(sigma_output_playlist_age_seconds), and, dashed, its target duration "
+            "(sigma_output_target_duration_seconds). A live playlist changes about once a "
+            "target duration; past 1.5 of them it is stale (RFC 8216 6.2.1).",
+            "s",
+            [
+                Q(worst(s("sigma_output_playlist_age_seconds")), RENDITION),
+                Q(worst(s("sigma_output_target_duration_seconds")),
+                  RENDITION + " target duration"),
+            ],
+            w=8,
+            min_=0,
+            dashed="target duration",
+        ),
+        timeseries(
+            "Segments per minute",
+            "New segments per minute in each rendition's playlist "
+            "(sigma_output_segments_total), and, dashed, what real time gives "
+            "(60 / the target duration). Fewer, lasting: the channel falls behind live.",
+            "short",
+            [
+                Q(worst(f"rate({s('sigma_output_segments_total')}[$__rate_interval]) * 60"),
+                  RENDITION),
+                Q(worst(f"60 / {s('sigma_output_target_duration_seconds')}"),
+                  RENDITION + " real time"),
+            ],
+            w=8,
+            min_=0,
+            dashed="real time",
+        ),
+        timeseries(
+            "Newest segment bitrate against the declared one",
+            "Each rendition's newest segment: size x 8 / duration "
+            "(sigma_output_segment_bytes_per_second x 8), and, dashed, its declared peak "
+            "(HLS BANDWIDTH, DASH @bandwidth; sigma_output_declared_bytes_per_second x 8). "
+            "Only above the declared rate is a problem.",
+            "bps",
+            [
+                Q(worst(f"{s('sigma_output_segment_bytes_per_second')} * 8"), RENDITION),
+                Q(worst(f"{s('sigma_output_declared_bytes_per_second')} * 8"),
+                  RENDITION + " declared"),
+            ],
+            w=8,
+            min_=0,
+            dashed="declared",
+        ),
+    )
+
+
+def _output_tables(b: Board) -> None:
+    by_rendition = "max by (target, job_name, output, rendition) "
+    by_output = "max by (target, job_name, output) "
+    b.add(
+        timeseries(
+            "Output speed",
+            "Seconds of media each rendition's playlist gained per second "
+            "(sigma_output_media_seconds_total, as a rate): the output's own speed against "
+            "real time, whatever Sigma's speed says. SigmaJobBehindRealtime reads it too.",
+            "none",
+            [Q(worst(f"rate({s('sigma_output_media_seconds_total')}[$__rate_interval])"),
+               RENDITION)],
+            w=8,
+            decimals=3,
+        ),
+        table(
+            "Renditions",
+            "Each rendition of the selected channels' outputs: its media sequence, the "
+            "seconds of media it lists, segments longer than its target duration listed "
+            "now, new discontinuities in the shown range, and (DASH) the manifest's "
+            "minimumUpdatePeriod.",
+            [
+                Q(worst(by_rendition + f"({s('sigma_output_media_sequence')})"),
+                  column="Media sequence"),
+                Q(worst(by_rendition + f"({s('sigma_output_window_seconds')})"),
+                  column="Window", unit="s"),
+                Q(worst(by_rendition + f"({s('sigma_output_segments_overlong')})"),
+                  column="Overlong segments"),
+                Q(worst(by_rendition + "(" + new_events(
+                    s("sigma_output_discontinuities_total"), "$__range") + ")"),
+                  column="Discontinuities"),
+                Q(worst(by_rendition + f"({s('sigma_output_update_period_seconds')})"),
+                  column="DASH update period", unit="s"),
+            ],
+            labels=("target", "job_name", "output", "rendition"),
+            w=16,
+        ),
+    )
+    b.add(
+        table(
+            "Outputs",
+            "Each HLS/DASH output of the selected channels: its folder under its root, "
+            "renditions read (and left out of the job by outputs.max_renditions), and the "
+            "rounds in the shown range it could not be read, by reason "
+            "(sigma_output_errors_total; docs/outputs.md).",
+            [
+                Q(worst(f"max by (target, job_name, output, format, path) "
+                        f"({s('sigma_output_info')})")),
+                Q(worst(by_output + f"({s('sigma_output_renditions')})"),
+                  column="Renditions"),
+                Q(worst("max by (target, job_name) "
+                        f"({s('sigma_output_renditions_dropped')})"),
+                  column="Left out (job)"),
+                Q(worst("sum by (target, job_name, output) (" + new_events(
+                    s("sigma_output_errors_total"), "$__range") + ")"),
+                  column="Unreadable rounds"),
+            ],
+            labels=("target", "job_name", "output", "format", "path"),
+            h=6,
+        ),
     )
 
 

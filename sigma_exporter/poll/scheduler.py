@@ -154,14 +154,15 @@ class Poller:
             replace_existing=True,
         )
 
-    async def reload(self, config: Config) -> None:
+    async def reload(self, config: Config, rebuild: bool = False) -> None:
         """Swap in a new config (a successful reload): unchanged targets keep
-        their state and counters."""
+        their state and counters, unless `rebuild` (a factory's settings changed:
+        every target gets its sources anew)."""
         old = self.targets
         new: dict[str, TargetState] = {}
         for target in config.targets:
             state = old.get(target.name)
-            if state is not None and state.config == target:
+            if state is not None and state.config == target and not rebuild:
                 new[target.name] = state
             else:
                 new[target.name] = self._state(target)

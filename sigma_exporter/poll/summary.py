@@ -1,11 +1,12 @@
 """What the status page needs of one poll, summarized on the poll side from typed results.
 
 `summarize` runs on the poll loop right after a target's round. From the
-round's typed readings (the dump's `Dump`, progress's `Progress`, every
-source's findings) and the target's health it keeps the little the page
-shows, in a frozen `TargetStatus` that the poller puts in the target's view
-together with its exposition, so the web thread renders the page without
-reading anything the poll loop changes. Nothing here reads metric names.
+round's typed readings (the dump's `Dump`, progress's `Progress`, the
+outputs' `OutputsReport`, every source's findings) and the target's health
+it keeps the little the page shows, in a frozen `TargetStatus` that the
+poller puts in the target's view together with its exposition, so the web
+thread renders the page without reading anything the poll loop changes.
+Nothing here reads metric names.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from sigma_exporter.collect.counters import error_code
 from sigma_exporter.collect.health import TargetHealth
 from sigma_exporter.collect.source import Outcome
+from sigma_exporter.outputs.source import OutputsReport
 from sigma_exporter.source.errorcodes import CLASSES_AND_UNKNOWN, classes_of
 from sigma_exporter.source.jobstates import MEANS_COMING_UP, MEANS_UP, state_meaning
 from sigma_exporter.source.snapshot import Dump, Progress
@@ -54,6 +56,17 @@ class Gpu:
 
 
 @dataclass(frozen=True, slots=True)
+class StaleOutput:
+    """A rendition whose live playlist stopped changing (the outputs source's verdict)."""
+
+    job: str
+    output: str
+    rendition: str
+    age: float  # seconds unchanged
+    limit: float | None  # stale beyond this (1.5 target durations)
+
+
+@dataclass(frozen=True, slots=True)
 class SourceStatus:
     """One source of the target as of its last read."""
 
@@ -83,6 +96,8 @@ class TargetStatus:
     # Error lines the server lists now, over every channel, by class
     # (input, output, processing, config, unknown); classes with none left out.
     errors_by_class: tuple[tuple[str, int], ...] = ()
+    # Renditions whose playlists stopped changing, the longest-stale first.
+    stale_outputs: tuple[StaleOutput, ...] = ()
 
     def source(self, name: str) -> SourceStatus | None:
         for source in self.sources:
@@ -196,6 +211,13 @@ def _gpus(dump: Dump | None) -> tuple[Gpu, ...]:
                      g.decoder_utilization_ratio, g.temperature_celsius) for g in dump.gpus)
 
 
+def _stale(report: object) -> tuple[StaleOutput, ...]:
+    if not isinstance(report, OutputsReport):
+        return ()
+    stale = sorted(report.stale, key=lambda r: -r.age)
+    return tuple(StaleOutput(r.job, r.output, r.rendition, r.age, r.limit) for r in stale)
+
+
 def summarize(outcomes: Sequence[Outcome], health: TargetHealth,
               clock: MediaClock | None = None) -> TargetStatus:
     """What the page needs of one round; cheap, called once per poll.
@@ -218,4 +240,5 @@ def summarize(outcomes: Sequence[Outcome], health: TargetHealth,
         coming_up=channels.coming_up, gpus=_gpus(dump),
         license_status=None if dump is None else dump.license_status,
         control_plane_connected=None if dump is None else dump.control_plane_connected,
-        errors_by_class=channels.errors_by_class)
+        errors_by_class=channels.errors_by_class,
+        stale_outputs=_stale(values.get("outputs")))

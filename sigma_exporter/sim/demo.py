@@ -28,7 +28,14 @@ from pathlib import Path
 
 from sigma_exporter import logsetup
 from sigma_exporter.app import Settings, duration_flag, serve
-from sigma_exporter.config import Config, ConfigError, TargetConfig, format_duration
+from sigma_exporter.config import (
+    Config,
+    ConfigError,
+    OutputRoot,
+    OutputsConfig,
+    TargetConfig,
+    format_duration,
+)
 from sigma_exporter.grammar import parse_duration
 from sigma_exporter.helptext import HelpFormatter
 from sigma_exporter.sim.http_server import Simulator
@@ -68,10 +75,13 @@ async def _control_plane_down(sim: Simulator) -> None:
     sim.set_control_plane(1, False)  # sigma-02 loses its link to the control plane
 
 
+async def _playlist_frozen(sim: Simulator) -> None:
+    sim.set_job_output(0, "VTV3", "frozen")  # the packager stops; Sigma says it runs
+
+
 # The incidents `--incident` replays, in the order they are listed. Each acts on
 # the simulator only: the exporter, Prometheus and the page see what they would
-# see of a real fleet. A frozen HLS playlist joins them once the simulator serves
-# outputs (issue 23): an Incident that freezes one output's playlist.
+# see of a real fleet.
 INCIDENTS: dict[str, Incident] = {incident.name: incident for incident in (
     Incident("server-down", "sigma-02 stops answering (connection refused)",
              "the status page lists sigma-02 DOWN first at its next poll; SigmaServerDown "
@@ -91,6 +101,12 @@ INCIDENTS: dict[str, Incident] = {incident.name: incident for incident in (
              "the status page says the link is down at its next poll; "
              "SigmaControlPlaneDisconnected warns after 15 minutes (for: 15m)",
              _control_plane_down),
+    Incident("playlist-frozen", "channel VTV3 on sigma-01 runs as far as Sigma knows, but "
+             "its HLS playlists stop changing (a stuck packager)",
+             "the status page lists VTV3's stale outputs first at the next poll; "
+             "SigmaOutputStale pages about a minute later (for: 1m); the Sigma jobs "
+             "dashboard shows the playlists' age climb past their target duration",
+             _playlist_frozen),
 )}
 
 
@@ -117,12 +133,18 @@ def free_consecutive_ports(count: int, host: str = "127.0.0.1") -> int:
     raise OSError("no free consecutive ports on loopback")
 
 
-def demo_config(first_port: int, interval: float) -> Config:
+def demo_config(first_port: int, interval: float, outputs_dir: str | None = None) -> Config:
+    """The demo's targets; with `outputs_dir`, each target's HLS outputs read there
+    (the simulator writes `outputs_dir/<server>/<job>/`), as agent mode reads them."""
     targets = tuple(
         TargetConfig(name=f"sigma-{i + 1:02d}", url=f"http://127.0.0.1:{first_port + i}",
                      interval=interval, timeout=min(5.0, interval))
         for i in range(DEMO_SERVERS))
-    return Config(targets, source="demo")
+    outputs = OutputsConfig()
+    if outputs_dir is not None:
+        outputs = OutputsConfig(roots=tuple(
+            OutputRoot(str(Path(outputs_dir) / t.name), target=t.name) for t in targets))
+    return Config(targets, source="demo", outputs=outputs)
 
 
 @contextlib.contextmanager
@@ -188,7 +210,8 @@ def alerts_page(prometheus_url: str, wait: float = 30.0) -> str:
 def _print_urls(base: str, urls: list[str], alerts: str | None, prom_url: str | None,
                 listen: str, incidents: Sequence[Incident], starts_at: float | None,
                 control: str | None) -> None:
-    print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU)")
+    print("sigma-exporter demo: 3 simulated Sigma servers (sigma-03 has no GPU), "
+          "their channels writing real HLS")
     for i, url in enumerate(urls):
         print(f"  simulated sigma-{i + 1:02d}  {url}/")
     print(f"  status page        {base}")
@@ -246,13 +269,24 @@ async def _replay(sim: Simulator, incidents: Sequence[Incident], after: float) -
 
 async def _demo(listen: str, interval: float, with_prometheus: bool,
                 incidents: Sequence[Incident] = (), incident_after: float = 60.0) -> None:
+    with tempfile.TemporaryDirectory(prefix="sigma-demo-outputs-") as outputs_dir:
+        await _demo_in(listen, interval, with_prometheus, incidents, incident_after,
+                       outputs_dir)
+
+
+async def _demo_in(listen: str, interval: float, with_prometheus: bool,
+                   incidents: Sequence[Incident], incident_after: float,
+                   outputs_dir: str) -> None:
+    """The demo, its channels writing real HLS into `outputs_dir`, which the
+    exporter reads as agent mode reads a Sigma host's folders."""
     first = free_consecutive_ports(DEMO_SERVERS)
     sim = Simulator(make_servers(DEMO_SERVERS, gpus=1, seed=1, jobs=4, name_prefix="sigma"),
-                    listen_host="127.0.0.1", first_port=first, control_port=0)
+                    listen_host="127.0.0.1", first_port=first, control_port=0,
+                    outputs_dir=outputs_dir)
     await sim.start()
     replay: asyncio.Task[None] | None = None
     try:
-        config = demo_config(first, interval)
+        config = demo_config(first, interval, outputs_dir)
         ready = asyncio.Event()
         exporter = asyncio.create_task(serve(Settings(config, (listen,)), ready=ready))
         waiter = asyncio.create_task(ready.wait())

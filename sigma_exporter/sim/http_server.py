@@ -11,6 +11,7 @@ run time, and says how many error lines each job has emitted so far.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import socket
@@ -24,6 +25,7 @@ from aiohttp import web
 
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.faults import FAULT_MODES, answer_with_fault, json_ok
+from sigma_exporter.sim.hls import OUTPUT_FAULTS, HlsWriter
 from sigma_exporter.sim.model import SimServer, job_names
 from sigma_exporter.sim.progress import emitted_errors, render_progress, set_job_state
 
@@ -42,6 +44,10 @@ class _Slot:
     # `flap` alternates per kind.
     by_kind: dict[str, int] = field(default_factory=dict)
     cache: dict[str, bytes] = field(default_factory=dict)
+
+
+# How often the simulated jobs' HLS is advanced (their segments are 2 s long).
+OUTPUT_TICK_S = 0.5
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -89,11 +95,16 @@ class Simulator:
         control_host: str | None = None,
         static: bool = False,
         clock: Callable[[], float] = time.time,
+        outputs_dir: str | None = None,
+        origin_port: int | None = None,
     ) -> None:
         """first_port 0 gives every server its own ephemeral port (for tests);
         otherwise server i listens on first_port + i. control_port 0 picks a
         free port for the control API; None runs none. `clock` is the time
-        answers are rendered at (tests can pin it to compare exactly)."""
+        answers are rendered at (tests can pin it to compare exactly).
+        `outputs_dir`: write the jobs' HLS there (sim/hls.py), and with
+        `origin_port` (0: a free one) serve that folder over HTTP as Sigma's
+        `origin` app does."""
         self.servers = servers
         self.listen_host = listen_host
         self.first_port = first_port
@@ -104,6 +115,11 @@ class Simulator:
         self._control_runner: web.AppRunner | None = None
         self.control_port: int | None = None
         self._slots: list[_Slot] = []
+        self.hls = HlsWriter(outputs_dir, servers) if outputs_dir is not None else None
+        self._origin_port = origin_port
+        self._origin_runner: web.AppRunner | None = None
+        self.origin_port: int | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Simulator:
         await self.start()
@@ -120,6 +136,29 @@ class Simulator:
     def url(self, index: int) -> str:
         host = f"[{self.listen_host}]" if ":" in self.listen_host else self.listen_host
         return f"http://{host}:{self._slots[index].port}/"
+
+    @property
+    def origin_url(self) -> str | None:
+        """The HTTP origin serving the outputs folder, or None."""
+        if self.origin_port is None:
+            return None
+        h = self.listen_host
+        return f"http://{f'[{h}]' if ':' in h else h}:{self.origin_port}/"
+
+    def set_job_output(self, index: int, job: str, fault: str | None) -> None:
+        """Make a job's HLS output misbehave (sim/hls.py OUTPUT_FAULTS); None: heal it."""
+        if self.hls is None:
+            raise ValueError("the simulator writes no outputs (no outputs folder)")
+        self.hls.set_fault(index, job, fault)
+
+    async def _tick(self) -> None:
+        hls = self.hls
+        while hls is not None:
+            try:
+                hls.tick(self.clock())
+            except OSError as exc:  # a full or vanished folder: keep serving the API
+                print(f"sigma simulator: writing outputs failed: {exc}")
+            await asyncio.sleep(OUTPUT_TICK_S)
 
     @property
     def control_url(self) -> str | None:
@@ -226,14 +265,27 @@ class Simulator:
                     await self._open_site(slot, sock)
             if self._control_port is not None:
                 await self._start_control()
+            if self.hls is not None:
+                self.hls.tick(self.clock())
+                self._ticker = asyncio.create_task(self._tick())
+                if self._origin_port is not None:
+                    await self._start_origin()
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
         runners: list[web.BaseRunner] = [s.runner for s in self._slots if s.runner is not None]
         if self._control_runner is not None:
             runners.append(self._control_runner)
+        if self._origin_runner is not None:
+            runners.append(self._origin_runner)
+            self._origin_runner = None
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
         for s in self._slots:
             s.runner = None
@@ -352,6 +404,17 @@ class Simulator:
             return _json_response({"index": slot.server.index, "job": job, "state": state,
                                    "code": code})
         index = self._slots.index(slot)
+        if "output" in request.query:  # ?output=frozen|endlist|missing|overlong|full|clear
+            fault = request.query["output"]
+            if fault not in (*OUTPUT_FAULTS, "clear") or self.hls is None:
+                return _json_response({"error": f"bad output {fault!r} (one of "
+                                       f"{', '.join(OUTPUT_FAULTS)}, clear; needs --outputs)"},
+                                      400)
+            try:
+                self.set_job_output(index, job, None if fault == "clear" else fault)
+            except KeyError:
+                return _json_response({"error": f"no job {job!r}"}, 404)
+            return _json_response({"index": slot.server.index, "job": job, "output": fault})
         freeze = request.query.get("freeze")
         if freeze is not None and freeze not in ("0", "1"):
             return _json_response({"error": f"bad freeze {freeze!r} (0 or 1)"}, 400)
@@ -412,6 +475,20 @@ class Simulator:
         return _json_response(
             {job: emitted_errors(slot.server, job, until=now) for job in job_names(slot.server)}
         )
+
+    async def _start_origin(self) -> None:
+        """The outputs folder over HTTP, as Sigma's `origin` app serves it: files
+        only (no listing, no symlinks followed), with ranged reads."""
+        if self.hls is None:
+            return
+        app = web.Application()
+        app.router.add_static("/", self.hls.base, show_index=False, follow_symlinks=False)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        self._origin_runner = runner
+        sock = _bind(self.listen_host, self._origin_port or 0)
+        self.origin_port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
 
     async def _start_control(self) -> None:
         app = web.Application()

@@ -161,6 +161,10 @@ class SimServer:
     # when it last came up (None: with the process, as in the documented answer).
     control_plane_down_since: float | None = None
     control_plane_up_since: float | None = None
+    # Where the jobs' HLS is written (sim/hls.py); None: progress names a
+    # nominal folder that nothing writes.
+    outputs_dir: str | None = None
+    output_faults: dict[str, str] = field(default_factory=dict)  # job -> sim/hls.py fault
 
     def __post_init__(self) -> None:
         if not 0 <= self.gpus <= 8:

@@ -282,6 +282,18 @@ def set_job_state(server: SimServer, job: str, state: str | None, now: float,
 # Jobs and the whole answer
 
 
+_RENDITIONS: Final = (("128K", 128_760), ("480", 962_192), ("720", 2_500_000))
+
+
+def _profiles(j: int) -> tuple[tuple[str, int], ...]:
+    return _RENDITIONS[: 2 + j % 2]
+
+
+def profiles_of(server: SimServer, job: str) -> tuple[tuple[str, int], ...]:
+    """The output profiles (id, nominal bit/s) of a job: what its HLS target renders."""
+    return _profiles(job_names(server).index(job))
+
+
 def _render_job(server: SimServer, j: int, job: str, now: float) -> JSON:
     key = (*server.noise_key, text_key(job))
     created = server.process_start + 40.0 + 37.0 * j
@@ -308,19 +320,20 @@ def _render_job(server: SimServer, j: int, job: str, now: float) -> JSON:
             "bitrate": in_rate,
         }
     ]
-    rendition = [("ID", "128K", 128_760), ("id", "480", 962_192), ("id", "720", 2_500_000)]
     profiles: list[JSON] = [
         {
-            id_key: pid,
+            ("ID" if p == 0 else "id"): pid,
             "bitrate": round(rate * flowing
                              * (0.95 + 0.1 * smooth_noise(now, 15.0, *key, _S_BR, p))),
         }
-        for p, (id_key, pid, rate) in enumerate(rendition[: 2 + j % 2])
+        for p, (pid, rate) in enumerate(_profiles(j))
     ]
+    folder = (f"{server.outputs_dir}/{server.name}/{job}/" if server.outputs_dir
+              else f"/mnt/ramdisk/origin04/source/{job}/")
     targets: list[JSON] = [
         {
             "format": "hls",
-            "url": f"/mnt/ramdisk/origin04/source/{job}/",
+            "url": folder,
             "select": [str(p.get("ID", p.get("id"))).lower() for p in profiles],
             "bitrate": sum(int(p["bitrate"]) for p in profiles),
         }

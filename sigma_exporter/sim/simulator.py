@@ -57,10 +57,15 @@ async def run_simulator(
     name_prefix: str = "sigma-server",
     control_host: str | None = None,
     prepare: Callable[[list[SimServer]], None] | None = None,
+    outputs_dir: str | None = None,
+    origin_port: int | None = None,
+    ready: Callable[[Simulator], None] | None = None,
 ) -> None:
     """Serve `servers` simulated servers on first_port, first_port+1, ... until
     `stop` is set or the task is cancelled; every listener is closed on return.
-    Prints one line per server to `out` (stdout by default) once all listen."""
+    Prints one line per server to `out` (stdout by default) once all listen.
+    `outputs_dir`: write the jobs' HLS there (and serve it on `origin_port`);
+    `ready` is called with the running simulator."""
     sims = make_servers(
         servers, gpus=gpus, seed=seed, jobs=jobs, fault=fault, name_prefix=name_prefix
     )
@@ -73,6 +78,8 @@ async def run_simulator(
         control_port=control_port,
         control_host=control_host,
         static=static,
+        outputs_dir=outputs_dir,
+        origin_port=origin_port,
     )
     stream = out if out is not None else sys.stdout
     await sim.start()
@@ -88,7 +95,13 @@ async def run_simulator(
             print(line, file=stream)
         if sim.control_url is not None:
             print(f"sigma simulator control API on {sim.control_url}", file=stream)
+        if outputs_dir is not None:
+            print(f"sigma simulator HLS outputs in {outputs_dir}", file=stream)
+        if sim.origin_url is not None:
+            print(f"sigma simulator origin on {sim.origin_url}", file=stream)
         stream.flush()
+        if ready is not None:
+            ready(sim)
         await (stop or asyncio.Event()).wait()
     finally:
         await sim.stop()
@@ -139,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
         "--control", type=_host_port, default=None, metavar="HOST:PORT", help="control API address"
     )
     p.add_argument("--name-prefix", default="sigma-server", help="server names are PREFIX-NN")
+    p.add_argument("--outputs", metavar="DIR", default=None,
+                   help="write the jobs' HLS outputs (master, variants, segments) under DIR "
+                        "and name those folders in progress")
+    p.add_argument("--origin", type=_host_port, default=None, metavar="HOST:PORT",
+                   help="serve the --outputs folder over HTTP there, as Sigma's origin app")
     gpu = p.add_mutually_exclusive_group()
     gpu.add_argument("--gpu-scenario", metavar="FILE", default=None,
                      help="GPU figures follow a scenario file (see sigma_exporter/sim/scenario.py)")
@@ -190,6 +208,10 @@ def main_simulate(args: list[str]) -> int:
         print("sigma-exporter simulate: bad --servers/--jobs/--listen", file=sys.stderr)
         return 2
     control_host, control_port = ns.control if ns.control is not None else (None, None)
+    if ns.origin is not None and ns.outputs is None:
+        print("sigma-exporter simulate: --origin needs --outputs", file=sys.stderr)
+        return 2
+    origin_port = ns.origin[1] if ns.origin is not None else None
     try:
         prepare = _gpu_source(ns.gpu_scenario, ns.gpu_mirror)
     except ValueError as exc:
@@ -216,6 +238,8 @@ def main_simulate(args: list[str]) -> int:
                 name_prefix=ns.name_prefix,
                 control_host=control_host,
                 prepare=prepare,
+                outputs_dir=ns.outputs,
+                origin_port=origin_port,
             )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -303,11 +303,19 @@ def _job(name: str, fields: Fields) -> Job:
         )
     outputs = []
     for position, entry in enumerate(fields.items("target")):
+        output_format = entry.get("format", lower_text) or ""
+        folder = None
+        select: tuple[str, ...] = ()
+        if output_format in FOLDER_FORMATS:
+            folder = _local_folder(entry.get("url", text))
+            select = tuple(entry.strings("select"))[:MAX_SELECT]
         outputs.append(
             JobOutput(
                 index=str(position),
-                format=entry.get("format", lower_text) or "",
+                format=output_format,
                 bytes_per_second=_bits_to_bytes(entry.get("bitrate", units.number)),
+                folder=folder,
+                select=select,
             )
         )
     errors: tuple[str, ...] | None = None
@@ -327,6 +335,23 @@ def _job(name: str, fields: Fields) -> Job:
         profiles=_unique_by(profiles, lambda p: p.id),
         outputs=tuple(outputs),
     )
+
+
+# Output formats whose `url` is a local folder of playlists and segments
+# (Sigma's API page: HLS and DASH; the others push to a URL).
+FOLDER_FORMATS = frozenset({"hls", "dash"})
+MAX_SELECT = 64
+
+
+def _local_folder(url: str | None) -> str | None:
+    """An HLS/DASH target's folder: an absolute local path, else None.
+
+    Manifests kept on S3, HTTP or Redis have a URL here, which can carry
+    credentials: it is not kept.
+    """
+    if not url or not url.startswith("/") or "://" in url or "\\" in url or "\0" in url:
+        return None
+    return url
 
 
 def _bits_to_bytes(bits: float | None) -> float | None:

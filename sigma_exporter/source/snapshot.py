@@ -128,6 +128,12 @@ class JobOutput:
     index: str
     format: str
     bytes_per_second: float | None = None
+    # HLS and DASH only: the local folder the job writes its playlists into,
+    # as Sigma names it (an absolute path; the outputs source maps it to a
+    # configured root), and the profiles it selects. Never a push URL: those
+    # can carry a stream key, and are not kept at all.
+    folder: str | None = None
+    select: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from sigma_exporter.poll.summary import (
     Channel,
     Gpu,
     SourceStatus,
+    StaleOutput,
     TargetStatus,
 )
 
@@ -101,7 +102,7 @@ def problem_rank(status: TargetStatus | None) -> int:
         return RANK_PENDING
     if not status.up or status.license_bad:
         return RANK_DOWN
-    if (status.down or status.stalled or status.findings
+    if (status.down or status.stalled or status.stale_outputs or status.findings
             or any(source.up is False for source in status.sources)
             or status.control_plane_connected is False):
         return RANK_BROKEN
@@ -144,6 +145,9 @@ def fleet_summary(rows: Sequence[Row]) -> str:
     unlinked = sum(1 for s in statuses if s.control_plane_connected is False)
     if unlinked:
         line += f' · <span class="warn">{unlinked} off the control plane</span>'
+    stale = sum(len(s.stale_outputs) for s in statuses)
+    if stale:
+        line += f' · <span class="bad">{_count(stale, "stale output")}</span>'
     findings = sum(len(s.findings) for s in statuses)
     if findings:
         line += f' · <span class="bad">{_count(findings, "finding")}</span>'
@@ -216,7 +220,11 @@ def _channels_cell(s: TargetStatus | None) -> str:
         return '<span class="muted">not polled</span>'
     if not s.progress_up:
         return '<span class="muted">unknown: progress is down</span>'
-    out = [f"{s.channels_up} / {s.channels} up"]
+    out = []
+    if s.stale_outputs:  # first: what viewers see frozen
+        out.append(f'<div class="bad">stale outputs: {_first(map(_stale, s.stale_outputs))}'
+                   "</div>")
+    out.append(f"{s.channels_up} / {s.channels} up")
     if s.down:
         out.append(f'<div class="bad">down: {_named(s.down, "state")}</div>')
     if s.stalled:
@@ -233,6 +241,12 @@ def _channels_cell(s: TargetStatus | None) -> str:
         out.append(f'<small class="muted">{s.channels_dropped} more not watched '
                    "(jobs include/exclude/max)</small>")
     return "".join(out)
+
+
+def _stale(stale: StaleOutput) -> str:
+    limit = f", limit {stale.limit:g} s" if stale.limit is not None else ""
+    return (f"{esc(stale.job)} {esc(stale.output)} {esc(stale.rendition)} "
+            f"(unchanged {stale.age:.0f} s{limit})")
 
 
 def _meter(label: str, value: float | None, scale: float, high: float, text: str) -> str:
@@ -342,8 +356,10 @@ the exporter does not know).</small></p>
 <th>GPUs</th></tr>
 {rows}
 </table>
-<p><small>Down channel: its state is error, stop or another that is not {up_states} or
-coming up (starting, preparing: not down until the alerts' 3-minute bound). Stalled channel: up, but
+<p><small>Stale output: a live playlist unchanged for longer than 1.5 target durations
+(RFC 8216 6.2.1; docs/outputs.md). Down channel: its state is error, stop or another that
+is not {up_states} or coming up (starting, preparing: not down until the alerts' 3-minute
+bound). Stalled channel: up, but
 its media time advanced less than {stall} s per second over the last {stall_window} s or more (the
 SigmaJobStalled threshold; the alert fits 2 minutes and waits 1 more). Slow channel: up, but it ran
 below {slow}&times; real time at its last poll (the SigmaJobBehindRealtime threshold; the

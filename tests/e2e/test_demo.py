@@ -46,6 +46,15 @@ def test_demo_serves_three_simulated_servers_and_stops_on_ctrl_c(tmp_path: Path)
                               status="VALID") == 1)
 
         wait_until(incident_seen, 30, "sigma-02's licence, link and channel in the metrics")
+
+        # Outputs with no extra step: every channel's HLS, read and fresh.
+        def outputs_read() -> str | None:
+            text = get(base + "/metrics").text
+            fresh = re.findall(r'^sigma_output_stale\{target="sigma-01",job_name="VTV1",'
+                               r'output="0",rendition="[^"]+"\} 0$', text, re.MULTILINE)
+            return text if len(fresh) >= 2 else None
+
+        wait_until(outputs_read, 30, "the demo's outputs read and fresh")
     finally:
         demo.proc.send_signal(signal.SIGINT)
         code, _, out = demo.stop_after_exit()

@@ -87,6 +87,12 @@ REQUIRED_ALERTS = {
     # issue 22: the end of the dump answer
     "SigmaLicenseNotValid",
     "SigmaControlPlaneDisconnected",
+    # issue 23: the outputs viewers get
+    "SigmaOutputStale",
+    "SigmaOutputEnded",
+    "SigmaOutputRenditionVanished",
+    "SigmaOutputSegmentsOverlong",
+    "SigmaOutputSegmentsMissing",
 }
 # The incidents of issue 14 and the quiet hours (alerts/tests/incidents/,
 # written by tests/incidents.py).
@@ -96,6 +102,8 @@ INCIDENTS = {
     "gpu-off-bus", "field-format-change",
     # issue 22: the licence and the control-plane link
     "licence-lapsed", "control-plane-down",
+    "output-frozen", "output-ended", "output-rendition-vanished", "output-overlong-segments",
+    "channel-drift-095",
     "quiet-healthy-hour", "quiet-sigma-restart", "quiet-exporter-restart",
     # issue 22: job states and error classes
     "channel-stuck-starting", "channel-error", "output-errors", "quiet-channel-starting",
@@ -394,7 +402,7 @@ THRESHOLD_RULES: dict[str, tuple[str, ...]] = {
     "app_flapping_restarts": ("SigmaAppFlapping",),
     "stale_poll_intervals": ("SigmaExporterStale", "SigmaMonitoringBlind"),
     "server_failing_channels": ("SigmaServerChannelsFailing",),
-    "job_stalled_speed_ratio": ("SigmaJobStalled",),
+    "job_stalled_speed_ratio": ("SigmaJobStalled", "SigmaJobBehindRealtime"),
     "job_crashloop_up_ratio": ("SigmaJobCrashLooping",),
     "job_crashloop_up_changes": ("SigmaJobCrashLooping",),
     "job_crashloop_restarts": ("SigmaJobCrashLooping",),

@@ -38,3 +38,18 @@ def test_bench_plot_is_drawn(tmp_path: Path) -> None:
              "poll_cpu_per_round_s": n * 1.5e-3, "rss_bytes": 5e7} for n in (10, 30)]
     run.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_outputs_bench_runs_tiny(tmp_path: Path) -> None:
+    """bench/outputs.py at 10 channels: every situation measured, no playlist re-read
+    while nothing changed (the one figure that is a property, not a speed)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "outputs.py"), "--tiny",
+                             "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "outputs-tiny.json").read_text())
+    for key in ("live", "unchanged", "long", "long_live"):
+        assert figures[key]["playlists"] == 30 and figures[key]["cpu_s_median"] > 0, key
+    assert figures["unchanged"]["reads_per_round_median"] == 0
+    assert figures["long"]["reads_per_round_median"] == 0
+    assert figures["live"]["reads_per_round_median"] == 30

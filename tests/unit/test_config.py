@@ -57,6 +57,17 @@ MISTAKES = {
     "bad-timezone.yml": ("targets[0].timezone", "not a time zone this host knows",
                          "`timezone: UTC`"),
     "bad-timezone-type.yml": ("defaults.timezone", "not a time zone", "`timezone: server`"),
+    "bad-outputs-root-relative.yml": ("outputs.roots[0].path", "not an absolute folder",
+                                      "/mnt/ramdisk"),
+    "bad-outputs-root-slash.yml": ("outputs.roots[0].path", "not an absolute folder below /",
+                                   "name the folder the outputs are written under"),
+    "bad-outputs-root-no-target.yml": ("outputs.roots[0].target", "names none",
+                                       "add `target: NAME`"),
+    "bad-outputs-root-url-credentials.yml": ("outputs.roots[0].url", "credentials",
+                                             "password_file"),
+    "bad-outputs-unknown-key.yml": ("outputs.roots[0].folder", "unknown key", "path"),
+    "bad-outputs-playlist-name.yml": ("outputs.playlist_names[0]", "not a playlist file name",
+                                      "bare file name"),
 }
 
 

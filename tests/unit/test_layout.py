@@ -21,7 +21,7 @@ from conftest import ROOT
 
 RUNTIME = frozenset({"config", "strictyaml", "grammar", "metrics", "logsetup", "redact",
                      "tlsfiles", "helptext", "buildinfo", "docs", "source", "collect", "poll",
-                     "web", "agent", "app"})
+                     "web", "agent", "outputs", "app"})
 # Leaf modules every part may use: logging with fields, redaction, the grammars,
 # the TLS file checks, the --help layout, what this build is.
 BASE = frozenset({"logsetup", "redact", "grammar", "tlsfiles", "helptext", "buildinfo"})
@@ -41,7 +41,10 @@ RULES: dict[str, frozenset[str]] = {
     "source": BASE | {"config", "metrics"},
     "collect": BASE | {"source", "metrics", "config"},
     "agent": BASE | {"source", "collect", "config"},
-    "poll": BASE | {"source", "collect", "config", "metrics"},
+    # The outputs source: playlists on disk or at the origin (the HTTP client of source/).
+    "outputs": BASE | {"source", "collect", "config", "metrics"},
+    # The status summary reads the outputs source's typed report.
+    "poll": BASE | {"source", "collect", "config", "metrics", "outputs"},
     "web": BASE | {"poll", "collect", "config", "strictyaml", "metrics"},
     "app": RUNTIME - {"app"},
     "cli": BASE | {"app", "config", "strictyaml"},

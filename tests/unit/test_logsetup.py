@@ -81,6 +81,9 @@ def test_caller_is_the_line_that_logged() -> None:
     logger = logging.getLogger("sigma_exporter.test_caller")
     logger.addHandler(handler)
     logger.propagate = False
+    # Its own level: another test's `logsetup.setup("error")` (as `once` does in
+    # process) must not silence it.
+    logger.setLevel(logging.INFO)
     try:
         line_no = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
         logger.warning("here", extra=fields(target="a"))

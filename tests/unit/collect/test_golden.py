@@ -6,6 +6,9 @@ change, then review the diff of tests/golden/ like any other code.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from prometheus_client.openmetrics.parser import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from sigma_exporter.config import TargetConfig
+from sigma_exporter.config import OutputRoot, OutputsConfig, TargetConfig
+from sigma_exporter.outputs.source import OutputsSource
 from sigma_exporter.sim.dump import render_dump
 from sigma_exporter.sim.model import make_servers
 from sigma_exporter.sim.progress import render_progress
@@ -57,7 +61,31 @@ def documented_as_is() -> str:
                   PollError("invalid_json", "unexpected character"), RECEIVED_AT)
 
 
+def outputs() -> str:
+    """The documented progress answer's job writing HLS (a master and two variants,
+    one segment missing) and DASH, read by the outputs source at a pinned time."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder) / "ramdisk"
+        shutil.copytree(FIXTURES / "outputs", root)
+        for n, path in enumerate(sorted(root.rglob("*"))):
+            os.utime(path, (RECEIVED_AT - 60 + n / 4, RECEIVED_AT - 60 + n / 4))
+        progress = load_fixture("progress-sample.json")
+        job = progress["result"]["$job_name"]
+        job["target"][0]["url"] = f"{root}/origin04/source/"
+        job["target"].append({"format": "dash", "url": f"{root}/origin04/dash",
+                              "select": ["480"], "bitrate": 300000})
+        job["target"].append({"format": "rtmp", "url": "rtmp://cdn:key@push.example/live/x"})
+        config = TargetConfig(name="sigma-01", url="http://127.0.0.1:9999")
+        source = OutputsSource(config, [OutputRoot(str(root))],
+                               OutputsConfig(roots=(OutputRoot(str(root)),)),
+                               clock=lambda: RECEIVED_AT)
+        fed = Fed(config, extra=[source])
+        fed.round(load_fixture("dump-sample.json"), progress, received_at=RECEIVED_AT)
+        return fed.text()
+
+
 CASES = {
+    "outputs.prom": outputs,
     "documented.prom": documented,
     "documented-complete.prom": documented_complete,
     "documented-progress-as-documented.prom": documented_as_is,

@@ -1,0 +1,222 @@
+"""What the outputs source costs: CPU per round for 500 channels x 3 renditions on one host.
+
+    python bench/outputs.py            # 500 channels, 3 renditions each (1,500 playlists)
+    python bench/outputs.py --tiny     # seconds; CI runs this so the bench cannot rot
+
+Builds, on tmpfs when there is one (a Sigma host's outputs live on a
+ramdisk), what 500 live channels leave in their folders: a master playlist
+and three variants each, every variant a sliding window of 5 two-second
+segments (sparse files of their real size). Then the real `OutputsSource`
+(agent mode: its worker thread, stat and bounded reads) runs rounds
+in-process against a `progress` snapshot naming those folders, and the CPU
+of each round (process time: every thread, the worker's included) is
+measured in three situations:
+
+* `live`: every variant gained a segment since the last round (each
+  playlist rewritten, its new segment written): the common case, since a
+  poll interval is longer than a segment;
+* `unchanged`: nothing changed: every playlist only stat'ed, none read
+  (the bench counts the reads);
+* `long`: the same, with every variant listing 5,000 segments instead of 5
+  (a day-long EVENT playlist): only the head and tail are read, so the cost
+  should not grow.
+
+Each is repeated; the median, min and max are printed and written as JSON
+under bench/results/. Figures are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sigma_exporter.collect.source import Outcome, Reading, Round  # noqa: E402
+from sigma_exporter.config import OutputRoot, OutputsConfig, TargetConfig  # noqa: E402
+from sigma_exporter.outputs.source import OutputsSource  # noqa: E402
+from sigma_exporter.source.snapshot import Job, JobOutput, Progress  # noqa: E402
+
+RENDITIONS = (("360", 800_000), ("480", 1_400_000), ("720", 2_800_000))
+TARGET_DURATION = 2
+
+
+def playlist(first: int, count: int) -> str:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{TARGET_DURATION}",
+             f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for n in range(first, first + count):
+        lines += ["#EXTINF:2.000000,", f"seg{n:07d}.ts"]
+    return "\n".join(lines) + "\n"
+
+
+class Host:
+    """The folders of `channels` live channels under `base`."""
+
+    def __init__(self, base: Path, channels: int, window: int) -> None:
+        self.base, self.channels, self.window = base, channels, window
+        self.next = window  # the next segment's sequence number, for every variant
+        for c in range(channels):
+            folder = self.folder(c)
+            master = ["#EXTM3U", "#EXT-X-VERSION:3"]
+            for name, rate in RENDITIONS:
+                (folder / name).mkdir(parents=True)
+                master += [f"#EXT-X-STREAM-INF:BANDWIDTH={rate}", f"{name}/index.m3u8"]
+            (folder / "master.m3u8").write_text("\n".join(master) + "\n")
+        self.advance(write_all=True)
+
+    def folder(self, channel: int) -> Path:
+        return self.base / f"CH{channel:04d}"
+
+    def advance(self, write_all: bool = False) -> None:
+        """One more segment in every variant: its file, and the playlist rewritten
+        (a temporary file renamed over it, as ffmpeg's temp_file flag does)."""
+        first = self.next - self.window + 1
+        # A long window lists old segments too; only the newest 20 are written
+        # (the source looks for the newest 16 listed).
+        segments = range(max(first, self.next - 19) if write_all else self.next,
+                         self.next + 1)
+        for c in range(self.channels):
+            for name, rate in RENDITIONS:
+                variant = self.folder(c) / name
+                for n in segments:
+                    path = variant / f"seg{n:07d}.ts"
+                    with open(path, "wb") as f:
+                        f.truncate(rate * TARGET_DURATION // 8)
+                old = variant / f"seg{first - 1:07d}.ts"
+                if old.exists():
+                    old.unlink()
+                temp = variant / "index.m3u8.tmp"
+                temp.write_text(playlist(first, self.window))
+                os.replace(temp, variant / "index.m3u8")
+        self.next += 1
+
+    def progress(self) -> Progress:
+        return Progress(tuple(
+            Job(name=f"CH{c:04d}", state="started", outputs=(
+                JobOutput("0", "hls", folder=f"{self.folder(c)}/", select=("360", "480", "720")),
+            )) for c in range(self.channels)))
+
+
+async def one_round(source: OutputsSource, progress: Progress) -> Reading:
+    this = Round("bench", (), 10**9, ["progress", "outputs"])
+    this.done(Outcome("progress", Reading({}, progress), None, 0.0))
+    return await source.read(this)
+
+
+class Reads:
+    """Counts the bounded reads (os.pread) the source makes: none for an unchanged file."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._real: Callable[..., bytes] = os.pread
+
+    def __enter__(self) -> Reads:
+        real = self._real
+
+        def counted(fd: int, length: int, offset: int) -> bytes:
+            self.count += 1
+            return real(fd, length, offset)
+
+        os.pread = counted
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.pread = self._real
+
+
+def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> dict[str, Any]:
+    progress = host.progress()
+    # One event loop for every round, as the exporter's poll loop (asyncio.run per
+    # round would add its own set-up, signal handlers included, to each figure).
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(one_round(source, progress))  # first sight: every file read
+    cpu: list[float] = []
+    wall: list[float] = []
+    reads: list[int] = []
+    series = 0
+    for _ in range(rounds):
+        if advance:
+            host.advance()
+        with Reads() as counter:
+            started_cpu, started = time.process_time(), time.perf_counter()
+            reading = loop.run_until_complete(one_round(source, progress))
+            cpu.append(time.process_time() - started_cpu)
+            wall.append(time.perf_counter() - started)
+        reads.append(counter.count)
+        series = sum(map(len, reading.samples.values()))
+    loop.close()
+    return {"cpu_s_median": statistics.median(cpu), "cpu_s_min": min(cpu),
+            "cpu_s_max": max(cpu), "wall_s_median": statistics.median(wall),
+            "reads_per_round_median": statistics.median(reads), "series": series,
+            "rounds": rounds}
+
+
+def scenario(name: str, base: Path, channels: int, window: int, rounds: int,
+             advance: bool) -> dict[str, Any]:
+    folder = base / name
+    host = Host(folder, channels, window)
+    config = TargetConfig(name="bench", url="http://127.0.0.1:9999", interval=15.0,
+                          timeout=5.0, max_series=10**7)
+    root = OutputRoot(str(folder))
+    source = OutputsSource(config, [root], OutputsConfig(roots=(root,)))
+    try:
+        result = measure(host, source, rounds, advance)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"channels": channels, "playlists": channels * len(RENDITIONS),
+            "segments_listed": window, **result}
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--tiny", action="store_true", help="10 channels, 3 rounds")
+    parser.add_argument("--channels", type=int, default=500)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args(argv)
+    channels, rounds = (10, 3) if args.tiny else (args.channels, args.rounds)
+    shm = Path("/dev/shm")
+    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="sigma-bench-outputs-", dir=parent) as tmp:
+        base = Path(tmp)
+        figures = {
+            "live": scenario("live", base, channels, 5, rounds, advance=True),
+            "unchanged": scenario("unchanged", base, channels, 5, rounds, advance=False),
+            "long": scenario("long", base, channels, 5000, rounds, advance=False),
+            "long_live": scenario("long_live", base, channels, 5000, max(3, rounds // 3),
+                                  advance=True),
+        }
+    figures["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "tmpfs": parent is not None, "loadavg_before": load_before,
+                          "loadavg_after": os.getloadavg()}
+    print(f"{'situation':<12} {'playlists':>9} {'listed':>7} {'CPU/round ms (median, min-max)':>32}"
+          f" {'reads/round':>12}")
+    for key in ("live", "unchanged", "long", "long_live"):
+        f = figures[key]
+        print(f"{key:<12} {f['playlists']:>9} {f['segments_listed']:>7} "
+              f"{f['cpu_s_median'] * 1000:>14.1f} ({f['cpu_s_min'] * 1000:.1f}-"
+              f"{f['cpu_s_max'] * 1000:.1f}) {f['reads_per_round_median']:>12.0f}")
+    print(f"load average before/after: {load_before} / {figures['machine']['loadavg_after']}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "outputs-tiny.json" if args.tiny else time.strftime(
+        "%Y%m%dT%H%M%SZ-outputs.json", time.gmtime())
+    (out / name).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

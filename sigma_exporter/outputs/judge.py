@@ -1,0 +1,216 @@
+"""The checks on one rendition, from what was read this round and what was kept: pure.
+
+Each rule and where it comes from (docs/outputs.md says the same for operators):
+
+* **Fresh or stale** (RFC 8216 6.2.1): a live media playlist (no
+  `EXT-X-ENDLIST`) must be replaced by one with a new segment "no later than
+  1.5 times the target duration" after the previous one. Stale: unchanged
+  for longer than `STALE_TARGET_DURATIONS` x target duration. For DASH the
+  basis is the longer of `minimumUpdatePeriod` and the longest segment.
+  "Changed" means a new segment, a moved window or an end, never a mere
+  rewrite: a packager that rewrites the same list keeps it stale. The slack
+  for the poll interval is in how the age is measured: on disk it is exact
+  (the file's mtime of the version that brought the change); over HTTP the
+  change is only seen at a poll, so the age counts from the first poll that
+  saw the new content, which is never more than the truth. However long the
+  interval, a playlist that changed between two polls is never called stale,
+  and several segments between two polls are normal.
+* **Ended**: `EXT-X-ENDLIST` (HLS), `type="static"` (DASH).
+* **Segments and media seconds**: the new segments since the last round,
+  counted by media sequence (a whole playlist read) or, past the tail, after
+  the last newest segment; their EXTINF durations summed. A restarted
+  playlist (sequence back) counts its segments anew. Their rate against real
+  time is the output's own speed.
+* **Overlong segments** (RFC 8216 4.3.3.1): an EXTINF that, rounded to the
+  nearest integer, exceeds the target duration.
+* **Short window** (RFC 8216 6.2.2): a live playlist that has dropped
+  segments (media sequence above 0) must keep at least three target
+  durations of them.
+* **Bitrate**: the newest segment's size x 8 / its duration, beside the
+  declared BANDWIDTH (RFC 8216 4.3.4.2: the peak segment bitrate); only above
+  it is a problem (encoders run below their declared rate), and one segment
+  is found above it only past `ABOVE_DECLARED_MARGIN` (keyframes swing it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from sigma_exporter.outputs.dash import Manifest, Representation
+from sigma_exporter.outputs.folder import RenditionRead
+from sigma_exporter.outputs.hls import MediaPlaylist, Segment
+
+# RFC 8216 6.2.1: a new version of a live playlist within 1.5 x the target duration.
+STALE_TARGET_DURATIONS = 1.5
+# RFC 8216 6.2.2: a live playlist keeps at least three target durations of segments.
+WINDOW_TARGET_DURATIONS = 3.0
+# One segment's rate swings with the keyframes it holds: a finding only when the
+# newest segment is this much above the declared peak (the numbers are exported
+# as they are).
+ABOVE_DECLARED_MARGIN = 1.25
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionState:
+    """What is kept of a rendition between rounds."""
+
+    fingerprint: tuple[object, ...]
+    changed_at: float  # Unix time its content last changed
+    newest_key: str | None  # HLS: the newest segment; DASH: None
+    newest_sequence: int | None  # HLS: its media sequence; DASH: its $Number$
+    segments_total: int = 0
+    media_seconds_total: float = 0.0
+    discontinuities_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One rendition this round: the numbers exported and the problems found."""
+
+    age: float  # seconds since its content last changed
+    target_duration: float | None  # HLS target duration; DASH: the longest segment
+    limit: float | None  # stale beyond this age (None: cannot be judged)
+    stale: bool
+    ended: bool
+    media_sequence: int | None
+    window_seconds: float | None
+    overlong: int  # segments whose duration rounds above the target duration
+    missing: int  # listed segments not there
+    window_short: bool
+    segment_bytes_per_second: float | None  # the newest segment's
+    declared_bytes_per_second: float | None
+    update_period: float | None  # DASH minimumUpdatePeriod
+
+    def at(self, age: float) -> Verdict:
+        """The same verdict at another age (its playlist unchanged since)."""
+        return replace(self, age=age, stale=not self.ended and self.limit is not None
+                       and age > self.limit)
+
+    @property
+    def above_declared(self) -> bool:
+        return (self.segment_bytes_per_second is not None
+                and self.declared_bytes_per_second is not None
+                and self.segment_bytes_per_second
+                > self.declared_bytes_per_second * ABOVE_DECLARED_MARGIN)
+
+
+def _new_segments(before: RenditionState | None, playlist: MediaPlaylist
+                  ) -> tuple[int, float, int]:
+    """(segments, media seconds, discontinuities) new since `before`."""
+    if before is None:
+        return 0, 0.0, 0
+    segments = playlist.segments
+    sequence = playlist.newest_sequence
+    new: tuple[Segment, ...] = segments
+    unseen = 0  # new segments beyond the ones read (more than the tail holds)
+    if sequence is not None and before.newest_sequence is not None \
+            and sequence >= before.newest_sequence:
+        delta = sequence - before.newest_sequence
+        new = segments[len(segments) - delta:] if delta <= len(segments) else segments
+        unseen = max(0, delta - len(segments))
+        if delta == 0:
+            new = ()
+    elif before.newest_key is not None and (sequence is None or before.newest_sequence is None):
+        for i in range(len(segments) - 1, -1, -1):
+            if segments[i].key == before.newest_key:
+                new = segments[i + 1:]
+                break
+    seconds = math.fsum(s.duration for s in new)
+    if unseen and segments:
+        seconds += unseen * math.fsum(s.duration for s in segments) / len(segments)
+    return len(new) + unseen, seconds, sum(1 for s in new if s.discontinuity)
+
+
+def _changed_at(before: RenditionState | None, fingerprint: tuple[object, ...],
+                read: RenditionRead, now: float) -> float:
+    """When the content last changed: this version's mtime on disk, or (over HTTP,
+    where only a poll sees a change) now, the first poll that saw it."""
+    if before is not None and before.fingerprint == fingerprint:
+        return before.changed_at
+    mtime = read.seen.mtime if read.seen is not None else None
+    return min(now, mtime) if mtime is not None else now
+
+
+def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: MediaPlaylist,
+              now: float) -> tuple[RenditionState, Verdict]:
+    fingerprint = playlist.fingerprint()
+    changed = before is None or before.fingerprint != fingerprint
+    segments, seconds, discontinuities = _new_segments(before, playlist) if changed \
+        else (0, 0.0, 0)
+    newest = playlist.newest
+    state = RenditionState(
+        fingerprint, _changed_at(before, fingerprint, read, now),
+        newest.key if newest else None, playlist.newest_sequence,
+        (before.segments_total if before else 0) + segments,
+        (before.media_seconds_total if before else 0.0) + seconds,
+        (before.discontinuities_total if before else 0) + discontinuities)
+    target = playlist.target_duration
+    limit = STALE_TARGET_DURATIONS * target if target else None
+    age = max(0.0, now - state.changed_at)
+    window = playlist.window_seconds if playlist.complete else None
+    seen = read.seen
+    size = seen.newest_size if seen is not None else None
+    rate = size / newest.duration if size is not None and newest and newest.duration > 0 \
+        else None
+    declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
+    verdict = Verdict(
+        age=age, target_duration=target, limit=limit,
+        stale=not playlist.ended and limit is not None and age > limit,
+        ended=playlist.ended, media_sequence=playlist.media_sequence,
+        window_seconds=window,
+        overlong=sum(1 for s in playlist.segments if target is not None
+                     and math.floor(s.duration + 0.5) > target),
+        missing=seen.missing if seen is not None else 0,
+        window_short=(window is not None and not playlist.ended and target is not None
+                      and playlist.media_sequence > 0
+                      and window < WINDOW_TARGET_DURATIONS * target),
+        segment_bytes_per_second=rate, declared_bytes_per_second=declared, update_period=None)
+    return state, verdict
+
+
+def judge_dash(before: RenditionState | None, read: RenditionRead, manifest: Manifest,
+               rep: Representation, now: float) -> tuple[RenditionState, Verdict]:
+    fingerprint = (manifest.dynamic, rep.newest_number, rep.newest_time)
+    segments = 0
+    if before is not None and before.fingerprint != fingerprint \
+            and rep.newest_number is not None and before.newest_sequence is not None:
+        delta = rep.newest_number - before.newest_sequence
+        segments = delta if delta >= 0 else rep.segments  # back: the packager restarted
+    # ffmpeg's segments are of one length: the newest's stands for the new ones.
+    seconds = segments * (rep.newest_duration or 0.0)
+    state = RenditionState(
+        fingerprint, _changed_at(before, fingerprint, read, now), None, rep.newest_number,
+        (before.segments_total if before else 0) + segments,
+        (before.media_seconds_total if before else 0.0) + seconds,
+        before.discontinuities_total if before else 0)
+    longest = rep.longest_duration or manifest.max_segment_duration
+    basis = max(x for x in (longest, manifest.minimum_update_period, 0.0) if x is not None)
+    limit = STALE_TARGET_DURATIONS * basis if basis > 0 else None
+    age = max(0.0, now - state.changed_at)
+    seen = read.seen
+    size = seen.newest_size if seen is not None else None
+    rate = size / rep.newest_duration if size is not None and rep.newest_duration else None
+    verdict = Verdict(
+        age=age, target_duration=longest, limit=limit,
+        stale=manifest.dynamic and limit is not None and age > limit,
+        ended=not manifest.dynamic, media_sequence=rep.newest_number, window_seconds=None,
+        overlong=0, missing=seen.missing if seen is not None else 0, window_short=False,
+        segment_bytes_per_second=rate,
+        declared_bytes_per_second=rep.bandwidth / 8.0 if rep.bandwidth else None,
+        update_period=manifest.minimum_update_period)
+    return state, verdict
+
+
+def judge(before: RenditionState | None, read: RenditionRead, now: float
+          ) -> tuple[RenditionState, Verdict] | None:
+    """The rendition's new state and verdict; None when it was not read."""
+    if read.seen is None:
+        return None
+    content = read.seen.content
+    if isinstance(content, MediaPlaylist):
+        return judge_hls(before, read, content, now)
+    if isinstance(content, Manifest) and read.representation is not None:
+        return judge_dash(before, read, content, read.representation, now)
+    return None
+

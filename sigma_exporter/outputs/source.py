@@ -1,0 +1,424 @@
+"""The `outputs` source: every channel's HLS and DASH playlists, as viewers get them.
+
+Each round it awaits the round's `progress` (the jobs, and for each HLS or
+DASH target its folder), maps each folder of a started job to a configured
+root (`outputs.roots`; a folder under none is `outside_root` and is never
+read), reads it (`folder.read_output`: on disk under the root in agent mode,
+`local.py`; from the root's `url` in central mode, `origin.py`) and judges
+each rendition (`judge.py`) against what it kept from the last round.
+
+A problem of one output (a missing folder, a broken playlist, a hung read of
+its root) is that output's counted error (`sigma_output_errors_total`, by
+reason) and never another's. The source itself fails only when it cannot run
+at all: no progress answer this round (`progress_down`), or every root's
+read missed its deadline (`timeout`).
+
+Disk reads block, and a dead network mount can block one for ever: each
+root is read in a daemon thread of its own, and the round waits at most the
+target's timeout for it (as the NVML source does, agent/source.py). The
+outputs it finished by then count; the others are `timeout`. Until a stuck
+read returns, no other starts for that root, and its outputs stay `timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from sigma_exporter.collect.samples import UP_STATES_JOB, Samples, new_samples
+from sigma_exporter.collect.source import Reading, Round, Source, SourceError
+from sigma_exporter.config import Config, OutputRoot, OutputsConfig, TargetConfig
+from sigma_exporter.outputs.folder import REASONS, FolderError, OutputRead, Seen, read_output
+from sigma_exporter.outputs.judge import RenditionState, Verdict, judge
+from sigma_exporter.outputs.local import LocalOutput, inside, read_root
+from sigma_exporter.outputs.origin import Origin, OriginFolder
+from sigma_exporter.source.client import SSLContexts
+from sigma_exporter.source.fields import MAX_LABEL_LENGTH
+from sigma_exporter.source.parse import FOLDER_FORMATS
+from sigma_exporter.source.snapshot import Progress
+
+SOURCE_REASONS = ("progress_down", "timeout")
+# Findings listed on the status page per target, stale ones first.
+MAX_FINDINGS = 50
+
+OutputKey = tuple[str, str]  # (job name, output index)
+
+
+@dataclass(frozen=True, slots=True)
+class RenditionStatus:
+    """One rendition as the status page and `once` show it."""
+
+    job: str
+    output: str
+    format: str
+    rendition: str
+    age: float
+    limit: float | None
+    stale: bool
+    ended: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutputsReport:
+    """The typed value of a round: every rendition read, and the outputs that were not."""
+
+    renditions: tuple[RenditionStatus, ...] = ()
+    unreadable: tuple[tuple[str, str, str], ...] = ()  # (job, output, "reason: message")
+
+    @property
+    def stale(self) -> tuple[RenditionStatus, ...]:
+        return tuple(r for r in self.renditions if r.stale)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    job: str
+    state: str | None
+    output: str
+    format: str
+    root: OutputRoot | None
+    relative: str  # the folder relative to its root ("" for the root itself)
+
+
+@dataclass(slots=True)
+class _Worker:
+    """A root's disk read in its thread: results as they come, done when it returns."""
+
+    future: concurrent.futures.Future[None]
+    since: float
+    results: list[tuple[object, OutputRead]] = field(default_factory=list)
+
+
+def _label(text: str) -> str:
+    if len(text) <= MAX_LABEL_LENGTH and text.isprintable():
+        return text  # the common case, without a copy
+    clean = "".join(c if c.isprintable() else "?" for c in text)
+    return clean[:MAX_LABEL_LENGTH]
+
+
+# The per-rendition families, in the order `_values` gives their values.
+_RENDITION_FAMILIES = (
+    "sigma_output_playlist_age_seconds", "sigma_output_target_duration_seconds",
+    "sigma_output_stale", "sigma_output_ended", "sigma_output_media_sequence",
+    "sigma_output_segments_total", "sigma_output_media_seconds_total",
+    "sigma_output_discontinuities_total", "sigma_output_segments_overlong",
+    "sigma_output_segments_missing", "sigma_output_window_seconds",
+    "sigma_output_segment_bytes_per_second", "sigma_output_declared_bytes_per_second",
+    "sigma_output_update_period_seconds")
+
+
+def _values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
+    return (v.age, v.target_duration, None if v.limit is None else float(v.stale),
+            float(v.ended), v.media_sequence, state.segments_total, state.media_seconds_total,
+            state.discontinuities_total, v.overlong, v.missing, v.window_seconds,
+            v.segment_bytes_per_second, v.declared_bytes_per_second, v.update_period)
+
+
+class OutputsSource(Source):
+    """The outputs of one target's jobs (see the module docstring)."""
+
+    name = "outputs"
+    reasons = SOURCE_REASONS
+    up_metric = "sigma_outputs_up"
+
+    def __init__(self, config: TargetConfig, roots: Sequence[OutputRoot],
+                 settings: OutputsConfig, contexts: SSLContexts | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock  # wall time the ages are measured at (tests pin it)
+        self.target = config.name
+        # Longest first: a folder belongs to the deepest root that holds it.
+        self.roots = tuple(sorted(roots, key=lambda r: len(r.path), reverse=True))
+        self.settings = settings
+        self._contexts = contexts or SSLContexts()
+        self._origins: dict[str, Origin] = {}
+        self._states: dict[tuple[str, str, str], RenditionState] = {}
+        # The last verdict of each rendition and the parse it judged: an unchanged
+        # playlist (the same parse, not read again) is only judged again by its age.
+        self._verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
+        self._caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
+        self._errors: dict[OutputKey, dict[str, int]] = {}
+        self._workers: dict[str, _Worker] = {}
+
+    # --- the plan: which folders, under which root -------------------------------------
+
+    def _root_of(self, folder: str) -> tuple[OutputRoot, str] | None:
+        normal = posixpath.normpath(folder)
+        for root in self.roots:
+            if inside(normal, root.path):
+                return root, normal[len(root.path):].strip("/")
+        return None
+
+    def _plan(self, progress: Progress) -> list[_Planned]:
+        plan: list[_Planned] = []
+        for job in progress.jobs:
+            if job.state not in UP_STATES_JOB:
+                continue  # a stopped channel's playlists are not viewers' business
+            for out in job.outputs:
+                if out.format not in FOLDER_FORMATS or out.folder is None:
+                    continue
+                found = self._root_of(out.folder)
+                root, relative = found if found is not None else (None, "")
+                plan.append(_Planned(job.name, job.state, out.index, out.format, root,
+                                     relative))
+        return plan
+
+    # --- reading ----------------------------------------------------------------
+
+    def _cache(self, item: _Planned) -> Mapping[str, Seen]:
+        kept = self._caches.get((item.job, item.output))
+        return kept[1] if kept is not None and kept[0] == item.relative else {}
+
+    async def _read_local(self, root: OutputRoot, items: list[_Planned]
+                          ) -> tuple[dict[OutputKey, OutputRead], bool]:
+        """Read the outputs under a root on disk, in a thread, within the target's timeout.
+        The results, and whether the read finished (or was already stuck)."""
+        busy = self._workers.get(root.path)
+        if busy is not None and not busy.future.done():
+            error = FolderError("timeout", f"the read of this root started "
+                                f"{time.monotonic() - busy.since:.0f}s ago has not returned")
+            return {(i.job, i.output): OutputRead(error=error) for i in items}, False
+        jobs = [LocalOutput((i.job, i.output), i.relative, i.format, self._cache(i))
+                for i in items]
+        worker = _Worker(concurrent.futures.Future(), time.monotonic())
+        max_renditions, max_bytes = self.settings.max_renditions, self.settings.max_playlist_bytes
+
+        def work() -> None:
+            try:
+                read_root(root.path, jobs, max_renditions=max_renditions, max_bytes=max_bytes,
+                          done=lambda key, read: worker.results.append((key, read)))
+                worker.future.set_result(None)
+            except BaseException as exc:  # handed to the waiting round, whatever it is
+                worker.future.set_exception(exc)
+
+        self._workers[root.path] = worker
+        # A daemon thread, not the loop's executor: a read stuck in a dead mount
+        # must never hold up the exporter's exit.
+        threading.Thread(target=work, name="sigma-outputs-read", daemon=True).start()
+        waiter = asyncio.wrap_future(worker.future)
+        waiter.add_done_callback(lambda done: done.cancelled() or done.exception())
+        finished = True
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.config.timeout)
+        except TimeoutError:
+            finished = False
+        results: dict[OutputKey, OutputRead] = {}
+        for key, read in list(worker.results):
+            results[key] = read  # type: ignore[index]
+        late = FolderError("timeout", f"not read within {self.config.timeout:g}s (the "
+                           "target's timeout): a hung or very slow mount")
+        for item in items:
+            results.setdefault((item.job, item.output), OutputRead(error=late))
+        return results, finished
+
+    async def _read_central(self, root: OutputRoot, items: list[_Planned]
+                            ) -> tuple[dict[OutputKey, OutputRead], bool]:
+        origin = self._origins.get(root.path)
+        if origin is None:
+            origin = self._origins[root.path] = Origin(
+                self.config, self._contexts, self.settings.max_playlist_bytes)
+        url = root.url or ""
+
+        async def one(item: _Planned) -> OutputRead:
+            folder = OriginFolder(origin, url + quote(item.relative, safe="/"))
+            return await read_output(
+                folder, item.format, self._cache(item),
+                max_renditions=self.settings.max_renditions,
+                max_bytes=self.settings.max_playlist_bytes,
+                playlist_names=self.settings.playlist_names, newest_only=True)
+
+        tasks = {(i.job, i.output): asyncio.ensure_future(one(i)) for i in items}
+        # The whole pass within the interval: the next round must find it done.
+        await asyncio.wait(tasks.values(), timeout=self.config.interval)
+        results: dict[OutputKey, OutputRead] = {}
+        late = FolderError("timeout", f"not read within {self.config.interval:g}s "
+                           "(the target's interval)")
+        for key, task in tasks.items():
+            if task.done():
+                results[key] = task.result()
+            else:
+                task.cancel()
+                results[key] = OutputRead(error=late)
+        return results, True
+
+    async def read(self, round: Round) -> Reading:
+        progress = await round.value("progress")
+        if not isinstance(progress, Progress):
+            raise SourceError("progress_down", "no progress answer this round: the jobs "
+                              "and their outputs are unknown")
+        plan = self._plan(progress)
+        by_root: dict[str, list[_Planned]] = {}
+        for item in plan:
+            if item.root is not None:
+                by_root.setdefault(item.root.path, []).append(item)
+        roots = {r.path: r for r in self.roots}
+        reads: dict[OutputKey, OutputRead] = {}
+        local = [r for r in by_root if roots[r].url is None]
+        central = [r for r in by_root if roots[r].url is not None]
+        done = await asyncio.gather(
+            *(self._read_local(roots[r], by_root[r]) for r in local),
+            *(self._read_central(roots[r], by_root[r]) for r in central))
+        finished = 0
+        for results, in_time in done:
+            finished += in_time
+            reads.update(results)
+        if by_root and not finished:
+            raise SourceError("timeout", f"no root's read finished within "
+                              f"{self.config.timeout:g}s: a hung or very slow mount")
+        return self._publish(plan, reads, self.clock())
+
+    # --- judging and publishing ----------------------------------------------------
+
+    def _publish(self, plan: list[_Planned], reads: Mapping[OutputKey, OutputRead],
+                 now: float) -> Reading:
+        t = self.target
+        samples = new_samples()
+        statuses: list[RenditionStatus] = []
+        unreadable: list[tuple[str, str, str]] = []
+        problems: list[tuple[int, str]] = []  # (rank, sentence): stale first
+        states: dict[tuple[str, str, str], RenditionState] = {}
+        verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
+        caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
+        errors: dict[OutputKey, dict[str, int]] = {}
+        left: dict[str, int] = {}  # renditions each job may still export
+        dropped: dict[str, int] = {}
+        for item in plan:
+            key = (item.job, item.output)
+            o = (t, item.job, item.output)
+            counts = errors[key] = self._errors.get(key) or dict.fromkeys(REASONS, 0)
+            read = reads.get(key)
+            if item.root is None:
+                read = OutputRead(error=FolderError(
+                    "outside_root", "its folder is under no configured root (outputs.roots)"))
+            elif read is None:
+                read = OutputRead(error=FolderError("timeout", "not read"))
+            else:
+                samples["sigma_output_info"].append(
+                    ((*o, item.format, _label(item.relative or ".")), 1.0))
+                caches[key] = (item.relative, read.cache)
+            failed = {read.error.reason} if read.error is not None else set()
+            failed |= {r.error.reason for r in read.renditions if r.error is not None}
+            if read.uri_errors:
+                failed.add("unsafe_uri")
+            for reason in failed:
+                counts[reason] = counts.get(reason, 0) + 1
+            for reason, count in counts.items():
+                samples["sigma_output_errors_total"].append(((*o, reason), float(count)))
+            samples["sigma_output_up"].append((o, 0.0 if read.error else 1.0))
+            where = f"{item.job} output {item.output} ({item.format})"
+            if read.error is not None:
+                unreadable.append((item.job, item.output, f"{read.error.reason}: "
+                                   f"{read.error.message}"))
+                problems.append((3, f"{where}: cannot be read: {read.error.reason}: "
+                                    f"{read.error.message}"))
+                continue
+            room = left.setdefault(item.job, self.settings.max_renditions)
+            kept = read.renditions[:room]
+            left[item.job] = room - len(kept)
+            skipped = len(read.renditions) - len(kept) + read.dropped
+            if skipped:
+                dropped[item.job] = dropped.get(item.job, 0) + skipped
+            samples["sigma_output_renditions"].append((o, float(len(kept))))
+            for rendition in kept:
+                name = _label(rendition.name)
+                if rendition.error is not None:
+                    problems.append((3, f"{where} {name}: cannot be read: "
+                                        f"{rendition.error.reason}: {rendition.error.message}"))
+                    continue
+                rkey = (item.job, item.output, name)
+                before = self._states.get(rkey)
+                kept_verdict = self._verdicts.get(rkey)
+                if before is not None and kept_verdict is not None \
+                        and kept_verdict[0] is rendition.seen:
+                    # Not read again: the same content, judged again only by its age.
+                    states[rkey] = before
+                    verdict = kept_verdict[1].at(max(0.0, now - before.changed_at))
+                else:
+                    judged = judge(before, rendition, now)
+                    if judged is None:
+                        continue
+                    states[rkey], verdict = judged
+                verdicts[rkey] = (rendition.seen, verdict)
+                self._rendition_samples(samples, (*o, name), states[rkey], verdict)
+                statuses.append(RenditionStatus(item.job, item.output, item.format, name,
+                                                verdict.age, verdict.limit, verdict.stale,
+                                                verdict.ended))
+                problems.extend(_problems(f"{where} {name}", verdict, item.state))
+        for job in left:
+            samples["sigma_output_renditions_dropped"].append(
+                ((t, job), float(dropped.get(job, 0))))
+        # Outputs and renditions gone from the answer take their memory with them.
+        self._states, self._caches, self._errors = states, caches, errors
+        self._verdicts = verdicts
+        problems.sort(key=lambda p: p[0])
+        findings = [p[1] for p in problems[:MAX_FINDINGS]]
+        if len(problems) > MAX_FINDINGS:
+            findings.append(f"and {len(problems) - MAX_FINDINGS} more output problems")
+        report = OutputsReport(tuple(statuses), tuple(unreadable))
+        return Reading(samples, report, now, findings=tuple(findings))
+
+    @staticmethod
+    def _rendition_samples(samples: Samples, labels: tuple[str, ...], state: RenditionState,
+                           verdict: Verdict) -> None:
+        for name, value in zip(_RENDITION_FAMILIES, _values(state, verdict), strict=True):
+            if value is not None:
+                samples[name].append((labels, float(value)))
+
+    async def aclose(self) -> None:
+        for origin in self._origins.values():
+            await origin.aclose()
+        self._origins.clear()
+
+
+def _problems(where: str, v: Verdict, state: str | None) -> list[tuple[int, str]]:
+    """The sentences of one rendition's problems, ranked: stale 0, ended 1, others 2."""
+    out: list[tuple[int, str]] = []
+    if v.stale and v.limit is not None:
+        out.append((0, f"{where}: stale, unchanged for {v.age:.0f} s (limit {v.limit:g} s: "
+                       f"1.5 x {v.limit / 1.5:g} s, RFC 8216 6.2.1)"))
+    if v.ended:
+        out.append((1, f"{where}: ended (EXT-X-ENDLIST or a static MPD) while Sigma says "
+                       f"{state}"))
+    if v.missing:
+        out.append((2, f"{where}: {v.missing} listed segment(s) missing"))
+    if v.overlong and v.target_duration is not None:
+        out.append((2, f"{where}: {v.overlong} segment(s) longer than the target duration "
+                       f"{v.target_duration:g} s"))
+    if v.window_short and v.window_seconds is not None and v.target_duration is not None:
+        out.append((2, f"{where}: window {v.window_seconds:.0f} s, under 3 target durations "
+                       f"({3 * v.target_duration:g} s)"))
+    if v.above_declared and v.segment_bytes_per_second and v.declared_bytes_per_second:
+        out.append((2, f"{where}: newest segment at {v.segment_bytes_per_second * 8 / 1000:.0f} "
+                       f"kbit/s, above its declared {v.declared_bytes_per_second * 8 / 1000:.0f}"
+                       " kbit/s"))
+    return out
+
+
+class OutputsFactory:
+    """The outputs source of each target that has roots (`outputs.roots`): the
+    `SourceFactory` handed to the Poller. `update` takes a reloaded config."""
+
+    def __init__(self, config: Config, contexts: SSLContexts | None = None) -> None:
+        self.contexts = contexts or SSLContexts()
+        self.settings = config.outputs
+        self.only_target: str | None = None
+        self.update(config)
+
+    def update(self, config: Config) -> bool:
+        """Take a new config's outputs section; whether it changed what the sources do."""
+        only = config.targets[0].name if len(config.targets) == 1 else None
+        changed = (config.outputs, only) != (self.settings, self.only_target)
+        self.settings, self.only_target = config.outputs, only
+        return changed
+
+    def __call__(self, config: TargetConfig) -> list[Source]:
+        if not config.jobs.enabled:
+            return []  # no progress: no jobs, no outputs
+        roots = self.settings.roots_of(config.name, config.name == self.only_target)
+        return [OutputsSource(config, roots, self.settings, self.contexts)] if roots else []

@@ -1,7 +1,9 @@
 """Command line: the exporter, and its `check-config`, `once`, `simulate`, `demo`.
 
 It parses and checks the flags into `app.Settings` and hands them to
-`app.run`, which owns the process.
+`app.run`, which owns the process. The server stack (`app`, aiohttp, the
+scheduler) is imported only to run the exporter: `check-config`, `once` and
+`simulate` start without it (`oneshot.py` does their work).
 
 Flags follow the exporter convention (`--config.file`, `--web.listen-address`,
 ...). Each flag falls back to an environment variable `SIGMA_EXPORTER_*`
@@ -17,18 +19,24 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from sigma_exporter import app, buildinfo, logsetup
-from sigma_exporter.app import EXIT_CONFIG, duration_flag
+from sigma_exporter import buildinfo, logsetup, oneshot
 from sigma_exporter.config import (
+    EXIT_CONFIG,
     Config,
     ConfigError,
     config_from_urls,
+    duration_flag,
     format_duration,
     load_config,
 )
 from sigma_exporter.helptext import HelpFormatter
 from sigma_exporter.redact import install_log_filter, redact_url
+from sigma_exporter.web.webconfig import load_web_config
+
+if TYPE_CHECKING:
+    from sigma_exporter import app
 
 log = logging.getLogger("sigma_exporter")
 
@@ -50,6 +58,8 @@ def _add(parser: argparse.ArgumentParser, flag: str, default: str | None, help_:
 
 
 def run_parser() -> argparse.ArgumentParser:
+    from sigma_exporter import app
+
     parser = argparse.ArgumentParser(
         prog="sigma-exporter",
         description="Prometheus exporter for Sigma Media Server. Subcommands: check-config "
@@ -101,6 +111,8 @@ class _VersionAction(argparse.Action):
 
 def listen_addresses(args: argparse.Namespace) -> list[str]:
     """--web.listen-address, each checked; the environment's one or the default without."""
+    from sigma_exporter import app
+
     given: list[str] | None = getattr(args, "web.listen_address")
     addresses = given or [_env("--web.listen-address") or app.DEFAULT_LISTEN]
     for address in addresses:
@@ -155,11 +167,15 @@ def main_run(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    from sigma_exporter import app
+
     return app.run(settings)
 
 
 def _settings(args: argparse.Namespace) -> app.Settings:
     """The flags, checked and read into Settings; raises ConfigError naming the flag."""
+    from sigma_exporter import app
+
     _validate_choices(args)
     logsetup.setup(getattr(args, "log.level"), getattr(args, "log.format"))
     config = resolve_config(getattr(args, "config.file"), args.target)
@@ -199,9 +215,9 @@ def main_check_config(argv: Sequence[str]) -> int:
     web_file = getattr(args, "web.config.file")
     try:
         config = load_config(file, given_as)
-        web_cfg = app.load_web_config(web_file) if web_file else None
+        web_cfg = load_web_config(web_file) if web_file else None
         nvml = ("not checked (--syntax-only); start-up checks it" if args.syntax_only
-                else app.check_nvml(config))
+                else oneshot.check_nvml(config))
     except ConfigError as exc:
         print(f"sigma-exporter: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -245,7 +261,7 @@ def main_once(argv: Sequence[str]) -> int:
 
     outputs: list[str] = []
     try:
-        body, up, verdict = app.poll_once(config, outputs)
+        body, up, verdict = oneshot.poll_once(config, outputs)
     except Exception as exc:  # a bug of ours: one line, never a traceback
         print(f"sigma-exporter once: internal error: {type(exc).__name__}: {exc}",
               file=sys.stderr)

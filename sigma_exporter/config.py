@@ -619,3 +619,19 @@ def config_from_urls(urls: list[str], timeout: float | None = None,
             target = replace(target, timeout=min(target.timeout, target.interval))
         targets.append(target)
     return Config(tuple(targets), source="--target")
+
+
+# The exit status of a refused configuration (a flag, the file, a file it names):
+# systemd's RestartPreventExitStatus=2 then stops restarting a unit that cannot start.
+EXIT_CONFIG = 2
+
+
+def duration_flag(flag: str, text: str) -> float:
+    """A flag's Prometheus duration (the grammar of the config file), above zero."""
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        seconds = 0.0
+    if seconds <= 0:
+        raise ConfigError(flag, text, "not a duration above zero", DURATION_FIX)
+    return seconds

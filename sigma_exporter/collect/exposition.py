@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING
 
 from sigma_exporter import metrics
 from sigma_exporter.collect.samples import Samples
 from sigma_exporter.metrics import MetricDef
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = "application/openmetrics-text; version=1.0.0; charset=utf-8"
@@ -152,6 +154,9 @@ def to_families(samples: Samples) -> Iterator[Metric]:
 
 
 def _family(d: MetricDef, entries: list[tuple[tuple[str, ...], float]]) -> Metric:
+    # Here, not at the top: the poll path never needs prometheus_client's families.
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     family: GaugeMetricFamily | CounterMetricFamily
     if d.type == "counter":
         family = CounterMetricFamily(d.family, d.help, labels=list(d.labels))

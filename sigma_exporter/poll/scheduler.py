@@ -15,9 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING
 
 from sigma_exporter.collect.sigma import sigma_sources
 from sigma_exporter.collect.source import SourceFactory
@@ -26,6 +24,9 @@ from sigma_exporter.logsetup import fields
 from sigma_exporter.poll.target import TargetState
 from sigma_exporter.poll.view import ConfigReload, View
 from sigma_exporter.source.client import SSLContexts
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,9 @@ class Poller:
         self.flush_published()
 
     def start(self) -> None:
+        # Imported here: `once` polls through a Poller and never schedules.
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         self.scheduler = AsyncIOScheduler()
         for state in self.targets.values():
             self._schedule(state.config)
@@ -145,6 +149,8 @@ class Poller:
     def _schedule(self, target: TargetConfig) -> None:
         if self.scheduler is None:
             raise RuntimeError("scheduler not started")
+        from apscheduler.triggers.interval import IntervalTrigger
+
         jitter = poll_jitter(target.interval)
         first = datetime.now() + timedelta(seconds=random.uniform(0, jitter))  # noqa: S311 - scheduling jitter, not security
         self.scheduler.add_job(

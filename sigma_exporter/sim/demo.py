@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sigma_exporter import logsetup
-from sigma_exporter.app import Settings, duration_flag, serve
+from sigma_exporter.app import Settings, serve
 from sigma_exporter.config import (
     Config,
     ConfigError,
     OutputRoot,
     OutputsConfig,
     TargetConfig,
+    duration_flag,
     format_duration,
 )
 from sigma_exporter.grammar import parse_duration

@@ -35,6 +35,24 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
 
+# Test modules that must run on one xdist worker, in order, by group:
+# - "images": the container image, the .deb and the release share session fixtures
+#   (each built once per worker: once in all, then) and the machine's podman store.
+XDIST_GROUPS = {
+    "test_container.py": "images",
+    "test_deb.py": "images",
+    "test_release.py": "images",
+    "test_deploy.py": "images",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        group = XDIST_GROUPS.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--update", action="store_true",
                      help="rewrite golden files from the current output (review the diff!)")

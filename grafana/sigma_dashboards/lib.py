@@ -57,6 +57,9 @@ class PanelQuery:
     empty_when_healthy: bool
     needs_nvml: bool
     range_reason: str
+    # A DASH-only figure (minimumUpdatePeriod): no data on a fleet of HLS outputs,
+    # as the simulator's are; tests/ops/test_outputs_e2e.py reads real DASH.
+    needs_dash: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class Panel:
 
 def _needs_nvml(expr: str) -> bool:
     return bool(re.search(r"\bsigma_(nvml_|gpu_crosscheck_)", expr))
+
+
+def _needs_dash(expr: str) -> bool:
+    return "sigma_output_update_period_seconds" in expr
 
 
 # --------------------------------------------------------------------------
@@ -697,6 +704,7 @@ class Board:
                         empty_when_healthy=empty,
                         needs_nvml=_needs_nvml(q.expr),
                         range_reason=q.range_reason,
+                        needs_dash=_needs_dash(q.expr),
                     )
                 )
             body["targets"] = targets

@@ -325,7 +325,7 @@ def test_demo_with_prometheus_runs_the_rules_and_stops_it(tmp_path: Path) -> Non
             values: dict[str, Any] = {v.name: v.all_value for v in dashboard.variables}
             values.update(dict(dashboard.defaults))
             for q in dashboard.queries:
-                if q.empty_when_healthy or not q.instant or q.needs_nvml:
+                if q.empty_when_healthy or not q.instant or q.needs_nvml or q.needs_dash:
                     continue
                 expr = gen.expand(q.expr, values, rate_interval="10s", range_="1m",
                                   interval="1s")

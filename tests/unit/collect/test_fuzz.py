@@ -80,13 +80,17 @@ JSON = st.recursive(
 )
 
 
-@st.composite
-def random_case(draw: st.DrawFn, key: str) -> str:
-    return "".join(c.upper() if draw(st.booleans()) else c.lower() for c in key)
+def cased(key: str, mask: int) -> str:
+    """`key` with the letters whose bit is set in `mask` upper-cased."""
+    return "".join(c.upper() if mask >> i & 1 else c.lower() for i, c in enumerate(key))
 
 
 def shaped(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
     """An object with some of `fields` (random key case) plus junk, or any JSON at all."""
+    # Built once, not per draw (building a strategy costs more than drawing from it);
+    # a key's case is one drawn bit mask, not a draw per letter.
+    either = {key: st.one_of(strategy, JSON) for key, strategy in fields.items()}
+    masks = {key: st.integers(0, (1 << len(key)) - 1) for key in fields}
 
     @st.composite
     def build(draw: st.DrawFn) -> Any:
@@ -94,8 +98,8 @@ def shaped(fields: dict[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[Any]:
         for key, strategy in fields.items():
             if draw(st.integers(0, 5)) == 0:
                 continue  # missing
-            value = draw(st.one_of(strategy, JSON)) if draw(st.booleans()) else draw(strategy)
-            out[draw(random_case(key))] = value
+            value = draw(either[key]) if draw(st.booleans()) else draw(strategy)
+            out[cased(key, draw(masks[key]))] = value
         for _ in range(draw(st.integers(0, 2))):
             out[draw(ODD_TEXT)] = draw(JSON)
         return out

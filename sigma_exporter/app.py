@@ -37,6 +37,7 @@ assignment of a tuple) for both threads.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import resource
@@ -140,6 +141,32 @@ def tuned_runtime() -> Iterator[None]:
         sys.setswitchinterval(interval)
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+LARGE_BUFFER_BYTES = 256 * 1024
+
+
+def return_large_buffers() -> None:
+    """Give freed large buffers back to the system at once (glibc; elsewhere nothing).
+
+    The big allocations here are short-lived: an answer's bytes, a merged scrape
+    body (about 15 MB at 1,000 targets, built once per View and variant). glibc's
+    default raises its mmap threshold after the first such free, so the next
+    ones come from the heap, which it rarely trims: RSS keeps the high-water
+    mark of every build. A fixed threshold keeps each large buffer in a mapping
+    of its own, unmapped when freed (measured: 20 MB less RSS at 1,000 targets,
+    docs/performance.md).
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its own policy stays
+        return
+    mallopt(_M_MMAP_THRESHOLD, LARGE_BUFFER_BYTES)
+    mallopt(_M_TRIM_THRESHOLD, LARGE_BUFFER_BYTES)
 
 
 def raise_open_file_limit() -> None:
@@ -255,6 +282,7 @@ def run(settings: Settings) -> int:
     from sigma_exporter.agent.source import nvml_source  # late: NVML bindings only when running
 
     raise_open_file_limit()
+    return_large_buffers()
     try:
         nvml = nvml_source(settings.config)
     except ConfigError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import importlib.util
 import json
 import os
 import platform
@@ -613,7 +614,69 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["agent"] = agent_mode(10 if tiny else 120, interval)
     if not tiny and args.scaling:
         results["scaling"] = scaling(args.scaling)
+    if not tiny and args.capacity:
+        results["capacity"] = capacity(results.get("scaling") or scaling([1000, 2000]))
     return results
+
+
+# A 15 s round on one core: the poll CPU of a round plus the scrapes Prometheus makes
+# meanwhile (one every 15 s) must fit with a fifth of the core to spare (GC, TLS,
+# reloads, a scraper or two more).
+ROUND_S = 15.0
+CORE_SHARE = 0.8
+FLEET = 10_000
+
+
+def capacity(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The largest fleet one exporter holds on one core at 15 s (fitted from `rows`,
+    then measured at that size when this machine can simulate it), and the
+    10,000-target fleet split with deploy/prometheus/shard.py."""
+    out = capacity_from(rows)
+    largest = out["largest_targets"]
+    if largest <= 4000:  # one simulator core serves that many here
+        log(f"capacity: measuring {largest} targets ...")
+        measured = scaling([largest])[0]
+        out["measured"] = measured
+        out["measured_core_share"] = ((measured["poll_cpu_per_round_s"] + measured["scrape_s"])
+                                      / ROUND_S)
+    else:
+        out["measured"] = None  # computed only: say so where it is reported
+    return out
+
+
+def capacity_from(rows: list[dict[str, Any]], fleet: int = FLEET) -> dict[str, Any]:
+    """The fit and the shards, from measured rows (targets, poll CPU per round,
+    scrape CPU): pure arithmetic, so a test can check it."""
+    sizes = [r["targets"] for r in rows]
+    cost = [r["poll_cpu_per_round_s"] + r["scrape_s"] for r in rows]
+    n = len(rows)
+    mean_x, mean_y = sum(sizes) / n, sum(cost) / n
+    var = sum((x - mean_x) ** 2 for x in sizes)
+    # Least squares line through (targets, CPU per round with one scrape).
+    per_target = (sum((x - mean_x) * (y - mean_y) for x, y in zip(sizes, cost, strict=True))
+                  / var) if var else mean_y / mean_x
+    fixed = mean_y - per_target * mean_x
+    largest = int((ROUND_S * CORE_SHARE - fixed) / per_target)
+    spec = importlib.util.spec_from_file_location(
+        "sigma_shard", ROOT / "deploy" / "prometheus" / "shard.py")
+    assert spec is not None and spec.loader is not None
+    shard = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shard)
+    shards = max(1, -(-fleet // largest))
+    while True:
+        counts = [0] * shards
+        for i in range(fleet):
+            counts[shard.hashmod(f"s{i:05d}", shards)] += 1
+        if max(counts) <= largest:
+            break
+        shards += 1  # hashmod is uneven: one more replica until the largest shard fits
+    return {"per_target_cpu_s": per_target, "fixed_cpu_s": fixed, "fit_from_targets": sizes,
+            "largest_targets": largest,
+            "fleet": {"targets": fleet, "shards": shards, "largest_shard": max(counts),
+                      "smallest_shard": min(counts),
+                      "cpu_per_round_s_largest_shard": fixed + per_target * max(counts),
+                      "how": "computed from the measured per-target cost; each shard is "
+                             "one exporter on one core"}}
 
 
 def scaling(sizes: list[int]) -> list[dict[str, Any]]:
@@ -721,6 +784,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="seconds-long run (CI)")
+    parser.add_argument("--capacity", action="store_true",
+                        help="the largest fleet one exporter holds on one core at 15 s, "
+                             "and the 10,000-target fleet sharded (after --scaling)")
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--scaling", type=lambda s: [int(x) for x in s.split(",") if x.strip()]
                         if s != "none" else [],

@@ -53,3 +53,22 @@ def test_outputs_bench_runs_tiny(tmp_path: Path) -> None:
     assert figures["unchanged"]["reads_per_round_median"] == 0
     assert figures["long"]["reads_per_round_median"] == 0
     assert figures["live"]["reads_per_round_median"] == 30
+
+
+def test_capacity_is_the_fit_and_the_shards_fit_it() -> None:
+    """The capacity arithmetic: a line through measured rounds, the largest fleet that
+    fits 80 % of a 15 s round, and shard.py's hashmod split of 10,000 targets into
+    shards that each fit (no shard over the largest fleet)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import run
+    finally:
+        sys.path.pop(0)
+    rows = [{"targets": n, "poll_cpu_per_round_s": 0.1 + n * 2e-3, "scrape_s": n * 1e-4}
+            for n in (500, 1000, 2000)]
+    out = run.capacity_from(rows)
+    assert abs(out["per_target_cpu_s"] - 2.1e-3) < 1e-9 and abs(out["fixed_cpu_s"] - 0.1) < 1e-9
+    assert out["largest_targets"] == int((15 * 0.8 - 0.1) / 2.1e-3)  # 5666
+    fleet = out["fleet"]
+    assert fleet["largest_shard"] <= out["largest_targets"] < fleet["targets"]
+    assert fleet["shards"] >= 2 and fleet["smallest_shard"] > 0

@@ -154,8 +154,10 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
             content = parse_master(fetched.head)
         elif is_master(fetched.head):
             raise PlaylistError("a master playlist over the head size: refused")
-        else:
-            content = parse_media(fetched.head, fetched.tail)
+        else:  # parsed where it differs from the version read last
+            content = parse_media(fetched.head, fetched.tail, before.content if before
+                                  is not None and isinstance(before.content, MediaPlaylist)
+                                  else None)
     except PlaylistError as exc:
         raise FolderError("invalid", f"{path}: {exc}") from None
     seen = Seen(fetched.stamp, fetched.mtime, content)

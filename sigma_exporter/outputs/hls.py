@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import unquote
 
 # Bytes read from the start of a playlist for its header tags, and from its end
@@ -49,8 +50,13 @@ class PlaylistError(ValueError):
     """Not a playlist we can read: the sentence says why (never its content)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+# Segment is a NamedTuple and MediaPlaylist a dataclass without
+# `frozen` (never changed once made all the same): they are made for every new
+# version of every playlist, and a frozen dataclass costs about four times as much
+# to make, which 1,500 playlists a round feel (docs/performance.md).
+
+
+class Segment(NamedTuple):
     uri: str
     duration: float  # EXTINF, seconds
     discontinuity: bool = False  # an EXT-X-DISCONTINUITY before it
@@ -62,22 +68,20 @@ class Segment:
         return self.uri if self.byterange is None else f"{self.uri}@{self.byterange[1]}"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedBody:
-    """What a parse keeps of the text it read, for the next version's (`parse_media`).
-
-    The parse of a body is a pass over its lines whose state (a pending
-    EXTINF, DISCONTINUITY or BYTERANGE) is reset by every URI line. `starts`
-    are where each segment's lines that set that state begin, right after such
-    a reset: from there on, equal text parses into equal segments.
-    """
-
-    text: str  # the body, up to the newest segment's URI line and its "\n"
-    starts: tuple[int, ...]  # offset in `text` of each segment's first line that counts
-    newest_line: str  # "\n" + the newest segment's URI line + "\n", as written
+# What a parse keeps of the text it read, for the next version's (`parse_media`):
+# (text, starts, newest line). The parse of a body is a pass over its lines whose
+# state (a pending EXTINF, DISCONTINUITY or BYTERANGE) is reset by every URI line;
+# `starts` are where each segment's lines that set that state begin, right after
+# such a reset: from there on, equal text parses into equal segments.
+#   text: the body, up to the newest segment's URI line and its "\n"
+#   starts: the offset in `text` of each segment's first line that counts
+#   newest line: "\n" + the newest segment's URI line + "\n", as written
+# A plain tuple: one is made per playlist read, and the garbage collector leaves a
+# tuple of strings and numbers alone.
+ParsedBody = tuple[str, tuple[int, ...], str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MediaPlaylist:
     """A media playlist as far as read: header tags, and its newest segments."""
 
@@ -222,14 +226,15 @@ def _header(text: str) -> tuple[float | None, int, str | None]:
             text = text[:line_start]
     for raw in text.splitlines():
         line = raw.strip()
-        if line.startswith("#EXT-X-TARGETDURATION:"):
+        if not line.startswith("#EXT-X-"):
+            if line.startswith("#EXTINF"):
+                break  # the header is over
+        elif line.startswith("TARGETDURATION:", 7):
             target = _number(line[22:], "EXT-X-TARGETDURATION")
-        elif line.startswith("#EXT-X-MEDIA-SEQUENCE:"):
+        elif line.startswith("MEDIA-SEQUENCE:", 7):
             sequence = _integer(line[22:], "EXT-X-MEDIA-SEQUENCE")
-        elif line.startswith("#EXT-X-PLAYLIST-TYPE:"):
+        elif line.startswith("PLAYLIST-TYPE:", 7):
             playlist_type = line[21:].upper()[:8]
-        elif line.startswith("#EXTINF"):
-            break  # the header is over
     return target, sequence, playlist_type
 
 
@@ -291,6 +296,13 @@ def _scan(text: str, by_newline: bool, base: int = 0) -> _Scan:
     return _Scan(segments, starts, ended, start < 0, newest_end)
 
 
+def _may_count(text: str, end: int) -> bool:
+    """Whether `text[:end]` may hold a line that makes or ends a segment (else its
+    parse is empty: header tags, comments, URIs without an EXTINF)."""
+    return ("#EXTINF" in text[:end] or "#EXT-X-DISCONTINUITY" in text[:end]
+            or "#EXT-X-ENDLIST" in text[:end])
+
+
 def _rescan(body: str, before: ParsedBody, segments: tuple[Segment, ...]) -> _Scan | None:
     """`body` parsed where it differs from `before` (whose segments are `segments`),
     or None when it cannot be (the previous newest segment's line is not in it).
@@ -300,28 +312,36 @@ def _rescan(body: str, before: ParsedBody, segments: tuple[Segment, ...]) -> _Sc
     the same. What precedes that text in `body` (a header, the start of the
     tail) and what follows (the new segments) is parsed.
     """
-    found = body.rfind(before.newest_line)
+    old, starts, newest_line = before
+    found = body.rfind(newest_line)
     if found < 0:
         return None
-    end = found + len(before.newest_line)  # the old newest segment's line ends here
-    old, starts = before.text, before.starts
+    end = found + len(newest_line)  # the old newest segment's line ends here
     shift = end - len(old)  # from an offset in `old` to the same text in `body`
-    # The first kept segment whose text, to the end of `old`, is also in `body`:
-    # a shorter suffix of `old` matches whenever a longer one does.
+
+    def matches(k: int) -> bool:  # old's text from its k-th segment is in body
+        at = starts[k] + shift
+        return at >= 0 and body.startswith(old[starts[k]:], at)
+
+    # The first kept segment whose text, to the end of `old`, is also in `body` (a
+    # shorter suffix matches whenever a longer one does). A live playlist drops about
+    # as many as it adds: the oldest few are tried first, then the rest is bisected.
     low, high = 0, len(starts)
-    while low < high:
-        middle = (low + high) // 2
-        at = starts[middle] + shift
-        if at >= 0 and body.startswith(old[starts[middle]:], at):
-            high = middle
-        else:
-            low = middle + 1
+    while low < min(high, 3) and not matches(low):
+        low += 1
+    if low == 3:
+        while low < high:
+            middle = (low + high) // 2
+            if matches(middle):
+                high = middle
+            else:
+                low = middle + 1
     kept = low
     at = starts[kept] + shift if kept < len(starts) else end
     if at > 0 and body[at - 1] != "\n":  # not at a line's start in `body`
         kept += 1
         at = starts[kept] + shift if kept < len(starts) else end
-    first = _scan(body[:at], True)
+    first = _scan(body[:at], True) if _may_count(body, at) else _Scan([], [], False, True, -1)
     if not first.reset:  # a pending tag before the text that matched: one segment later
         kept += 1
         at = starts[kept] + shift if kept < len(starts) else end
@@ -372,8 +392,7 @@ def parse_media(head: bytes, tail: bytes | None, before: MediaPlaylist | None = 
     kept: ParsedBody | None = None
     if by_newline and segments and not scan.ended and scan.newest_end <= len(body):
         line_start = body.rfind("\n", 0, scan.newest_end - 1)
-        kept = ParsedBody(body[:scan.newest_end], tuple(starts),
-                          body[line_start:scan.newest_end])
+        kept = (body[:scan.newest_end], tuple(starts), body[line_start:scan.newest_end])
     return MediaPlaylist(target, sequence, tuple(segments), complete, scan.ended,
                          playlist_type, kept)
 

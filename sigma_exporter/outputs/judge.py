@@ -35,7 +35,7 @@ Each rule and where it comes from (docs/outputs.md says the same for operators):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from sigma_exporter.outputs.dash import Manifest, Representation
 from sigma_exporter.outputs.folder import RenditionRead
@@ -51,8 +51,12 @@ WINDOW_TARGET_DURATIONS = 3.0
 ABOVE_DECLARED_MARGIN = 1.25
 
 
-@dataclass(frozen=True, slots=True)
-class RenditionState:
+# RenditionState and Verdict are made for every rendition every round: NamedTuples,
+# immutable, cheap to make and (holding only numbers) left alone by the garbage
+# collector, which 1,500 playlists a round feel (docs/performance.md).
+
+
+class RenditionState(NamedTuple):
     """What is kept of a rendition between rounds."""
 
     fingerprint: tuple[object, ...]
@@ -64,8 +68,7 @@ class RenditionState:
     discontinuities_total: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """One rendition this round: the numbers exported and the problems found."""
 
     age: float  # seconds since its content last changed
@@ -84,8 +87,11 @@ class Verdict:
 
     def at(self, age: float) -> Verdict:
         """The same verdict at another age (its playlist unchanged since)."""
-        return replace(self, age=age, stale=not self.ended and self.limit is not None
-                       and age > self.limit)
+        return Verdict(age, self.target_duration, self.limit,
+                       not self.ended and self.limit is not None and age > self.limit,
+                       self.ended, self.media_sequence, self.window_seconds, self.overlong,
+                       self.missing, self.window_short, self.segment_bytes_per_second,
+                       self.declared_bytes_per_second, self.update_period)
 
     @property
     def above_declared(self) -> bool:

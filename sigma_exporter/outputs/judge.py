@@ -154,24 +154,26 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
     target = playlist.target_duration
     limit = STALE_TARGET_DURATIONS * target if target else None
     age = max(0.0, now - state.changed_at)
-    window = playlist.window_seconds if playlist.complete else None
+    durations = [s.duration for s in playlist.segments]
+    window = math.fsum(durations) if playlist.complete else None
     seen = read.seen
     size = seen.newest_size if seen is not None else None
     rate = size / newest.duration if size is not None and newest and newest.duration > 0 \
         else None
     declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
+    overlong = 0
+    if target is not None:
+        for duration in durations:
+            if math.floor(duration + 0.5) > target:
+                overlong += 1
+    # Positional (keywords cost more, for every rendition that changed): Verdict's order.
     verdict = Verdict(
-        age=age, target_duration=target, limit=limit,
-        stale=not playlist.ended and limit is not None and age > limit,
-        ended=playlist.ended, media_sequence=playlist.media_sequence,
-        window_seconds=window,
-        overlong=sum(1 for s in playlist.segments if target is not None
-                     and math.floor(s.duration + 0.5) > target),
-        missing=seen.missing if seen is not None else 0,
-        window_short=(window is not None and not playlist.ended and target is not None
-                      and playlist.media_sequence > 0
-                      and window < WINDOW_TARGET_DURATIONS * target),
-        segment_bytes_per_second=rate, declared_bytes_per_second=declared, update_period=None)
+        age, target, limit, not playlist.ended and limit is not None and age > limit,
+        playlist.ended, playlist.media_sequence, window, overlong,
+        seen.missing if seen is not None else 0,
+        window is not None and not playlist.ended and target is not None
+        and playlist.media_sequence > 0 and window < WINDOW_TARGET_DURATIONS * target,
+        rate, declared, None)
     return state, verdict
 
 

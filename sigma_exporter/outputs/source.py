@@ -108,7 +108,7 @@ def _label(text: str) -> str:
     return clean[:MAX_LABEL_LENGTH]
 
 
-# The per-rendition families, in the order `_values` gives their values.
+# The per-rendition families, in the order `_fixed_values` gives their values.
 _RENDITION_FAMILIES = (
     "sigma_output_playlist_age_seconds", "sigma_output_target_duration_seconds",
     "sigma_output_stale", "sigma_output_ended", "sigma_output_media_sequence",
@@ -117,16 +117,16 @@ _RENDITION_FAMILIES = (
     "sigma_output_segments_missing", "sigma_output_window_seconds",
     "sigma_output_segment_bytes_per_second", "sigma_output_declared_bytes_per_second",
     "sigma_output_update_period_seconds")
+# The two whose values change while a playlist does not, made each round.
+_AGE, _STALE = 0, 2
 
 
-_AGE, _STALE = 0, 2  # the families whose values change while a playlist does not
-
-
-def _values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
-    return (v.age, v.target_duration, None if v.limit is None else float(v.stale),
-            float(v.ended), v.media_sequence, state.segments_total, state.media_seconds_total,
-            state.discontinuities_total, v.overlong, v.missing, v.window_seconds,
-            v.segment_bytes_per_second, v.declared_bytes_per_second, v.update_period)
+def _fixed_values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
+    """Each family's value but the age's and the stale flag's (None: no sample)."""
+    return (None, v.target_duration, None, float(v.ended), v.media_sequence,
+            state.segments_total, state.media_seconds_total, state.discontinuities_total,
+            v.overlong, v.missing, v.window_seconds, v.segment_bytes_per_second,
+            v.declared_bytes_per_second, v.update_period)
 
 
 @dataclass(slots=True)
@@ -147,8 +147,8 @@ class _Judged:
 
 def _judged(seen: Seen | None, state: RenditionState, verdict: Verdict,
             labels: tuple[str, ...]) -> _Judged:
-    fixed = tuple(None if value is None or i == _AGE or i == _STALE else (labels, float(value))
-                  for i, value in enumerate(_values(state, verdict)))
+    fixed = tuple([None if value is None else (labels, float(value))
+                   for value in _fixed_values(state, verdict)])
     troubled = bool(verdict.ended or verdict.missing or verdict.overlong
                     or verdict.window_short or verdict.above_declared)
     return _Judged(seen, state, verdict, labels, fixed, troubled)

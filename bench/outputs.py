@@ -22,13 +22,16 @@ measured in three situations:
   should not grow.
 
 Each is repeated; the median, min and max are printed and written as JSON
-under bench/results/. Figures are reported, never asserted.
+under bench/results/, with the median time the garbage collector took in a
+round (part of its CPU, but set by everything the process holds, not by the
+source alone). Figures are reported, never asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import platform
@@ -136,6 +139,28 @@ class Reads:
         os.pread = self._real
 
 
+class Collections:
+    """Wall time the garbage collector spent during the `with` (in whichever thread):
+    part of a round's CPU, shown apart because it depends on the whole process."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> Collections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> dict[str, Any]:
     progress = host.progress()
     # One event loop for every round, as the exporter's poll loop (asyncio.run per
@@ -145,20 +170,23 @@ def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> di
     cpu: list[float] = []
     wall: list[float] = []
     reads: list[int] = []
+    collecting: list[float] = []
     series = 0
     for _ in range(rounds):
         if advance:
             host.advance()
-        with Reads() as counter:
+        with Reads() as counter, Collections() as collections:
             started_cpu, started = time.process_time(), time.perf_counter()
             reading = loop.run_until_complete(one_round(source, progress))
             cpu.append(time.process_time() - started_cpu)
             wall.append(time.perf_counter() - started)
         reads.append(counter.count)
+        collecting.append(collections.seconds)
         series = sum(map(len, reading.samples.values()))
     loop.close()
     return {"cpu_s_median": statistics.median(cpu), "cpu_s_min": min(cpu),
             "cpu_s_max": max(cpu), "wall_s_median": statistics.median(wall),
+            "gc_s_median": statistics.median(collecting),
             "reads_per_round_median": statistics.median(reads), "series": series,
             "rounds": rounds}
 
@@ -203,12 +231,13 @@ def main(argv: list[str]) -> int:
                           "tmpfs": parent is not None, "loadavg_before": load_before,
                           "loadavg_after": os.getloadavg()}
     print(f"{'situation':<12} {'playlists':>9} {'listed':>7} {'CPU/round ms (median, min-max)':>32}"
-          f" {'reads/round':>12}")
+          f" {'of which GC':>12} {'reads/round':>12}")
     for key in ("live", "unchanged", "long", "long_live"):
         f = figures[key]
         print(f"{key:<12} {f['playlists']:>9} {f['segments_listed']:>7} "
               f"{f['cpu_s_median'] * 1000:>14.1f} ({f['cpu_s_min'] * 1000:.1f}-"
-              f"{f['cpu_s_max'] * 1000:.1f}) {f['reads_per_round_median']:>12.0f}")
+              f"{f['cpu_s_max'] * 1000:.1f}) {f['gc_s_median'] * 1000:>12.1f}"
+              f" {f['reads_per_round_median']:>12.0f}")
     print(f"load average before/after: {load_before} / {figures['machine']['loadavg_after']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

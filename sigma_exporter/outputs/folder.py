@@ -9,7 +9,10 @@ reading are `local.LocalFolder` and `origin.OriginFolder`, behind the
 of `REASONS`, for that output or that rendition alone.
 
 A file whose identity (device, inode, size, mtime) did not change since the
-last round is not read again: its earlier parse is kept (`Seen`).
+last round is not read again: its earlier parse is kept (`Seen`). A new
+version of a playlist is parsed where it differs from the last (`parse_media`'s
+`before`), and its segments that were there at the last look are not all
+looked at again (`_segments`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from sigma_exporter.outputs.dash import Manifest, Representation, parse_mpd
 from sigma_exporter.outputs.hls import (
@@ -45,10 +48,16 @@ REASONS = (
     "http",  # another HTTP status, a redirect (refused), or no HTTP answer
     "io_error",  # any other failing read (EIO, ESTALE, ...)
 )
-# Most playlist files looked at in one folder, and most segments stat'ed per
+# Most playlist files looked at in one folder, and most segments checked per
 # rendition (the newest ones: a live window of 5 to 10 is checked whole).
 MAX_FILES = 64
 MAX_SEGMENT_CHECKS = 16
+
+
+# The values below are made for every playlist every round and never changed once
+# made; they are not `frozen` because a frozen dataclass costs about four times as
+# much to make (each field set through object.__setattr__), which 1,500 playlists
+# a round feel (docs/performance.md).
 
 
 class FolderError(Exception):
@@ -58,8 +67,7 @@ class FolderError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
+class Fetched(NamedTuple):
     """A playlist file read now: what identifies this version, its bytes."""
 
     stamp: object  # equal for an unchanged file (local: dev, inode, size, mtime); None: HTTP
@@ -84,7 +92,7 @@ class Folder(Protocol):
         """`size` of each path, in order."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     """A playlist as last read, kept until its file changes."""
 
@@ -94,9 +102,10 @@ class Seen:
     newest_size: int | None = None  # bytes of the newest segment
     missing: int = 0  # listed segments not there
     unsafe: int = 0  # listed segment URIs never followed
+    present: tuple[str, ...] = ()  # URIs of the segments checked and found there
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RenditionRead:
     """One rendition (an HLS media playlist, a DASH Representation) as read this round."""
 
@@ -109,7 +118,7 @@ class RenditionRead:
     error: FolderError | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutputRead:
     """Everything read of one output this round, and what to keep for the next."""
 
@@ -150,12 +159,14 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
         if kind == "dash":
             content = parse_mpd(fetched.head if fetched.tail is None
                                 else fetched.head + fetched.tail)
-        elif fetched.tail is None and is_master(fetched.head):
-            content = parse_master(fetched.head)
         elif is_master(fetched.head):
-            raise PlaylistError("a master playlist over the head size: refused")
-        else:
-            content = parse_media(fetched.head, fetched.tail)
+            if fetched.tail is not None:
+                raise PlaylistError("a master playlist over the head size: refused")
+            content = parse_master(fetched.head)
+        else:  # parsed where it differs from the version read last
+            content = parse_media(fetched.head, fetched.tail, before.content if before
+                                  is not None and isinstance(before.content, MediaPlaylist)
+                                  else None)
     except PlaylistError as exc:
         raise FolderError("invalid", f"{path}: {exc}") from None
     seen = Seen(fetched.stamp, fetched.mtime, content)
@@ -163,31 +174,57 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
     return seen, True
 
 
-async def _segments(folder: Folder, seen: Seen, playlist_path: str,
-                    newest_only: bool) -> Seen:
-    """The playlist's newest segment's size, and (agent mode) its listed segments that
-    are missing, checked once per new version of the playlist."""
+async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only: bool,
+                    before: Seen | None) -> Seen:
+    """The playlist's newest segment's size, and (agent mode) how many of its listed
+    segments (the newest `MAX_SEGMENT_CHECKS`) are missing, for a new version of it.
+
+    A segment is stat'ed when it is first listed, and again while it is not
+    found. One found before is stat'ed again when it is among the oldest listed,
+    as many as the version added: the next to leave the list, those a player
+    that joined at its start asks for now, and the first an early clean-up
+    removes. So a segment removed while it is listed is found by the time it is
+    among the next to leave (the list moving as it did), the newest one's
+    absence at once; over HTTP only the newest is touched.
+    """
     content = seen.content
     if not isinstance(content, MediaPlaylist) or not content.segments:
         return seen
-    base = posixpath.dirname(playlist_path)
-    checks = content.segments[-1:] if newest_only else content.segments[-MAX_SEGMENT_CHECKS:]
-    paths: list[str] = []
-    unsafe = 0
-    for segment in checks:
-        relative = safe_relative(segment.uri)
-        if relative is None:
-            unsafe += 1
-        else:
-            paths.append(f"{base}/{relative}" if base else relative)
-    sizes = await folder.sizes(list(dict.fromkeys(paths)))  # one file, several byteranges
-    missing = sum(1 for size in sizes if size is None)
     newest = content.segments[-1]
+    if newest_only:
+        listed = [newest.uri]
+        looks = listed
+    else:  # one file, several byteranges: one look
+        listed = list(dict.fromkeys([s.uri for s in content.segments[-MAX_SEGMENT_CHECKS:]]))
+        known = set(before.present) if before is not None else set()
+        looks = [uri for uri in listed if uri not in known]  # new, or not found last time
+        if len(looks) < len(listed):
+            looks += listed[:max(1, len(looks))]  # the oldest: the next to leave
+            looks.append(newest.uri)  # its size, every version
+            looks = list(dict.fromkeys(looks))
+    base = playlist_path.rpartition("/")[0] + "/"
+    paths: list[str] = []
+    looked: list[str] = []
+    gone: list[str] = []  # never followed (unsafe), or not found
+    for uri in looks:
+        relative = safe_relative(uri)
+        if relative is None:
+            gone.append(uri)
+        else:
+            paths.append(base + relative if base != "/" else relative)
+            looked.append(uri)
+    unsafe = len(gone)
     newest_size = None
-    if safe_relative(newest.uri) is not None and sizes and sizes[-1] is not None \
-            and sizes[-1] >= 0:
-        newest_size = newest.byterange[0] if newest.byterange else sizes[-1]
-    return Seen(seen.stamp, seen.mtime, content, newest_size, missing, unsafe)
+    missing: set[str] = set()  # files (two URIs may name one)
+    for uri, path, size in zip(looked, paths, await folder.sizes(paths), strict=True):
+        if size is None:
+            gone.append(uri)
+            missing.add(path)
+        elif uri == newest.uri and size >= 0:
+            newest_size = newest.byterange[0] if newest.byterange else size
+    present = () if newest_only else tuple(
+        listed if not gone else [uri for uri in listed if uri not in gone])
+    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present)
 
 
 async def _representation_size(folder: Folder, manifest_path: str,
@@ -305,7 +342,7 @@ async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
                 raise FolderError("invalid", f"{path}: a master playlist where a media "
                                   "playlist was expected")
             if fresh:
-                seen = await _segments(folder, seen, path, newest_only)
+                seen = await _segments(folder, seen, path, newest_only, cache.get(path))
                 out[path] = seen
             uri_errors += seen.unsafe
             renditions.append(RenditionRead(path, seen, fresh, bandwidth))

@@ -35,7 +35,7 @@ Each rule and where it comes from (docs/outputs.md says the same for operators):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from sigma_exporter.outputs.dash import Manifest, Representation
 from sigma_exporter.outputs.folder import RenditionRead
@@ -51,8 +51,12 @@ WINDOW_TARGET_DURATIONS = 3.0
 ABOVE_DECLARED_MARGIN = 1.25
 
 
-@dataclass(frozen=True, slots=True)
-class RenditionState:
+# RenditionState and Verdict are made for every rendition every round: NamedTuples,
+# immutable, cheap to make and (holding only numbers) left alone by the garbage
+# collector, which 1,500 playlists a round feel (docs/performance.md).
+
+
+class RenditionState(NamedTuple):
     """What is kept of a rendition between rounds."""
 
     fingerprint: tuple[object, ...]
@@ -64,8 +68,7 @@ class RenditionState:
     discontinuities_total: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """One rendition this round: the numbers exported and the problems found."""
 
     age: float  # seconds since its content last changed
@@ -84,8 +87,11 @@ class Verdict:
 
     def at(self, age: float) -> Verdict:
         """The same verdict at another age (its playlist unchanged since)."""
-        return replace(self, age=age, stale=not self.ended and self.limit is not None
-                       and age > self.limit)
+        return Verdict(age, self.target_duration, self.limit,
+                       not self.ended and self.limit is not None and age > self.limit,
+                       self.ended, self.media_sequence, self.window_seconds, self.overlong,
+                       self.missing, self.window_short, self.segment_bytes_per_second,
+                       self.declared_bytes_per_second, self.update_period)
 
     @property
     def above_declared(self) -> bool:
@@ -148,24 +154,26 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
     target = playlist.target_duration
     limit = STALE_TARGET_DURATIONS * target if target else None
     age = max(0.0, now - state.changed_at)
-    window = playlist.window_seconds if playlist.complete else None
+    durations = [s.duration for s in playlist.segments]
+    window = math.fsum(durations) if playlist.complete else None
     seen = read.seen
     size = seen.newest_size if seen is not None else None
     rate = size / newest.duration if size is not None and newest and newest.duration > 0 \
         else None
     declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
+    overlong = 0
+    if target is not None:
+        for duration in durations:
+            if math.floor(duration + 0.5) > target:
+                overlong += 1
+    # Positional (keywords cost more, for every rendition that changed): Verdict's order.
     verdict = Verdict(
-        age=age, target_duration=target, limit=limit,
-        stale=not playlist.ended and limit is not None and age > limit,
-        ended=playlist.ended, media_sequence=playlist.media_sequence,
-        window_seconds=window,
-        overlong=sum(1 for s in playlist.segments if target is not None
-                     and math.floor(s.duration + 0.5) > target),
-        missing=seen.missing if seen is not None else 0,
-        window_short=(window is not None and not playlist.ended and target is not None
-                      and playlist.media_sequence > 0
-                      and window < WINDOW_TARGET_DURATIONS * target),
-        segment_bytes_per_second=rate, declared_bytes_per_second=declared, update_period=None)
+        age, target, limit, not playlist.ended and limit is not None and age > limit,
+        playlist.ended, playlist.media_sequence, window, overlong,
+        seen.missing if seen is not None else 0,
+        window is not None and not playlist.ended and target is not None
+        and playlist.media_sequence > 0 and window < WINDOW_TARGET_DURATIONS * target,
+        rate, declared, None)
     return state, verdict
 
 

@@ -73,25 +73,27 @@ class LocalFolder:
         openat each, and no window in which a swapped symlink leads elsewhere. A
         component that is a symlink is resolved and must stay inside the root."""
         fd: int | None = None
-        path = base
+        path = base  # real and normal: the root's realpath, then plain names or resolved
         try:
-            for part in [p for p in relative.split("/") if p]:
+            for part in relative.split("/"):
+                if not part:
+                    continue
                 at = fd if fd is not None else base_fd
                 try:
-                    opened = os.open(part if at is not None else os.path.join(path, part),
+                    opened = os.open(part if at is not None else f"{path}/{part}",
                                      _OPEN_DIR | os.O_NOFOLLOW, dir_fd=at)
+                    below = f"{path}/{part}"
                 except OSError as exc:
                     if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
                         raise
-                    real = os.path.realpath(os.path.join(path, part))
-                    if not inside(real, self.root):
+                    below = os.path.realpath(f"{path}/{part}")
+                    if not inside(below, self.root):
                         raise FolderError("outside_root", f"{relative} leads out of the root "
                                           "through a symlink") from None
-                    opened = os.open(real, _OPEN_DIR)
-                    part = os.path.relpath(real, path)
+                    opened = os.open(below, _OPEN_DIR)
                 if fd is not None:
                     os.close(fd)
-                fd, path = opened, os.path.normpath(os.path.join(path, part))
+                fd, path = opened, below
             if fd is None:
                 fd = os.open(path, _OPEN_DIR) if base_fd is None else os.dup(base_fd)
         except OSError as exc:

@@ -29,9 +29,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import quote
 
-from sigma_exporter.collect.samples import UP_STATES_JOB, Samples, new_samples
+from sigma_exporter.collect.samples import UP_STATES_JOB, new_samples
 from sigma_exporter.collect.source import Reading, Round, Source, SourceError
 from sigma_exporter.config import Config, OutputRoot, OutputsConfig, TargetConfig
 from sigma_exporter.outputs.folder import REASONS, FolderError, OutputRead, Seen, read_output
@@ -50,8 +51,7 @@ MAX_FINDINGS = 50
 OutputKey = tuple[str, str]  # (job name, output index)
 
 
-@dataclass(frozen=True, slots=True)
-class RenditionStatus:
+class RenditionStatus(NamedTuple):
     """One rendition as the status page and `once` show it."""
 
     job: str
@@ -68,12 +68,18 @@ class RenditionStatus:
 class OutputsReport:
     """The typed value of a round: every rendition read, and the outputs that were not."""
 
-    renditions: tuple[RenditionStatus, ...] = ()
+    # Every rendition read, as RenditionStatus' fields: plain tuples, 1,500 a round,
+    # which the garbage collector leaves alone (a NamedTuple it does not).
+    rows: tuple[tuple[str, str, str, str, float, float | None, bool, bool], ...] = ()
     unreadable: tuple[tuple[str, str, str], ...] = ()  # (job, output, "reason: message")
 
     @property
+    def renditions(self) -> tuple[RenditionStatus, ...]:
+        return tuple(RenditionStatus._make(row) for row in self.rows)
+
+    @property
     def stale(self) -> tuple[RenditionStatus, ...]:
-        return tuple(r for r in self.renditions if r.stale)
+        return tuple(RenditionStatus._make(row) for row in self.rows if row[6])
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +108,7 @@ def _label(text: str) -> str:
     return clean[:MAX_LABEL_LENGTH]
 
 
-# The per-rendition families, in the order `_values` gives their values.
+# The per-rendition families, in the order `_fixed_values` gives their values.
 _RENDITION_FAMILIES = (
     "sigma_output_playlist_age_seconds", "sigma_output_target_duration_seconds",
     "sigma_output_stale", "sigma_output_ended", "sigma_output_media_sequence",
@@ -111,13 +117,41 @@ _RENDITION_FAMILIES = (
     "sigma_output_segments_missing", "sigma_output_window_seconds",
     "sigma_output_segment_bytes_per_second", "sigma_output_declared_bytes_per_second",
     "sigma_output_update_period_seconds")
+# The two whose values change while a playlist does not, made each round.
+_AGE, _STALE = 0, 2
 
 
-def _values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
-    return (v.age, v.target_duration, None if v.limit is None else float(v.stale),
-            float(v.ended), v.media_sequence, state.segments_total, state.media_seconds_total,
-            state.discontinuities_total, v.overlong, v.missing, v.window_seconds,
-            v.segment_bytes_per_second, v.declared_bytes_per_second, v.update_period)
+def _fixed_values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]:
+    """Each family's value but the age's and the stale flag's (None: no sample)."""
+    return (None, v.target_duration, None, float(v.ended), v.media_sequence,
+            state.segments_total, state.media_seconds_total, state.discontinuities_total,
+            v.overlong, v.missing, v.window_seconds, v.segment_bytes_per_second,
+            v.declared_bytes_per_second, v.update_period)
+
+
+@dataclass(slots=True)
+class _Judged:
+    """A rendition as judged when its playlist was last read, and its samples that do
+    not change until it is read again (all but its age and whether it is stale)."""
+
+    seen: Seen | None  # the parse judged: the same object while the file is unchanged
+    state: RenditionState
+    verdict: Verdict
+    labels: tuple[str, ...]  # kept from one judgement to the next
+    # Per family (_RENDITION_FAMILIES), its sample; None for the age, the stale flag
+    # and a value not known. Flat tuples of the same labels: the garbage collector
+    # soon leaves them alone.
+    fixed: tuple[tuple[tuple[str, ...], float] | None, ...]
+    troubled: bool  # a problem besides staleness (ended, missing, ...): put in words
+
+
+def _judged(seen: Seen | None, state: RenditionState, verdict: Verdict,
+            labels: tuple[str, ...]) -> _Judged:
+    fixed = tuple([None if value is None else (labels, float(value))
+                   for value in _fixed_values(state, verdict)])
+    troubled = bool(verdict.ended or verdict.missing or verdict.overlong
+                    or verdict.window_short or verdict.above_declared)
+    return _Judged(seen, state, verdict, labels, fixed, troubled)
 
 
 class OutputsSource(Source):
@@ -138,10 +172,12 @@ class OutputsSource(Source):
         self.settings = settings
         self._contexts = contexts or SSLContexts()
         self._origins: dict[str, Origin] = {}
-        self._states: dict[tuple[str, str, str], RenditionState] = {}
-        # The last verdict of each rendition and the parse it judged: an unchanged
-        # playlist (the same parse, not read again) is only judged again by its age.
-        self._verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
+        # Each rendition as last judged: an unchanged playlist (the same parse, not read
+        # again) is only judged again by its age.
+        self._judged: dict[tuple[str, str, str], _Judged] = {}
+        # Per output, its labels and its error counter's (one per reason).
+        self._labels: dict[OutputKey, tuple[tuple[str, str, str],
+                                            tuple[tuple[str, ...], ...]]] = {}
         self._caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
         self._errors: dict[OutputKey, dict[str, int]] = {}
         self._workers: dict[str, _Worker] = {}
@@ -211,6 +247,8 @@ class OutputsSource(Source):
         results: dict[OutputKey, OutputRead] = {}
         for key, read in list(worker.results):
             results[key] = read  # type: ignore[index]
+        if finished:
+            worker.results.clear()  # taken: not kept alive until the next round
         late = FolderError("timeout", f"not read within {self.config.timeout:g}s (the "
                            "target's timeout): a hung or very slow mount")
         for item in items:
@@ -279,18 +317,26 @@ class OutputsSource(Source):
                  now: float) -> Reading:
         t = self.target
         samples = new_samples()
-        statuses: list[RenditionStatus] = []
+        # The per-rendition families' lists, in _RENDITION_FAMILIES' order.
+        families = [samples[name] for name in _RENDITION_FAMILIES]
+        ages, stales = families[_AGE], families[_STALE]
+        errors_total = samples["sigma_output_errors_total"]
+        statuses: list[tuple[str, str, str, str, float, float | None, bool, bool]] = []
         unreadable: list[tuple[str, str, str]] = []
         problems: list[tuple[int, str]] = []  # (rank, sentence): stale first
-        states: dict[tuple[str, str, str], RenditionState] = {}
-        verdicts: dict[tuple[str, str, str], tuple[Seen | None, Verdict]] = {}
+        judged: dict[tuple[str, str, str], _Judged] = {}
         caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
         errors: dict[OutputKey, dict[str, int]] = {}
+        output_labels: dict[OutputKey, tuple[tuple[str, str, str],
+                                             tuple[tuple[str, ...], ...]]] = {}
         left: dict[str, int] = {}  # renditions each job may still export
         dropped: dict[str, int] = {}
         for item in plan:
             key = (item.job, item.output)
-            o = (t, item.job, item.output)
+            labels = output_labels[key] = self._labels.get(key) or (
+                (t, item.job, item.output),
+                tuple((t, item.job, item.output, reason) for reason in REASONS))
+            o, error_labels = labels
             counts = errors[key] = self._errors.get(key) or dict.fromkeys(REASONS, 0)
             read = reads.get(key)
             if item.root is None:
@@ -302,20 +348,25 @@ class OutputsSource(Source):
                 samples["sigma_output_info"].append(
                     ((*o, item.format, _label(item.relative or ".")), 1.0))
                 caches[key] = (item.relative, read.cache)
-            failed = {read.error.reason} if read.error is not None else set()
-            failed |= {r.error.reason for r in read.renditions if r.error is not None}
-            if read.uri_errors:
-                failed.add("unsafe_uri")
-            for reason in failed:
-                counts[reason] = counts.get(reason, 0) + 1
-            for reason, count in counts.items():
-                samples["sigma_output_errors_total"].append(((*o, reason), float(count)))
+            if read.error is not None or read.uri_errors \
+                    or any(r.error is not None for r in read.renditions):
+                failed = {read.error.reason} if read.error is not None else set()
+                failed |= {r.error.reason for r in read.renditions if r.error is not None}
+                if read.uri_errors:
+                    failed.add("unsafe_uri")
+                for reason in failed:
+                    counts[reason] = counts.get(reason, 0) + 1
+            if len(counts) == len(error_labels):  # REASONS, in order
+                for reason_labels, count in zip(error_labels, counts.values(), strict=True):
+                    errors_total.append((reason_labels, float(count)))
+            else:  # a reason beyond REASONS: exported all the same
+                for reason, count in counts.items():
+                    errors_total.append(((*o, reason), float(count)))
             samples["sigma_output_up"].append((o, 0.0 if read.error else 1.0))
-            where = f"{item.job} output {item.output} ({item.format})"
             if read.error is not None:
                 unreadable.append((item.job, item.output, f"{read.error.reason}: "
                                    f"{read.error.message}"))
-                problems.append((3, f"{where}: cannot be read: {read.error.reason}: "
+                problems.append((3, f"{_where(item)}: cannot be read: {read.error.reason}: "
                                     f"{read.error.message}"))
                 continue
             room = left.setdefault(item.job, self.settings.max_renditions)
@@ -328,34 +379,45 @@ class OutputsSource(Source):
             for rendition in kept:
                 name = _label(rendition.name)
                 if rendition.error is not None:
-                    problems.append((3, f"{where} {name}: cannot be read: "
+                    problems.append((3, f"{_where(item)} {name}: cannot be read: "
                                         f"{rendition.error.reason}: {rendition.error.message}"))
                     continue
                 rkey = (item.job, item.output, name)
-                before = self._states.get(rkey)
-                kept_verdict = self._verdicts.get(rkey)
-                if before is not None and kept_verdict is not None \
-                        and kept_verdict[0] is rendition.seen:
+                last = self._judged.get(rkey)
+                if last is not None and last.seen is rendition.seen:
                     # Not read again: the same content, judged again only by its age.
-                    states[rkey] = before
-                    verdict = kept_verdict[1].at(max(0.0, now - before.changed_at))
+                    now_judged = last
+                    verdict = last.verdict
+                    age = max(0.0, now - last.state.changed_at)
+                    stale = not verdict.ended and verdict.limit is not None \
+                        and age > verdict.limit
                 else:
-                    judged = judge(before, rendition, now)
-                    if judged is None:
+                    judgement = judge(last.state if last is not None else None, rendition, now)
+                    if judgement is None:
                         continue
-                    states[rkey], verdict = judged
-                verdicts[rkey] = (rendition.seen, verdict)
-                self._rendition_samples(samples, (*o, name), states[rkey], verdict)
-                statuses.append(RenditionStatus(item.job, item.output, item.format, name,
-                                                verdict.age, verdict.limit, verdict.stale,
-                                                verdict.ended))
-                problems.extend(_problems(f"{where} {name}", verdict, item.state))
+                    state, verdict = judgement
+                    now_judged = _judged(rendition.seen, state, verdict,
+                                         last.labels if last is not None else (*o, name))
+                    age, stale = verdict.age, verdict.stale
+                judged[rkey] = now_judged
+                sample_labels = now_judged.labels
+                ages.append((sample_labels, age))
+                if verdict.limit is not None:
+                    stales.append((sample_labels, 1.0 if stale else 0.0))
+                for family, sample in zip(families, now_judged.fixed, strict=True):
+                    if sample is not None:
+                        family.append(sample)
+                statuses.append((item.job, item.output, item.format, name, age,
+                                 verdict.limit, stale, verdict.ended))
+                if stale or now_judged.troubled:
+                    problems.extend(_problems(f"{_where(item)} {name}", verdict.at(age),
+                                              item.state))
         for job in left:
             samples["sigma_output_renditions_dropped"].append(
                 ((t, job), float(dropped.get(job, 0))))
         # Outputs and renditions gone from the answer take their memory with them.
-        self._states, self._caches, self._errors = states, caches, errors
-        self._verdicts = verdicts
+        self._judged, self._caches, self._errors = judged, caches, errors
+        self._labels = output_labels
         problems.sort(key=lambda p: p[0])
         findings = [p[1] for p in problems[:MAX_FINDINGS]]
         if len(problems) > MAX_FINDINGS:
@@ -363,17 +425,14 @@ class OutputsSource(Source):
         report = OutputsReport(tuple(statuses), tuple(unreadable))
         return Reading(samples, report, now, findings=tuple(findings))
 
-    @staticmethod
-    def _rendition_samples(samples: Samples, labels: tuple[str, ...], state: RenditionState,
-                           verdict: Verdict) -> None:
-        for name, value in zip(_RENDITION_FAMILIES, _values(state, verdict), strict=True):
-            if value is not None:
-                samples[name].append((labels, float(value)))
-
     async def aclose(self) -> None:
         for origin in self._origins.values():
             await origin.aclose()
         self._origins.clear()
+
+
+def _where(item: _Planned) -> str:
+    return f"{item.job} output {item.output} ({item.format})"
 
 
 def _problems(where: str, v: Verdict, state: str | None) -> list[tuple[int, str]]:

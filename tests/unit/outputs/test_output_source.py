@@ -161,6 +161,32 @@ def test_endlist_missing_overlong_and_a_full_disk(stage: Stage) -> None:
     assert any("VTV3" in f and "stale" in f for f in sentences)
 
 
+def test_a_segment_removed_while_listed_is_found_before_it_leaves_the_list(
+        stage: Stage, tmp_path: Path) -> None:
+    """A segment is stat'ed when first listed; one that goes later, while still listed
+    (here the middle one of five, one new segment a poll), is found at the latest
+    when it is the next to leave, and counted while it is listed."""
+    stage.advance(12)
+    stage.poll()  # every listed segment there, and seen there
+    folder = tmp_path / "ramdisk/sigma-server-01/VTV1/128k"
+    listed = [line for line in (folder / "index.m3u8").read_text().splitlines()
+              if line.endswith(".ts")]
+    assert len(listed) == 5
+    (folder / listed[2]).unlink()
+    missing = []
+    for _ in range(4):
+        stage.advance(2)
+        body = stage.poll()
+        assert num(body, "sigma_output_segments_total", **LOW) > 0
+        missing.append(value(body, "sigma_output_segments_missing", **LOW))
+    # Second in the list at the first poll (found if its turn came), the oldest at the
+    # second: found; gone from the list at the third.
+    assert missing[1] == 1 and missing[2:] == [0, 0], missing
+    oldest = next(line for line in (folder / "index.m3u8").read_text().splitlines()
+                  if line.endswith(".ts"))
+    assert oldest > listed[2]
+
+
 def test_a_channel_at_095_writes_095_seconds_of_media_per_second(stage: Stage) -> None:
     stage.server.speed_overrides["VTV1"] = 0.95
     stage.server.job_restart_period = 36_000.0  # no periodic restart in these ten minutes

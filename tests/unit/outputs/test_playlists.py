@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sigma_exporter.outputs.dash import fill, iso_duration, parse_mpd
 from sigma_exporter.outputs.hls import (
     HEAD_BYTES,
     TAIL_BYTES,
+    MediaPlaylist,
     PlaylistError,
     is_master,
     parse_master,
@@ -184,3 +187,100 @@ def test_templates_and_durations() -> None:
     assert fill("$Time$.m4s", "v1", 1, None, None) is None
     assert iso_duration("PT1M30.5S") == 90.5 and iso_duration("P1DT1H") == 90000
     assert iso_duration("PT") is None and iso_duration("2s") is None
+
+
+# A segment's lines as packagers (and broken ones) write them: tags before the
+# EXTINF, a title, blank and odd lines, a URI with no EXTINF, other line breaks.
+_TAG = st.sampled_from([
+    "#EXT-X-DISCONTINUITY", "#EXT-X-PROGRAM-DATE-TIME:2026-12-07T10:00:00.000Z", "",
+    "   ", "#EXT-X-GAP", "#", "#EXT-X-ENDLIST", "stray.ts", "#EXT-X-BYTERANGE:500@0",
+    "#EXT-X-BYTERANGE:300", "x" * 5000, " #EXTINF:1,", "#EXT-X-DISCONTINUITY\r"])
+_BLOCK = st.builds(
+    lambda before, duration, title, after, uri, pad: [
+        *before, f"#EXTINF:{duration},{title}", *after, f"{pad}{uri}{pad}"],
+    st.lists(_TAG, max_size=2),
+    st.sampled_from(["2.000000", "2", "1.96", "6.5", "0", "x"]),
+    st.sampled_from(["", "title", "a,b"]),
+    st.lists(_TAG, max_size=1),
+    st.sampled_from(["seg.ts", "a/seg.ts", "seg.ts?x=1", "seg\u2028.ts"]),
+    st.sampled_from(["", " "]))
+
+
+def _version(blocks: list[list[str]], first: int, last: int, ended: bool) -> bytes:
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2",
+             f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    for n in range(first, last):
+        # Each segment's own name: numbered as packagers number them.
+        lines += [line.replace("seg", f"seg{n:05d}") for line in blocks[n % len(blocks)]]
+    return ("\n".join(lines) + ("\n#EXT-X-ENDLIST" if ended else "") + "\n").encode()
+
+
+def _parsed(head: bytes, tail: bytes | None, before: MediaPlaylist | None
+            ) -> MediaPlaylist | str:
+    try:
+        return parse_media(head, tail, before)
+    except PlaylistError as exc:
+        return str(exc)
+
+
+@given(blocks=st.lists(_BLOCK, min_size=1, max_size=12),
+       versions=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 8), st.booleans(),
+                                   st.integers(0, 4000), st.integers(0, 4000)),
+                         min_size=2, max_size=6))
+def test_a_parse_from_the_previous_version_is_the_parse_from_scratch(
+        blocks: list[list[str]], versions: list[tuple[int, int, bool, int, int]]) -> None:
+    """Each version of a live playlist (a window moved, segments added, an end, a
+    restart), whole or as a head and a tail cut anywhere: parsed from the previous
+    version's parse, it is what a parse from nothing gives."""
+    before: MediaPlaylist | None = None
+    first = 0
+    for drop, add, ended, head_size, tail_size in versions:
+        first, last = (first + drop, first + drop + add + 1) if drop < 6 else (0, add + 1)
+        data = _version(blocks, first, last, ended and drop % 2 == 0)
+        if head_size + tail_size >= len(data):
+            head, tail = data, None
+        else:
+            head, tail = data[:max(head_size, 1)], data[len(data) - tail_size:]
+        again = _parsed(head, tail, before)
+        assert again == _parsed(head, tail, None)
+        before = again if isinstance(again, MediaPlaylist) else None
+
+
+def test_a_new_version_is_parsed_only_where_it_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next version of a long live playlist (its tail: ~50 segments) costs its header
+    and its new segment, not the ~50 again."""
+    import sigma_exporter.outputs.hls as hls
+
+    def tail_of(data: bytes) -> tuple[bytes, bytes]:
+        (s, n), t = read_head_tail(len(data))
+        assert t is not None
+        return data[s:s + n], data[t[0]:]
+
+    numbers: list[str] = []
+    real = hls._number
+
+    def counted(value: str, tag: str) -> float:
+        numbers.append(tag)
+        return real(value, tag)
+
+    monkeypatch.setattr(hls, "_number", counted)
+    first = parse_media(*tail_of(_big(5_000)))
+    assert first.body is not None and numbers.count("EXTINF") > 50
+    numbers.clear()
+    nxt = _big(5_001).replace(b"MEDIA-SEQUENCE:0", b"MEDIA-SEQUENCE:1", 1)
+    again = parse_media(*tail_of(nxt), first)
+    assert numbers.count("EXTINF") <= 2
+    assert again == parse_media(*tail_of(nxt)) and again.segments[-1].uri == "seg005000.ts"
+
+
+@pytest.mark.parametrize("new", [
+    # The line before the old text ends with it: "x#EXTINF:2," is a URI, not a tag.
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:2\nx#EXTINF:2,\nb.ts\n#EXTINF:2,\nc.ts\n",
+    # A tag before the old text applies to its segment.
+    b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-DISCONTINUITY\n#EXTINF:2,\nb.ts\n"
+    b"#EXTINF:2,\nc.ts\n",
+])
+def test_a_changed_line_before_the_unchanged_text_is_parsed_again(new: bytes) -> None:
+    old = parse_media(b"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n",
+                      None)
+    assert parse_media(new, None, old) == parse_media(new, None)

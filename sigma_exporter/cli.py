@@ -232,6 +232,10 @@ def main_check_config(argv: Sequence[str]) -> int:
               f"{format_duration(target.interval)}, timeout {format_duration(target.timeout)}, "
               f"{target.method}, {auth}")
     print(f"  nvml: {nvml}")
+    for root in config.outputs.roots:
+        where = f"fetched from {redact_url(root.url)}" if root.url else "read on this host"
+        print(f"  outputs root {root.path}: {where}, for "
+              f"{root.target or config.targets[0].name}")
     print("Not checked: whether each server answers and accepts the credentials; "
           f"try `sigma-exporter once --config.file {file} --target NAME`.")
     return 0

@@ -558,7 +558,7 @@ def _root(r: Reader, raw: object, key: str, names: list[str],
                       "name the folder the outputs are written under, e.g. /mnt/ramdisk")
     url = None
     if "url" in block:
-        url = check_url(r, block["url"], f"{key}.url")
+        url = check_url(r, expand(r, block["url"], f"{key}.url"), f"{key}.url")
         parts = urlsplit(url)
         if parts.query or parts.fragment:
             raise r.error(f"{key}.url", "a root URL has no query or fragment",
@@ -566,7 +566,7 @@ def _root(r: Reader, raw: object, key: str, names: list[str],
         url = url if url.endswith("/") else url + "/"
     target = None
     if "target" in block:
-        target = r.string(block["target"], f"{key}.target")
+        target = expand(r, block["target"], f"{key}.target")
         if target not in names:
             raise r.error(f"{key}.target", f"no target is named {target!r}",
                           f"use one of: {', '.join(sorted(names))}")

@@ -52,6 +52,26 @@ def test_check_config_takes_the_file_as_once_does(tmp_path: Path,
     assert code == 2 and "give the config file once" in err
 
 
+def test_check_config_lists_the_outputs_roots_each_hosts_file_resolves(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One file for every host: a root's `target` and `url` take `${HOSTNAME}` as the
+    target's name does, and check-config says where each root is read and for whom."""
+    monkeypatch.setenv("HOSTNAME", "edge-07")
+    config = tmp_path / "sigma.yml"
+    config.write_text(
+        "targets:\n  - name: ${HOSTNAME}\n    url: http://127.0.0.1:9\n"
+        "  - name: spare\n    url: http://127.0.0.1:10\n"
+        "nvml:\n  enabled: false\n"
+        "outputs:\n  roots:\n    - path: /mnt/ramdisk\n      target: ${HOSTNAME}\n"
+        "    - path: /mnt/origin\n      target: spare\n"
+        "      url: http://${HOSTNAME}:8080/\n")
+    code, out, err = main(capsys, "check-config", str(config))
+    assert code == 0, err
+    assert "  outputs root /mnt/ramdisk: read on this host, for edge-07\n" in out
+    assert "  outputs root /mnt/origin: fetched from http://edge-07:8080/, for spare\n" in out
+
+
 def test_a_missing_file_names_how_it_was_given(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.yml"

@@ -72,3 +72,19 @@ def test_capacity_is_the_fit_and_the_shards_fit_it() -> None:
     fleet = out["fleet"]
     assert fleet["largest_shard"] <= out["largest_targets"] < fleet["targets"]
     assert fleet["shards"] >= 2 and fleet["smallest_shard"] > 0
+
+
+def test_memory_bench_runs_tiny(tmp_path: Path) -> None:
+    """bench/memory.py at 20 targets: every stage's RSS and the heap's breakdown, measured
+    with every target up (a breakdown of failed polls would say nothing)."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "memory.py"), "--tiny",
+                             "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "memory-tiny.json").read_text())
+    assert figures["targets_up"] == figures["targets"] == 20
+    assert 0 < figures["rss_imports_bytes"] < figures["rss_steady_bytes"]
+    assert set(figures["body_bytes"]) == {"text", "text_gzip", "openmetrics",
+                                          "openmetrics_gzip"}
+    assert figures["body_bytes"]["text_gzip"] < figures["body_bytes"]["text"]
+    assert figures["heap_traced_bytes"] == sum(figures["heap_by_group_bytes"].values()) > 0

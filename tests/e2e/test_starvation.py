@@ -3,9 +3,12 @@
 A real exporter polls five healthy targets and one hostile server that
 cycles through the attacks of issue 15's High findings: durations that made
 the old parser backtrack, a gzip bomb, lists nested past any per-list cap,
-error codes that change every poll, endless headers. While it attacks, every
-healthy target's last success must stay within interval + 1 s of now, and
-the hostile target's failures must be counted with their reasons.
+error codes that change every poll, endless headers. While it attacks, no
+healthy target may miss a round (its last success always younger than two
+intervals, and as many successes as rounds went by), and the hostile
+target's failures must be counted with their reasons. (Not "within interval
++ 1 s": on a loaded machine a round can start a second late without anyone
+starving, and a test never decides on speed.)
 """
 
 from __future__ import annotations
@@ -76,8 +79,12 @@ def test_healthy_targets_stay_fresh_while_one_attacks(
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get(base + "/-/ready").status_code == 200, 60, "first round")
     worst: dict[str, float] = dict.fromkeys(HEALTHY, 0.0)
+    first = get(base + "/metrics").text
+    polls_before = {name: value(first, "sigma_polls_total", target=name, source="dump") or 0
+                    for name in HEALTHY}
+    started = time.time()
     # Long enough for the attack cycle (4 attacks, one per poll) to run twice.
-    until = time.time() + 8 * INTERVAL + 2
+    until = started + 8 * INTERVAL + 2
     while time.time() < until:
         body = get(base + "/metrics").text
         now = time.time()
@@ -86,8 +93,14 @@ def test_healthy_targets_stay_fresh_while_one_attacks(
             worst[name] = max(worst[name], now - last)
         time.sleep(0.2)
     body = get(base + "/metrics").text
-    # Fresh: each healthy target's last success was never older than interval + 1 s.
-    assert max(worst.values()) <= INTERVAL + 1.0, worst
+    # Fresh: no healthy target missed a round. A missed round leaves the last success
+    # two intervals old; and each polled once per interval (one round of slack at the end).
+    assert max(worst.values()) < 2 * INTERVAL, worst
+    rounds = int((time.time() - started) / INTERVAL)
+    for name in HEALTHY:
+        polled = (value(body, "sigma_polls_total", target=name, source="dump") or 0) \
+            - polls_before[name]
+        assert polled >= rounds - 1, (name, polled, rounds)
     assert all(value(body, "sigma_up", target=name) == 1 for name in HEALTHY)
     reasons = {dict(labels)["reason"] for (name, labels), count in samples(body).items()
                if name == "sigma_poll_errors_total" and ("target", "hostile") in labels

@@ -46,11 +46,25 @@ XDIST_GROUPS = {
 }
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        group = XDIST_GROUPS.get(item.path.name)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` with the groups above, by file name.
+
+    xdist's own loadgroup reads `xdist_group` marks through a node-id suffix that
+    pytest 9 no longer lets it set (`Item._nodeid`): the marks were silently
+    ignored and every heavy fixture was built on both workers. Here a test of a
+    grouped module is scheduled with its group, and every other test on its own.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class FileGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+            return XDIST_GROUPS.get(module, nodeid)
+
+    return FileGroupScheduling(config, log)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

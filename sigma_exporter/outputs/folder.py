@@ -102,7 +102,7 @@ class Seen:
     newest_size: int | None = None  # bytes of the newest segment
     missing: int = 0  # listed segments not there
     unsafe: int = 0  # listed segment URIs never followed
-    present: tuple[str, ...] = ()  # URIs of the segments checked and found there
+    present: frozenset[str] = frozenset()  # URIs of the segments checked and found there
 
 
 @dataclass(slots=True)
@@ -191,18 +191,19 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
     if not isinstance(content, MediaPlaylist) or not content.segments:
         return seen
     newest = content.segments[-1]
+    newest_uri = newest.uri
     if newest_only:
-        listed = [newest.uri]
+        listed = [newest_uri]
         looks = listed
     else:  # one file, several byteranges: one look
         listed = list(dict.fromkeys([s.uri for s in content.segments[-MAX_SEGMENT_CHECKS:]]))
-        known = set(before.present) if before is not None else set()
+        known = before.present if before is not None else frozenset()
         looks = [uri for uri in listed if uri not in known]  # new, or not found last time
         if len(looks) < len(listed):
-            looks += listed[:max(1, len(looks))]  # the oldest: the next to leave
-            looks.append(newest.uri)  # its size, every version
-            looks = list(dict.fromkeys(looks))
-    base = playlist_path.rpartition("/")[0] + "/"
+            # the oldest (the next to leave), and the newest's size, every version
+            looks = list(dict.fromkeys(looks + listed[:max(1, len(looks))] + [newest_uri]))
+    base = playlist_path.rpartition("/")[0]
+    base = base + "/" if base else ""
     paths: list[str] = []
     looked: list[str] = []
     gone: list[str] = []  # never followed (unsafe), or not found
@@ -211,7 +212,7 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         if relative is None:
             gone.append(uri)
         else:
-            paths.append(base + relative if base != "/" else relative)
+            paths.append(base + relative)
             looked.append(uri)
     unsafe = len(gone)
     newest_size = None
@@ -220,10 +221,9 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         if size is None:
             gone.append(uri)
             missing.add(path)
-        elif uri == newest.uri and size >= 0:
+        elif uri == newest_uri and size >= 0:
             newest_size = newest.byterange[0] if newest.byterange else size
-    present = () if newest_only else tuple(
-        listed if not gone else [uri for uri in listed if uri not in gone])
+    present = frozenset() if newest_only else frozenset(listed).difference(gone)
     return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present)
 
 

@@ -82,8 +82,10 @@ class Folder(Protocol):
     async def names(self) -> list[str] | None:
         """Playlist file names in the folder; None when it cannot be listed (HTTP)."""
 
-    async def read(self, path: str, stamp: object) -> Fetched | None:
-        """The file's head and tail; None when its stamp equals `stamp` (unchanged)."""
+    async def read(self, path: str, stamp: object, changing: bool = False) -> Fetched | None:
+        """The file's head and tail; None when its stamp equals `stamp` (unchanged).
+        `changing`: it changed between the last two looks, so a new version is likely
+        (a hint: a reader may then skip a look that only tells whether it changed)."""
 
     async def size(self, path: str) -> int | None:
         """A segment's size in bytes (-1: there, size unknown); None when it is missing."""
@@ -103,6 +105,10 @@ class Seen:
     missing: int = 0  # listed segments not there
     unsafe: int = 0  # listed segment URIs never followed
     present: frozenset[str] = frozenset()  # URIs of the segments checked and found there
+    # Read because its file changed since an earlier look: the next look expects a new
+    # version (Folder.read's hint). The one field set after a Seen is made: cleared
+    # when a look finds the file unchanged.
+    changing: bool = False
 
 
 @dataclass(slots=True)
@@ -148,8 +154,12 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
     before = cache.get(path)
     if path in out:  # looked at already this round
         return out[path], out[path] is not before
-    fetched = await folder.read(path, before.stamp if before is not None else None)
+    if before is None:
+        fetched = await folder.read(path, None)
+    else:
+        fetched = await folder.read(path, before.stamp, before.changing)
     if fetched is None and before is not None:
+        before.changing = False  # it stopped changing: looked at the cheap way next time
         out[path] = before
         return before, False
     if fetched is None:  # a Folder that found no stamp to compare: cannot happen
@@ -169,7 +179,7 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
                                   else None)
     except PlaylistError as exc:
         raise FolderError("invalid", f"{path}: {exc}") from None
-    seen = Seen(fetched.stamp, fetched.mtime, content)
+    seen = Seen(fetched.stamp, fetched.mtime, content, changing=before is not None)
     out[path] = seen
     return seen, True
 
@@ -224,7 +234,8 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         elif uri == newest_uri and size >= 0:
             newest_size = newest.byterange[0] if newest.byterange else size
     present = frozenset() if newest_only else frozenset(listed).difference(gone)
-    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present)
+    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present,
+                seen.changing)
 
 
 async def _representation_size(folder: Folder, manifest_path: str,

@@ -82,8 +82,10 @@ class Folder(Protocol):
     async def names(self) -> list[str] | None:
         """Playlist file names in the folder; None when it cannot be listed (HTTP)."""
 
-    async def read(self, path: str, stamp: object) -> Fetched | None:
-        """The file's head and tail; None when its stamp equals `stamp` (unchanged)."""
+    async def read(self, path: str, stamp: object, changing: bool = False) -> Fetched | None:
+        """The file's head and tail; None when its stamp equals `stamp` (unchanged).
+        `changing`: it changed between the last two looks, so a new version is likely
+        (a hint: a reader may then skip a look that only tells whether it changed)."""
 
     async def size(self, path: str) -> int | None:
         """A segment's size in bytes (-1: there, size unknown); None when it is missing."""
@@ -102,7 +104,11 @@ class Seen:
     newest_size: int | None = None  # bytes of the newest segment
     missing: int = 0  # listed segments not there
     unsafe: int = 0  # listed segment URIs never followed
-    present: tuple[str, ...] = ()  # URIs of the segments checked and found there
+    present: frozenset[str] = frozenset()  # URIs of the segments checked and found there
+    # Read because its file changed since an earlier look: the next look expects a new
+    # version (Folder.read's hint). The one field set after a Seen is made: cleared
+    # when a look finds the file unchanged.
+    changing: bool = False
 
 
 @dataclass(slots=True)
@@ -148,8 +154,12 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
     before = cache.get(path)
     if path in out:  # looked at already this round
         return out[path], out[path] is not before
-    fetched = await folder.read(path, before.stamp if before is not None else None)
+    if before is None:
+        fetched = await folder.read(path, None)
+    else:
+        fetched = await folder.read(path, before.stamp, before.changing)
     if fetched is None and before is not None:
+        before.changing = False  # it stopped changing: looked at the cheap way next time
         out[path] = before
         return before, False
     if fetched is None:  # a Folder that found no stamp to compare: cannot happen
@@ -169,7 +179,7 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
                                   else None)
     except PlaylistError as exc:
         raise FolderError("invalid", f"{path}: {exc}") from None
-    seen = Seen(fetched.stamp, fetched.mtime, content)
+    seen = Seen(fetched.stamp, fetched.mtime, content, changing=before is not None)
     out[path] = seen
     return seen, True
 
@@ -191,18 +201,19 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
     if not isinstance(content, MediaPlaylist) or not content.segments:
         return seen
     newest = content.segments[-1]
+    newest_uri = newest.uri
     if newest_only:
-        listed = [newest.uri]
+        listed = [newest_uri]
         looks = listed
     else:  # one file, several byteranges: one look
         listed = list(dict.fromkeys([s.uri for s in content.segments[-MAX_SEGMENT_CHECKS:]]))
-        known = set(before.present) if before is not None else set()
+        known = before.present if before is not None else frozenset()
         looks = [uri for uri in listed if uri not in known]  # new, or not found last time
         if len(looks) < len(listed):
-            looks += listed[:max(1, len(looks))]  # the oldest: the next to leave
-            looks.append(newest.uri)  # its size, every version
-            looks = list(dict.fromkeys(looks))
-    base = playlist_path.rpartition("/")[0] + "/"
+            # the oldest (the next to leave), and the newest's size, every version
+            looks = list(dict.fromkeys(looks + listed[:max(1, len(looks))] + [newest_uri]))
+    base = playlist_path.rpartition("/")[0]
+    base = base + "/" if base else ""
     paths: list[str] = []
     looked: list[str] = []
     gone: list[str] = []  # never followed (unsafe), or not found
@@ -211,7 +222,7 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         if relative is None:
             gone.append(uri)
         else:
-            paths.append(base + relative if base != "/" else relative)
+            paths.append(base + relative)
             looked.append(uri)
     unsafe = len(gone)
     newest_size = None
@@ -220,11 +231,11 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         if size is None:
             gone.append(uri)
             missing.add(path)
-        elif uri == newest.uri and size >= 0:
+        elif uri == newest_uri and size >= 0:
             newest_size = newest.byterange[0] if newest.byterange else size
-    present = () if newest_only else tuple(
-        listed if not gone else [uri for uri in listed if uri not in gone])
-    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present)
+    present = frozenset() if newest_only else frozenset(listed).difference(gone)
+    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present,
+                seen.changing)
 
 
 async def _representation_size(folder: Folder, manifest_path: str,

@@ -299,8 +299,9 @@ def _scan(text: str, by_newline: bool, base: int = 0) -> _Scan:
 def _may_count(text: str, end: int) -> bool:
     """Whether `text[:end]` may hold a line that makes or ends a segment (else its
     parse is empty: header tags, comments, URIs without an EXTINF)."""
-    return ("#EXTINF" in text[:end] or "#EXT-X-DISCONTINUITY" in text[:end]
-            or "#EXT-X-ENDLIST" in text[:end])
+    return (text.find("#EXTINF", 0, end) >= 0  # bounded searches: no copies
+            or text.find("#EXT-X-DISCONTINUITY", 0, end) >= 0
+            or text.find("#EXT-X-ENDLIST", 0, end) >= 0)
 
 
 def _rescan(body: str, before: ParsedBody, segments: tuple[Segment, ...]) -> _Scan | None:

@@ -101,13 +101,13 @@ class Verdict(NamedTuple):
                 > self.declared_bytes_per_second * ABOVE_DECLARED_MARGIN)
 
 
-def _new_segments(before: RenditionState | None, playlist: MediaPlaylist
-                  ) -> tuple[int, float, int]:
-    """(segments, media seconds, discontinuities) new since `before`."""
+def _new_segments(before: RenditionState | None, playlist: MediaPlaylist,
+                  sequence: int | None) -> tuple[int, float, int]:
+    """(segments, media seconds, discontinuities) new since `before` (`sequence`: the
+    playlist's newest_sequence)."""
     if before is None:
         return 0, 0.0, 0
     segments = playlist.segments
-    sequence = playlist.newest_sequence
     new: tuple[Segment, ...] = segments
     unseen = 0  # new segments beyond the ones read (more than the tail holds)
     if sequence is not None and before.newest_sequence is not None \
@@ -122,7 +122,7 @@ def _new_segments(before: RenditionState | None, playlist: MediaPlaylist
             if segments[i].key == before.newest_key:
                 new = segments[i + 1:]
                 break
-    seconds = math.fsum(s.duration for s in new)
+    seconds = math.fsum([s.duration for s in new])
     if unseen and segments:
         seconds += unseen * math.fsum(s.duration for s in segments) / len(segments)
     return len(new) + unseen, seconds, sum(1 for s in new if s.discontinuity)
@@ -141,13 +141,14 @@ def _changed_at(before: RenditionState | None, fingerprint: tuple[object, ...],
 def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: MediaPlaylist,
               now: float) -> tuple[RenditionState, Verdict]:
     fingerprint = playlist.fingerprint()
+    sequence = playlist.newest_sequence
     changed = before is None or before.fingerprint != fingerprint
-    segments, seconds, discontinuities = _new_segments(before, playlist) if changed \
-        else (0, 0.0, 0)
+    segments, seconds, discontinuities = _new_segments(before, playlist, sequence) \
+        if changed else (0, 0.0, 0)
     newest = playlist.newest
     state = RenditionState(
         fingerprint, _changed_at(before, fingerprint, read, now),
-        newest.key if newest else None, playlist.newest_sequence,
+        newest.key if newest else None, sequence,
         (before.segments_total if before else 0) + segments,
         (before.media_seconds_total if before else 0.0) + seconds,
         (before.discontinuities_total if before else 0) + discontinuities)
@@ -162,10 +163,12 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
         else None
     declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
     overlong = 0
-    if target is not None:
-        for duration in durations:
-            if math.floor(duration + 0.5) > target:
-                overlong += 1
+    if target is not None and durations:
+        # Rounded to the nearest integer, above the target: floor(d + 0.5) > target,
+        # that is d + 0.5 >= floor(target) + 1. The longest tells when none is.
+        bound = math.floor(target) + 1
+        if max(durations) + 0.5 >= bound:
+            overlong = sum(1 for duration in durations if duration + 0.5 >= bound)
     # Positional (keywords cost more, for every rendition that changed): Verdict's order.
     verdict = Verdict(
         age, target, limit, not playlist.ended and limit is not None and age > limit,

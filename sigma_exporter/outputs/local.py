@@ -7,7 +7,10 @@ every file is then opened relative to the folder's own descriptor with
 too), `O_NONBLOCK` (a FIFO never blocks the open) and only when it is a
 regular file. A playlist is read with one stat and at most two bounded
 `pread`s (its head and its tail); one whose device, inode, size and mtime
-did not change is not read at all.
+did not change is not read at all. The stat is an `fstatat` by name, then
+an `fstat` of what was opened; a playlist that changed at the last look (a
+live one, polled slower than its segments) is opened at once and its
+`fstat` alone is the look.
 
 Everything here blocks (a dead network mount can block a stat for ever), so
 it runs in a worker thread with a deadline (`outputs/source.py`), never on
@@ -144,8 +147,17 @@ class LocalFolder:
             raise os_error(exc, self.relative) from None
         return found
 
-    async def read(self, path: str, stamp: object) -> Fetched | None:
+    async def read(self, path: str, stamp: object, changing: bool = False) -> Fetched | None:
         try:
+            if changing:  # likely a new version: opened at once, its fstat the look
+                sub, _, name = path.rpartition("/")
+                folder_fd = (self._dirs.get(sub) or self._dir(sub))[0]
+                try:
+                    fd = os.open(name, _OPEN_FILE, dir_fd=folder_fd)
+                except OSError:
+                    fd = -1  # a symlink, gone, a socket...: the careful way says which
+                if fd >= 0:
+                    return self._read_open(fd, path, stamp)
             st, dir_fd, name = self._stat(path)
             if not stat.S_ISREG(st.st_mode):
                 raise FolderError("not_a_file", f"{path} is not a regular file")
@@ -154,23 +166,28 @@ class LocalFolder:
             if st.st_size > self.max_bytes:
                 raise FolderError("too_large", f"{path} is {st.st_size} bytes, over "
                                   f"outputs.max_playlist_bytes ({self.max_bytes})")
-            fd = os.open(name, _OPEN_FILE, dir_fd=dir_fd)
-            try:
-                st = os.fstat(fd)  # what was opened: it may have been replaced meanwhile
-                if not stat.S_ISREG(st.st_mode):
-                    raise FolderError("not_a_file", f"{path} is not a regular file")
-                if st.st_size > self.max_bytes:
-                    raise FolderError("too_large", f"{path} is {st.st_size} bytes, over "
-                                      f"outputs.max_playlist_bytes ({self.max_bytes})")
-                (start, length), tail_at = read_head_tail(st.st_size)
-                head = os.pread(fd, length, start)
-                tail = None if tail_at is None else os.pread(fd, tail_at[1], tail_at[0])
-            finally:
-                os.close(fd)
+            return self._read_open(os.open(name, _OPEN_FILE, dir_fd=dir_fd), path, None)
         except OSError as exc:
             raise os_error(exc, path) from None
-        return Fetched((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns), st.st_mtime,
-                       head, tail)
+
+    def _read_open(self, fd: int, path: str, stamp: object) -> Fetched | None:
+        """The opened file's head and tail, None when its stamp is `stamp`; closes `fd`."""
+        try:
+            st = os.fstat(fd)  # what was opened: it may have been replaced since a stat
+            if not stat.S_ISREG(st.st_mode):
+                raise FolderError("not_a_file", f"{path} is not a regular file")
+            identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            if identity == stamp:
+                return None
+            if st.st_size > self.max_bytes:
+                raise FolderError("too_large", f"{path} is {st.st_size} bytes, over "
+                                  f"outputs.max_playlist_bytes ({self.max_bytes})")
+            (start, length), tail_at = read_head_tail(st.st_size)
+            head = os.pread(fd, length, start)
+            tail = None if tail_at is None else os.pread(fd, tail_at[1], tail_at[0])
+        finally:
+            os.close(fd)
+        return Fetched(identity, st.st_mtime, head, tail)
 
     async def sizes(self, paths: list[str]) -> list[int | None]:
         out: list[int | None] = []

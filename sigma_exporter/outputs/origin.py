@@ -101,7 +101,7 @@ class OriginFolder:
     async def names(self) -> list[str] | None:
         return None  # an origin lists no folder: the configured names are tried
 
-    async def read(self, path: str, stamp: object) -> Fetched | None:
+    async def read(self, path: str, stamp: object, changing: bool = False) -> Fetched | None:
         answer = await self.origin.get(self._url(path))
         _status(answer, path)
         body = answer.body

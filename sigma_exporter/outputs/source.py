@@ -129,10 +129,13 @@ def _fixed_values(state: RenditionState, v: Verdict) -> tuple[float | None, ...]
             v.declared_bytes_per_second, v.update_period)
 
 
+Sample = tuple[tuple[str, ...], float]
+
+
 @dataclass(slots=True)
 class _Judged:
     """A rendition as judged when its playlist was last read, and its samples that do
-    not change until it is read again (all but its age and whether it is stale)."""
+    not change until it is read again (all but its age)."""
 
     seen: Seen | None  # the parse judged: the same object while the file is unchanged
     state: RenditionState
@@ -141,17 +144,61 @@ class _Judged:
     # Per family (_RENDITION_FAMILIES), its sample; None for the age, the stale flag
     # and a value not known. Flat tuples of the same labels: the garbage collector
     # soon leaves them alone.
-    fixed: tuple[tuple[tuple[str, ...], float] | None, ...]
+    fixed: tuple[Sample | None, ...]
+    stale_samples: tuple[Sample, Sample]  # the stale flag's, at 0 and at 1
     troubled: bool  # a problem besides staleness (ended, missing, ...): put in words
 
 
 def _judged(seen: Seen | None, state: RenditionState, verdict: Verdict,
-            labels: tuple[str, ...]) -> _Judged:
-    fixed = tuple([None if value is None else (labels, float(value))
-                   for value in _fixed_values(state, verdict)])
+            last: _Judged | None, labels: tuple[str, ...]) -> _Judged:
+    """A new judgement's kept form. A sample whose value did not change since `last` is
+    `last`'s own tuple: a live playlist's new version moves 4 of its 12 values, and
+    every tuple made is one more for the garbage collector to look at."""
+    values = _fixed_values(state, verdict)
+    if last is None:
+        fixed = tuple([None if value is None else (labels, float(value))
+                       for value in values])
+        stale_samples = ((labels, 0.0), (labels, 1.0))
+    else:
+        fixed = tuple([None if value is None
+                       else kept if kept is not None and kept[1] == value
+                       else (labels, float(value))
+                       for value, kept in zip(values, last.fixed, strict=True)])
+        stale_samples = last.stale_samples
     troubled = bool(verdict.ended or verdict.missing or verdict.overlong
                     or verdict.window_short or verdict.above_declared)
-    return _Judged(seen, state, verdict, labels, fixed, troubled)
+    return _Judged(seen, state, verdict, labels, fixed, stale_samples, troubled)
+
+
+@dataclass(slots=True)
+class _OutputKept:
+    """An output's labels, error counts and the samples made of them, kept from round to
+    round: made again only when what they show changes."""
+
+    labels: tuple[str, str, str]
+    error_labels: tuple[tuple[str, ...], ...]  # per REASONS
+    counts: dict[str, int]  # per reason (REASONS in order, then any other)
+    up: tuple[Sample, Sample]  # sigma_output_up's, at 0 and at 1
+    error_samples: list[Sample] | None = None  # None: to be made from `counts`
+    info: tuple[str, str, Sample] | None = None  # (format, folder, its sample)
+    renditions: Sample | None = None
+
+    @classmethod
+    def new(cls, target: str, job: str, output: str) -> _OutputKept:
+        labels = (target, job, output)
+        return cls(labels, tuple((*labels, reason) for reason in REASONS),
+                   dict.fromkeys(REASONS, 0), ((labels, 0.0), (labels, 1.0)))
+
+    def errors(self) -> list[Sample]:
+        if self.error_samples is None:
+            counts = self.counts
+            if len(counts) == len(self.error_labels):  # REASONS, in order
+                self.error_samples = [(labels, float(count)) for labels, count
+                                      in zip(self.error_labels, counts.values(), strict=True)]
+            else:  # a reason beyond REASONS: exported all the same
+                self.error_samples = [((*self.labels, reason), float(count))
+                                      for reason, count in counts.items()]
+        return self.error_samples
 
 
 class OutputsSource(Source):
@@ -175,11 +222,11 @@ class OutputsSource(Source):
         # Each rendition as last judged: an unchanged playlist (the same parse, not read
         # again) is only judged again by its age.
         self._judged: dict[tuple[str, str, str], _Judged] = {}
-        # Per output, its labels and its error counter's (one per reason).
-        self._labels: dict[OutputKey, tuple[tuple[str, str, str],
-                                            tuple[tuple[str, ...], ...]]] = {}
+        # Per output, its labels, error counts and samples (_OutputKept).
+        self._outputs: dict[OutputKey, _OutputKept] = {}
         self._caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
-        self._errors: dict[OutputKey, dict[str, int]] = {}
+        # Per job, its sigma_output_renditions_dropped sample.
+        self._dropped: dict[str, Sample] = {}
         self._workers: dict[str, _Worker] = {}
 
     # --- the plan: which folders, under which root -------------------------------------
@@ -321,23 +368,22 @@ class OutputsSource(Source):
         families = [samples[name] for name in _RENDITION_FAMILIES]
         ages, stales = families[_AGE], families[_STALE]
         errors_total = samples["sigma_output_errors_total"]
+        infos, ups = samples["sigma_output_info"], samples["sigma_output_up"]
+        rendition_counts = samples["sigma_output_renditions"]
         statuses: list[tuple[str, str, str, str, float, float | None, bool, bool]] = []
         unreadable: list[tuple[str, str, str]] = []
         problems: list[tuple[int, str]] = []  # (rank, sentence): stale first
         judged: dict[tuple[str, str, str], _Judged] = {}
         caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
-        errors: dict[OutputKey, dict[str, int]] = {}
-        output_labels: dict[OutputKey, tuple[tuple[str, str, str],
-                                             tuple[tuple[str, ...], ...]]] = {}
+        outputs: dict[OutputKey, _OutputKept] = {}
         left: dict[str, int] = {}  # renditions each job may still export
         dropped: dict[str, int] = {}
+        last_judged = self._judged
         for item in plan:
             key = (item.job, item.output)
-            labels = output_labels[key] = self._labels.get(key) or (
-                (t, item.job, item.output),
-                tuple((t, item.job, item.output, reason) for reason in REASONS))
-            o, error_labels = labels
-            counts = errors[key] = self._errors.get(key) or dict.fromkeys(REASONS, 0)
+            kept_output = outputs[key] = self._outputs.get(key) \
+                or _OutputKept.new(t, item.job, item.output)
+            o = kept_output.labels
             read = reads.get(key)
             if item.root is None:
                 read = OutputRead(error=FolderError(
@@ -345,8 +391,11 @@ class OutputsSource(Source):
             elif read is None:
                 read = OutputRead(error=FolderError("timeout", "not read"))
             else:
-                samples["sigma_output_info"].append(
-                    ((*o, item.format, _label(item.relative or ".")), 1.0))
+                info = kept_output.info
+                if info is None or info[0] != item.format or info[1] != item.relative:
+                    info = kept_output.info = (item.format, item.relative, (
+                        (*o, item.format, _label(item.relative or ".")), 1.0))
+                infos.append(info[2])
                 caches[key] = (item.relative, read.cache)
             if read.error is not None or read.uri_errors \
                     or any(r.error is not None for r in read.renditions):
@@ -354,15 +403,12 @@ class OutputsSource(Source):
                 failed |= {r.error.reason for r in read.renditions if r.error is not None}
                 if read.uri_errors:
                     failed.add("unsafe_uri")
+                counts = kept_output.counts
                 for reason in failed:
                     counts[reason] = counts.get(reason, 0) + 1
-            if len(counts) == len(error_labels):  # REASONS, in order
-                for reason_labels, count in zip(error_labels, counts.values(), strict=True):
-                    errors_total.append((reason_labels, float(count)))
-            else:  # a reason beyond REASONS: exported all the same
-                for reason, count in counts.items():
-                    errors_total.append(((*o, reason), float(count)))
-            samples["sigma_output_up"].append((o, 0.0 if read.error else 1.0))
+                kept_output.error_samples = None
+            errors_total.extend(kept_output.errors())
+            ups.append(kept_output.up[1 if read.error is None else 0])
             if read.error is not None:
                 unreadable.append((item.job, item.output, f"{read.error.reason}: "
                                    f"{read.error.message}"))
@@ -375,7 +421,10 @@ class OutputsSource(Source):
             skipped = len(read.renditions) - len(kept) + read.dropped
             if skipped:
                 dropped[item.job] = dropped.get(item.job, 0) + skipped
-            samples["sigma_output_renditions"].append((o, float(len(kept))))
+            count = kept_output.renditions
+            if count is None or count[1] != len(kept):
+                count = kept_output.renditions = (o, float(len(kept)))
+            rendition_counts.append(count)
             for rendition in kept:
                 name = _label(rendition.name)
                 if rendition.error is not None:
@@ -383,7 +432,7 @@ class OutputsSource(Source):
                                         f"{rendition.error.reason}: {rendition.error.message}"))
                     continue
                 rkey = (item.job, item.output, name)
-                last = self._judged.get(rkey)
+                last = last_judged.get(rkey)
                 if last is not None and last.seen is rendition.seen:
                     # Not read again: the same content, judged again only by its age.
                     now_judged = last
@@ -396,14 +445,13 @@ class OutputsSource(Source):
                     if judgement is None:
                         continue
                     state, verdict = judgement
-                    now_judged = _judged(rendition.seen, state, verdict,
+                    now_judged = _judged(rendition.seen, state, verdict, last,
                                          last.labels if last is not None else (*o, name))
                     age, stale = verdict.age, verdict.stale
                 judged[rkey] = now_judged
-                sample_labels = now_judged.labels
-                ages.append((sample_labels, age))
+                ages.append((now_judged.labels, age))
                 if verdict.limit is not None:
-                    stales.append((sample_labels, 1.0 if stale else 0.0))
+                    stales.append(now_judged.stale_samples[1 if stale else 0])
                 for family, sample in zip(families, now_judged.fixed, strict=True):
                     if sample is not None:
                         family.append(sample)
@@ -412,12 +460,18 @@ class OutputsSource(Source):
                 if stale or now_judged.troubled:
                     problems.extend(_problems(f"{_where(item)} {name}", verdict.at(age),
                                               item.state))
+        dropped_samples = samples["sigma_output_renditions_dropped"]
+        last_dropped, kept_dropped = self._dropped, {}
         for job in left:
-            samples["sigma_output_renditions_dropped"].append(
-                ((t, job), float(dropped.get(job, 0))))
+            sample = last_dropped.get(job)
+            value = dropped.get(job, 0)
+            if sample is None or sample[1] != value:
+                sample = ((t, job), float(value))
+            kept_dropped[job] = sample
+            dropped_samples.append(sample)
         # Outputs and renditions gone from the answer take their memory with them.
-        self._judged, self._caches, self._errors = judged, caches, errors
-        self._labels = output_labels
+        self._judged, self._caches, self._outputs = judged, caches, outputs
+        self._dropped = kept_dropped
         problems.sort(key=lambda p: p[0])
         findings = [p[1] for p in problems[:MAX_FINDINGS]]
         if len(problems) > MAX_FINDINGS:

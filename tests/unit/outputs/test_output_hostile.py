@@ -150,6 +150,35 @@ def test_a_fifo_where_a_playlist_should_be_never_blocks(stage: Stage) -> None:
     _untouched(body)
 
 
+@pytest.mark.parametrize("replacement", ["symlink out", "fifo", "folder"])
+def test_a_live_playlist_replaced_between_two_polls_is_checked_as_a_new_one(
+        stage: Stage, tmp_path: Path, replacement: str) -> None:
+    """A playlist that changed at the last look is opened at once (its fstat the look):
+    whatever took its place is refused as it would be at first sight."""
+    stage.advance(6)
+    stage.poll()  # every variant read twice: each changed at the last look
+    stage.advance(6)
+    playlist = _folder(stage) / "480" / "index.m3u8"
+    playlist.unlink()
+    if replacement == "symlink out":
+        secret = tmp_path / "secret.m3u8"
+        secret.write_text("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\na.ts\n")
+        playlist.symlink_to(secret)
+        reason = "outside_root"
+    elif replacement == "fifo":
+        os.mkfifo(playlist)  # never written to: a blocking open would hang
+        reason = "not_a_file"
+    else:
+        playlist.mkdir()
+        reason = "not_a_file"
+    started = time.monotonic()
+    body = stage.poll()
+    assert time.monotonic() - started < 3
+    assert value(body, "sigma_output_errors_total", **V1, reason=reason) == 1
+    assert value(body, "sigma_output_stale", **LOW) == 0  # the other rendition, read
+    _untouched(body)
+
+
 def test_a_folder_that_vanishes_is_that_outputs_or_renditions_alone(stage: Stage) -> None:
     import shutil
 
@@ -162,8 +191,6 @@ def test_a_folder_that_vanishes_is_that_outputs_or_renditions_alone(stage: Stage
     assert value(body, "sigma_output_up", **V1) == 0
     assert value(body, "sigma_output_errors_total", **V1, reason="missing") == 2
     _untouched(body)
-
-
 
 
 def test_a_folder_without_read_permission_is_counted(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ web thread) runs in this process against a simulator process (`--static`) with
 the bench's config (15 s interval; the rounds are forced quicker with a short
 interval here, since memory does not depend on the pace). Figures:
 
-* RSS after the imports alone (the floor no data changes), after the first
+* the import floor: RSS of a fresh interpreter after each library the
+  exporter loads, in turn (what no amount of data changes);
+* RSS after the imports alone, after the first
   rounds, and after each body variant (text, OpenMetrics, each gzip'd) was
   scraped: the steady state the RSS goal is about;
 * then, with tracemalloc on for three more rounds and scrapes (every View,
@@ -113,11 +115,12 @@ def group_of(filename: str) -> str:
 
 async def run(targets: int, interval: float, rounds: int) -> dict[str, Any]:
     from sigma_exporter import logsetup
-    from sigma_exporter.app import Settings, serve
+    from sigma_exporter.app import Settings, return_large_buffers, serve
     from sigma_exporter.config import Config, TargetConfig
 
     figures: dict[str, Any] = {"targets": targets, "rss_imports_bytes": rss_bytes()}
     logsetup.setup("error")
+    return_large_buffers()  # as the process does (app.run)
     first = port_block(targets)
     sim = subprocess.Popen([sys.executable, "-m", "sigma_exporter.cli", "simulate",
                             "--listen", f"127.0.0.1:{first}", "--servers", str(targets),
@@ -190,6 +193,31 @@ async def run(targets: int, interval: float, rounds: int) -> dict[str, Any]:
     return figures
 
 
+# The import floor, library by library in the order the exporter loads them: a fresh
+# interpreter imports each in turn and reports its RSS after each.
+IMPORTS = ("asyncio", "yaml", "orjson", "prometheus_client", "httpx", "aiohttp",
+           "aiohttp.web", "apscheduler.schedulers.asyncio", "pynvml", "sigma_exporter.app",
+           "sigma_exporter.agent.source")
+_IMPORT_STEPS = """
+import importlib, json, os, sys
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+steps = [("python", rss())]
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+    steps.append((name, rss()))
+print(json.dumps(steps))
+"""
+
+
+def import_floor() -> list[tuple[str, int]]:
+    """RSS after the interpreter, then after each of IMPORTS (cumulative)."""
+    out = subprocess.run([sys.executable, "-c", _IMPORT_STEPS, *IMPORTS], capture_output=True,
+                         text=True, check=True, cwd=ROOT, timeout=120)
+    return [(name, int(size)) for name, size in json.loads(out.stdout)]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--targets", type=int, default=1000)
@@ -200,7 +228,13 @@ def main(argv: list[str]) -> int:
     # Rounds every 4 s (2 s tiny): memory depends on the fleet, not on the pace.
     interval = 2.0 if args.tiny else 4.0 if targets <= 1000 else 8.0
     figures = asyncio.run(run(targets, interval, rounds=2 if args.tiny else 3))
+    figures["import_floor_bytes"] = import_floor()
     mib = 2**20
+    print("import floor (RSS after each, a fresh interpreter):")
+    before = 0
+    for name, size in figures["import_floor_bytes"]:
+        print(f"  {name:<40} {size / mib:6.1f} MiB  (+{(size - before) / mib:.1f})")
+        before = size
     print(f"targets: {targets}, up when measured: {figures.get('targets_up')}")
     for key in ("rss_imports_bytes", "rss_polled_bytes", "rss_steady_bytes"):
         print(f"  {key[:-6].replace('_', ' '):<24} {figures[key] / mib:8.1f} MiB")

@@ -38,12 +38,25 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 # Test modules that must run on one xdist worker, in order, by group:
 # - "images": the container image, the .deb and the release share session fixtures
 #   (each built once per worker: once in all, then) and the machine's podman store.
+# - a module whose one stack (Prometheus, Alertmanager, exporter, simulator: 15-30 s
+#   to bring up) serves all its tests: spread over the workers, each built its own.
 XDIST_GROUPS = {
     "test_container.py": "images",
     "test_deb.py": "images",
     "test_release.py": "images",
     "test_deploy.py": "images",
+    "test_alerts_e2e.py": "alerts-e2e",
+    "test_dashboards_e2e.py": "dashboards-e2e",
 }
+
+
+# Collected last (tests/unit comes after e2e and ops) but a minute long each: run first,
+# so that no worker starts one when the others are nearly done.
+SLOW_FIRST = ("test_fuzz.py",)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in SLOW_FIRST)  # stable: order kept
 
 
 @pytest.hookimpl(tryfirst=True)

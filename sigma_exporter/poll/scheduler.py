@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sigma_exporter.collect.sigma import sigma_sources
 from sigma_exporter.collect.source import SourceFactory
@@ -57,6 +57,10 @@ class Poller:
             t.name: self._state(t) for t in config.targets
         }
         self.scheduler: AsyncIOScheduler | None = None
+        # The polls running now, with the state each polls: cut short (cancelled and
+        # awaited) before their state's sources close, at stop and on a reload.
+        self._polling: dict[asyncio.Task[Any], TargetState] = {}
+        self._cutting: set[asyncio.Task[Any]] = set()  # cancelled by `_cut`, on purpose
         self._semaphore = asyncio.Semaphore(config.max_concurrent_polls)
         self._secrets = config.secrets()  # redacted from every log line and error
         self.first_round = asyncio.Event()
@@ -81,11 +85,23 @@ class Poller:
                        self.first_round.is_set(), self._reload)
 
     async def poll_target(self, name: str) -> None:
+        """One poll of a target: the scheduler's job. It never raises: APScheduler
+        logs an escaping exception (a cancellation too) as an error with a traceback."""
         state = self.targets.get(name)
-        if state is None:
+        task = asyncio.current_task()
+        if state is None or task is None:
             return
-        async with self._semaphore:
-            await state.poll(self._secrets)
+        self._polling[task] = state
+        try:
+            async with self._semaphore:
+                await state.poll(self._secrets)
+        except asyncio.CancelledError:
+            if task in self._cutting:
+                return  # cut short on purpose (`_cut`): stopping, or a reload replaced it
+            raise
+        finally:
+            self._polling.pop(task, None)
+            self._cutting.discard(task)
         self._published()
         if not self.first_round.is_set() and all(
                 s.polls_done > 0 for s in self.targets.values()):
@@ -184,6 +200,7 @@ class Poller:
             for target in config.targets:
                 if old.get(target.name) is not new[target.name]:
                     self._schedule(target)
+        await self._cut(removed)
         for state in removed:
             await state.aclose()
         self._reload = ConfigReload(True, time.time())
@@ -196,5 +213,18 @@ class Poller:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        await self._cut(list(self.targets.values()))
         for state in self.targets.values():
             await state.aclose()
+
+    async def _cut(self, states: Sequence[TargetState]) -> None:
+        """Cancel the polls running on `states` and wait until they have ended, so that
+        no poll is left reading a source that is about to close (it would fail with a
+        traceback in the log; a stop or a reload is not the target's failure)."""
+        cut = [task for task, state in self._polling.items()
+               if any(state is s for s in states) and task is not asyncio.current_task()]
+        for task in cut:
+            self._cutting.add(task)
+            task.cancel()
+        if cut:
+            await asyncio.wait(cut)

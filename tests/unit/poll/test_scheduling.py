@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip as gzip_module
+import logging
 import threading
 from collections.abc import Awaitable
 from datetime import datetime, timedelta
@@ -351,3 +352,48 @@ def test_a_poller_leaves_the_process_gc_alone() -> None:
     thresholds = gc.get_threshold()
     asyncio.run(run())
     assert gc.get_threshold() == thresholds  # tuning is the application's (app.py)
+
+
+def test_stop_and_reload_end_polls_in_flight_without_an_error_in_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A poll waiting on a hung server when a reload replaces its target, or when the
+    exporter stops, is cut short quietly: no APScheduler error with a traceback (a
+    cancellation escaping the job), no "target down" (it is not the target's failure),
+    and the stop does not wait for the 30 s timeout."""
+    async def run() -> None:
+        release = asyncio.Event()  # the test's own servers end their handlers cleanly
+
+        async def hung_server() -> tuple[asyncio.Server, str, asyncio.Queue[int]]:
+            asked = asyncio.Queue[int]()
+
+            async def hang(reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+                await reader.read(1)  # a request came: never answered
+                asked.put_nowait(1)
+                await release.wait()
+                writer.close()
+
+            server = await asyncio.start_server(hang, "127.0.0.1", 0)
+            return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", asked
+
+        first, first_url, first_asked = await hung_server()
+        second, second_url, second_asked = await hung_server()
+        poller = Poller(Config((TargetConfig(name="hung", url=first_url, interval=60.0,
+                                             timeout=30.0),)))
+        try:
+            poller.start()
+            await asyncio.wait_for(first_asked.get(), 10)  # its first poll hangs
+            await asyncio.wait_for(poller.reload(Config((TargetConfig(
+                name="hung", url=second_url, interval=60.0, timeout=30.0),))), 10)
+            await asyncio.wait_for(second_asked.get(), 10)  # the new state's poll hangs
+        finally:
+            await asyncio.wait_for(poller.stop(), 10)  # not the 30 s timeout
+            release.set()
+            for server in (first, second):
+                server.close()
+                await server.wait_closed()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(run())
+    noise = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not noise, [r.getMessage() for r in noise]

@@ -128,35 +128,20 @@ def _thresholds(*steps: tuple[float | None, str]) -> Json:
     }
 
 
-UP_MAPPING: list[Json] = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"color": "red", "index": 1, "text": "down"},
-            "1": {"color": "green", "index": 0, "text": "up"},
-        },
-    }
-]
+def _two_states(zero: tuple[str, str], one: tuple[str, str], one_first: bool) -> list[Json]:
+    """A value mapping of a 0/1 series: (color, text) for each value; `one_first`
+    lists 1 first in the legend (the good state where 1 is good)."""
+    return [{"type": "value", "options": {
+        "0": {"color": zero[0], "index": int(one_first), "text": zero[1]},
+        "1": {"color": one[0], "index": int(not one_first), "text": one[1]},
+    }}]
+
+
+UP_MAPPING = _two_states(("red", "down"), ("green", "up"), one_first=True)
 # A licence status turned into 1 (VALID) or 0 (anything else): `licence_valid`.
-LICENCE_MAPPING: list[Json] = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"color": "red", "index": 1, "text": "not valid"},
-            "1": {"color": "green", "index": 0, "text": "valid"},
-        },
-    }
-]
+LICENCE_MAPPING = _two_states(("red", "not valid"), ("green", "valid"), one_first=True)
 # sigma_control_plane_connected. Orange, not red: Sigma keeps serving without it.
-LINK_MAPPING: list[Json] = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"color": "orange", "index": 1, "text": "disconnected"},
-            "1": {"color": "green", "index": 0, "text": "connected"},
-        },
-    }
-]
+LINK_MAPPING = _two_states(("orange", "disconnected"), ("green", "connected"), one_first=True)
 
 
 def licence_valid(selector: str) -> str:
@@ -166,24 +151,8 @@ def licence_valid(selector: str) -> str:
     return f"({valid} or {selector} * 0)"
 
 
-MISMATCH_MAPPING: list[Json] = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"color": "green", "index": 0, "text": "agree"},
-            "1": {"color": "red", "index": 1, "text": "mismatch"},
-        },
-    }
-]
-MISSING_MAPPING: list[Json] = [
-    {
-        "type": "value",
-        "options": {
-            "0": {"color": "green", "index": 0, "text": "both"},
-            "1": {"color": "red", "index": 1, "text": "missing"},
-        },
-    }
-]
+MISMATCH_MAPPING = _two_states(("green", "agree"), ("red", "mismatch"), one_first=False)
+MISSING_MAPPING = _two_states(("green", "both"), ("red", "missing"), one_first=False)
 
 
 def _base(kind: str, title: str, description: str, unit: str) -> Json:

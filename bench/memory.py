@@ -45,6 +45,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ports import free_port, port_block  # noqa: E402
+
 VARIANTS = {
     "text": {"Accept": "text/plain"},
     "text_gzip": {"Accept": "text/plain", "Accept-Encoding": "gzip"},
@@ -71,30 +73,6 @@ GROUPS = (
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_block(count: int) -> int:
-    """The first of `count` consecutive free ports (the simulator's servers)."""
-    for first in range(20000, 60000, max(count, 1) + 7):
-        try:
-            held = []
-            for port in range(first, first + count):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 def short(filename: str) -> str:

@@ -37,6 +37,8 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ports import free_port, port_block  # noqa: E402
+
 from sigma_exporter.collect import exposition, samples  # noqa: E402
 from sigma_exporter.config import format_duration  # noqa: E402
 from sigma_exporter.source.client import DUMP_REQUEST, PROGRESS_REQUEST  # noqa: E402
@@ -58,31 +60,6 @@ def cores() -> tuple[list[str], list[str]]:
 
 
 EXPORTER_CORE, OTHER_CORES = cores()
-
-
-def port_block(count: int) -> int:
-    """`count` consecutive free ports below the ephemeral range."""
-    for first in range(20000, 32000 - count, 97):
-        socks = []
-        try:
-            for offset in range(count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", first + offset))
-            return first
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise OSError("no free port block")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -41,9 +41,9 @@ DEFAULT_MAX_SERIES = 20_000
 DEFAULT_TIMEZONE = "UTC"
 SERVER_TIMEZONE = "server"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127}$")
-# `${VAR}` in a target's name and url and in nvml.target: the environment's VAR,
-# read with the file (at start and on each reload). One agent file then serves
-# every host: `name: ${HOSTNAME}` is each host's own name.
+# `${VAR}` in a target's name and url, nvml.target and an outputs root's target and
+# url: the environment's VAR, read with the file (at start and on each reload). One
+# agent file then serves every host: `name: ${HOSTNAME}` is each host's own name.
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 

@@ -9,9 +9,8 @@ reading are `local.LocalFolder` and `origin.OriginFolder`, behind the
 of `REASONS`, for that output or that rendition alone.
 
 A file whose identity (device, inode, size, mtime) did not change since the
-last round is not read again: its earlier parse is kept (`Seen`). A new
-version of a playlist is parsed where it differs from the last (`parse_media`'s
-`before`), and its segments that were there at the last look are not all
+last round is not read again: its earlier parse is kept (`Seen`). The
+segments of a new version that were there at the last look are not all
 looked at again (`_segments`).
 """
 
@@ -173,10 +172,8 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
             if fetched.tail is not None:
                 raise PlaylistError("a master playlist over the head size: refused")
             content = parse_master(fetched.head)
-        else:  # parsed where it differs from the version read last
-            content = parse_media(fetched.head, fetched.tail, before.content if before
-                                  is not None and isinstance(before.content, MediaPlaylist)
-                                  else None)
+        else:
+            content = parse_media(fetched.head, fetched.tail)
     except PlaylistError as exc:
         raise FolderError("invalid", f"{path}: {exc}") from None
     seen = Seen(fetched.stamp, fetched.mtime, content, changing=before is not None)
@@ -198,15 +195,14 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
     absence at once; over HTTP only the newest is touched.
     """
     content = seen.content
-    if not isinstance(content, MediaPlaylist) or not content.segments:
+    if not isinstance(content, MediaPlaylist) or not content.uris:
         return seen
-    newest = content.segments[-1]
-    newest_uri = newest.uri
+    newest_uri = content.uris[-1]
     if newest_only:
         listed = [newest_uri]
         looks = listed
     else:  # one file, several byteranges: one look
-        listed = list(dict.fromkeys([s.uri for s in content.segments[-MAX_SEGMENT_CHECKS:]]))
+        listed = list(dict.fromkeys(content.uris[-MAX_SEGMENT_CHECKS:]))
         known = before.present if before is not None else frozenset()
         looks = [uri for uri in listed if uri not in known]  # new, or not found last time
         if len(looks) < len(listed):
@@ -232,7 +228,8 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
             gone.append(uri)
             missing.add(path)
         elif uri == newest_uri and size >= 0:
-            newest_size = newest.byterange[0] if newest.byterange else size
+            newest_size = content.byteranges[-1][0] if content.byteranges \
+                and content.byteranges[-1] is not None else size
     present = frozenset() if newest_only else frozenset(listed).difference(gone)
     return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present,
                 seen.changing)

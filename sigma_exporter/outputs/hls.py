@@ -1,4 +1,4 @@
-"""HLS playlists (RFC 8216) as pure functions: bytes in, a frozen summary out.
+"""HLS playlists (RFC 8216) as pure functions: bytes in, a summary out.
 
 Written against what packagers write: ffmpeg's HLS muxer (hlsenc.c,
 hlsplaylist.c) puts `#EXTM3U`, `#EXT-X-VERSION`, `#EXT-X-TARGETDURATION`,
@@ -12,17 +12,20 @@ followed by the URI.
 Only a playlist's head (its header tags) and its tail (the newest segments)
 are parsed, so the cost is flat in the number of segments it keeps: an EVENT
 playlist of a day is as cheap as a sliding window of five. `read_head_tail`
-says which bytes; `parse_media` takes them. Given the playlist's previous
-parse, `parse_media` parses only the lines that differ from it (a live
-playlist's new segments, and its header): the text that did not change is
-recognised by comparison, and its segments are taken from the previous parse.
+says which bytes; `parse_media` takes them. Text laid out as packagers write
+it (a tag or a URI a line, "\n" line breaks, no stray blanks, no
+discontinuities or byte ranges) is read by one regular expression
+(`_plain_segments`, a few microseconds); any other text by the line-by-line
+reader (`_scan`), which defines what a playlist means here: the regular
+expression answers only where it agrees with it (a property test holds them
+to it), and otherwise leaves the text to it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import unquote
 
@@ -38,22 +41,21 @@ MAX_SEGMENTS = 128
 MAX_LINE = 4096
 
 _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)')
-# Line breaks that str.splitlines honours besides "\n": a body holding one is parsed
-# whole each time (the offsets kept for the next parse count "\n" only).
-_OTHER_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 _BYTERANGE = "#EXT-X-BYTERANGE:"
 # A URI that is a plain relative path (what packagers write): no check beyond this.
 _PLAIN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*(?:/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*")
+# One segment as packagers write it: its EXTINF line, tag lines, its URI line.
+_PLAIN_SEGMENT = re.compile(r"#EXTINF:([^,\n]*)[^\n]*\n(?:#[^\n]*\n)*([^#\n][^\n]*)")
+_ENDLIST_LINE = re.compile(r"^#EXT-X-ENDLIST$", re.MULTILINE)
+# What sends an ASCII text to the line-by-line reader: a line break other than
+# "\n" (str.splitlines honours them), a blank that str.strip would take off a line,
+# and the tags whose meaning runs from one segment to the next.
+_NOT_PLAIN = ("\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\n ", " \n",
+              "#EXT-X-DISCONTINUITY", _BYTERANGE)
 
 
 class PlaylistError(ValueError):
     """Not a playlist we can read: the sentence says why (never its content)."""
-
-
-# Segment is a NamedTuple and MediaPlaylist a dataclass without
-# `frozen` (never changed once made all the same): they are made for every new
-# version of every playlist, and a frozen dataclass costs about four times as much
-# to make, which 1,500 playlists a round feel (docs/performance.md).
 
 
 class Segment(NamedTuple):
@@ -62,23 +64,16 @@ class Segment(NamedTuple):
     discontinuity: bool = False  # an EXT-X-DISCONTINUITY before it
     byterange: tuple[int, int] | None = None  # (length, offset) of EXT-X-BYTERANGE
 
-    @property
-    def key(self) -> str:
-        """What tells this segment from the others of its playlist."""
-        return self.uri if self.byterange is None else f"{self.uri}@{self.byterange[1]}"
+
+def segment_key(uri: str, byterange: tuple[int, int] | None) -> str:
+    """What tells a segment from the others of its playlist."""
+    return uri if byterange is None else f"{uri}@{byterange[1]}"
 
 
-# What a parse keeps of the text it read, for the next version's (`parse_media`):
-# (text, starts, newest line). The parse of a body is a pass over its lines whose
-# state (a pending EXTINF, DISCONTINUITY or BYTERANGE) is reset by every URI line;
-# `starts` are where each segment's lines that set that state begin, right after
-# such a reset: from there on, equal text parses into equal segments.
-#   text: the body, up to the newest segment's URI line and its "\n"
-#   starts: the offset in `text` of each segment's first line that counts
-#   newest line: "\n" + the newest segment's URI line + "\n", as written
-# A plain tuple: one is made per playlist read, and the garbage collector leaves a
-# tuple of strings and numbers alone.
-ParsedBody = tuple[str, tuple[int, ...], str]
+# A dataclass without `frozen` (never changed once made all the same), its segments
+# as columns rather than a Segment each: one is made for every new version of every
+# playlist, 1,500 a round, and both a frozen dataclass and a tuple per segment cost
+# more than the parse itself (docs/performance.md).
 
 
 @dataclass(slots=True)
@@ -87,34 +82,48 @@ class MediaPlaylist:
 
     target_duration: float | None
     media_sequence: int  # of the first segment in the file (0 when absent)
-    segments: tuple[Segment, ...]  # oldest first: every segment, or the tail's
-    complete: bool  # `segments` is every segment of the file
+    uris: tuple[str, ...]  # oldest first: every segment's, or the tail's
+    durations: tuple[float, ...]  # EXTINF of each
+    complete: bool  # the segments are every segment of the file
     ended: bool  # EXT-X-ENDLIST
     playlist_type: str | None = None  # EVENT, VOD or None
-    # For the next version's parse; None when it is parsed whole (see parse_media).
-    body: ParsedBody | None = field(default=None, compare=False, repr=False)
+    # Of each segment, when any has one (else empty, the common case): an
+    # EXT-X-DISCONTINUITY before it, its EXT-X-BYTERANGE (length, offset).
+    discontinuities: tuple[bool, ...] = ()
+    byteranges: tuple[tuple[int, int] | None, ...] = ()
 
     @property
-    def newest(self) -> Segment | None:
-        return self.segments[-1] if self.segments else None
+    def segments(self) -> tuple[Segment, ...]:
+        count = len(self.uris)
+        return tuple(map(Segment, self.uris, self.durations,
+                         self.discontinuities or (False,) * count,
+                         self.byteranges or (None,) * count))
+
+    def key(self, index: int) -> str:
+        """The key (`segment_key`) of the segment at `index`."""
+        return segment_key(self.uris[index],
+                           self.byteranges[index] if self.byteranges else None)
+
+    @property
+    def newest_key(self) -> str | None:
+        return self.key(-1) if self.uris else None
 
     @property
     def newest_sequence(self) -> int | None:
         """Media sequence number of the newest segment, when every segment was read."""
-        if not self.complete or not self.segments:
+        if not self.complete or not self.uris:
             return None
-        return self.media_sequence + len(self.segments) - 1
+        return self.media_sequence + len(self.uris) - 1
 
     @property
     def window_seconds(self) -> float:
         """Seconds of media listed (every segment's, or at least the tail's)."""
-        return math.fsum(s.duration for s in self.segments)
+        return math.fsum(self.durations)
 
     def fingerprint(self) -> tuple[object, ...]:
         """Equal for two reads of a playlist that did not change for a viewer."""
-        newest = self.newest
-        return (self.media_sequence, newest.key if newest else None, len(self.segments),
-                self.ended)
+        return (self.media_sequence, self.newest_key, len(self.uris), self.ended)
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,14 +214,6 @@ def parse_master(data: bytes) -> MasterPlaylist:
     return MasterPlaylist(tuple(dict.fromkeys(variants)))
 
 
-def _newline_only(text: str) -> bool:
-    """Whether "\n" is the only line break in `text` (for str.splitlines)."""
-    if text.isascii():  # known without a look (CPython): a few fast searches
-        return not ("\r" in text or "\x0b" in text or "\x0c" in text or "\x1c" in text
-                    or "\x1d" in text or "\x1e" in text)
-    return _OTHER_BREAKS.search(text) is None
-
-
 def _header(text: str) -> tuple[float | None, int, str | None]:
     """(target duration, media sequence, playlist type) from the tags before the first
     EXTINF."""
@@ -238,33 +239,24 @@ def _header(text: str) -> tuple[float | None, int, str | None]:
     return target, sequence, playlist_type
 
 
-@dataclass(slots=True)
-class _Scan:
-    """The segments of a text parsed from a reset state, and where they begin."""
-
-    segments: list[Segment]
-    starts: list[int]  # offset of each segment's first line that counts (see ParsedBody)
-    ended: bool
-    reset: bool  # the state at the end is reset: what follows parses on its own
-    newest_end: int  # offset just past the newest segment's URI line and its "\n"
+# The segments of a text: URIs, durations, discontinuities and byte ranges (each
+# empty when no segment has one), and whether it holds EXT-X-ENDLIST.
+Segments = tuple[tuple[str, ...], tuple[float, ...], tuple[bool, ...],
+                 tuple[tuple[int, int] | None, ...], bool]
 
 
-def _scan(text: str, by_newline: bool, base: int = 0) -> _Scan:
-    """Parse `text`'s lines (split at "\n" only when `by_newline`; offsets are then
-    `base` + their place in `text`)."""
-    segments: list[Segment] = []
-    starts: list[int] = []
+def _scan(text: str) -> Segments:
+    """The segments of `text`, read a line at a time: what a playlist means here."""
+    uris: list[str] = []
+    durations: list[float] = []
+    discontinuities: list[bool] = []
+    byteranges: list[tuple[int, int] | None] = []
     ended = False
     duration: float | None = None
     discontinuity = False
     byterange: tuple[int, int] | None = None
     next_offset = 0
-    start = -1  # where the pending segment's first line that counts begins; -1: reset
-    newest_end = -1
-    at = base
-    for raw in text.split("\n") if by_newline else text.splitlines():
-        line_at = at
-        at += len(raw) + 1
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or len(line) > MAX_LINE:
             continue
@@ -275,96 +267,62 @@ def _scan(text: str, by_newline: bool, base: int = 0) -> _Scan:
                 discontinuity = True
             elif line == "#EXT-X-ENDLIST":
                 ended = True
-                continue
             elif line.startswith(_BYTERANGE):
                 length, _, offset = line[17:].partition("@")
                 first = _integer(offset, "EXT-X-BYTERANGE") if offset else next_offset
                 byterange = (_integer(length, "EXT-X-BYTERANGE"), first)
                 next_offset = byterange[0] + first
-            else:
-                continue
-            if start < 0:
-                start = line_at
             continue
         if duration is None:  # a URI whose EXTINF was cut off with the head
-            discontinuity, byterange, start = False, None, -1
+            discontinuity, byterange = False, None
             continue
-        segments.append(Segment(line, duration, discontinuity, byterange))
-        starts.append(start)
-        newest_end = at
-        duration, discontinuity, byterange, start = None, False, None, -1
-    return _Scan(segments, starts, ended, start < 0, newest_end)
+        uris.append(line)
+        durations.append(duration)
+        discontinuities.append(discontinuity)
+        byteranges.append(byterange)
+        duration, discontinuity, byterange = None, False, None
+    return (tuple(uris), tuple(durations),
+            tuple(discontinuities) if any(discontinuities) else (),
+            tuple(byteranges) if any(r is not None for r in byteranges) else (), ended)
 
 
-def _may_count(text: str, end: int) -> bool:
-    """Whether `text[:end]` may hold a line that makes or ends a segment (else its
-    parse is empty: header tags, comments, URIs without an EXTINF)."""
-    return (text.find("#EXTINF", 0, end) >= 0  # bounded searches: no copies
-            or text.find("#EXT-X-DISCONTINUITY", 0, end) >= 0
-            or text.find("#EXT-X-ENDLIST", 0, end) >= 0)
+def _plain_segments(text: str) -> Segments | None:
+    """`_scan(text)` for text laid out as packagers write it, by one regular expression;
+    None for any other text (and for any doubt: an odd number, a stray EXTINF).
 
-
-def _rescan(body: str, before: ParsedBody, segments: tuple[Segment, ...]) -> _Scan | None:
-    """`body` parsed where it differs from `before` (whose segments are `segments`),
-    or None when it cannot be (the previous newest segment's line is not in it).
-
-    The text of `before` from one of its `starts` to its newest segment's line
-    is found at the same place before that line in `body`: those segments are
-    the same. What precedes that text in `body` (a header, the start of the
-    tail) and what follows (the new segments) is parsed.
+    Why it agrees with `_scan` where it answers: every line is already stripped
+    (no blank at a line's edge, no tab or other whitespace an ASCII text can
+    hold) and no line is over MAX_LINE; there is no discontinuity or byte
+    range; every "#EXTINF" starts a line and each is matched, so no EXTINF
+    is followed by another before its URI, and none is left without one.
     """
-    old, starts, newest_line = before
-    found = body.rfind(newest_line)
-    if found < 0:
+    if not text.isascii() or len(text) > MAX_LINE or text[:1] == " " or text[-1:] == " ":
         return None
-    end = found + len(newest_line)  # the old newest segment's line ends here
-    shift = end - len(old)  # from an offset in `old` to the same text in `body`
-
-    def matches(k: int) -> bool:  # old's text from its k-th segment is in body
-        at = starts[k] + shift
-        return at >= 0 and body.startswith(old[starts[k]:], at)
-
-    # The first kept segment whose text, to the end of `old`, is also in `body` (a
-    # shorter suffix matches whenever a longer one does). A live playlist drops about
-    # as many as it adds: the oldest few are tried first, then the rest is bisected.
-    low, high = 0, len(starts)
-    while low < min(high, 3) and not matches(low):
-        low += 1
-    if low == 3:
-        while low < high:
-            middle = (low + high) // 2
-            if matches(middle):
-                high = middle
-            else:
-                low = middle + 1
-    kept = low
-    at = starts[kept] + shift if kept < len(starts) else end
-    if at > 0 and body[at - 1] != "\n":  # not at a line's start in `body`
-        kept += 1
-        at = starts[kept] + shift if kept < len(starts) else end
-    first = _scan(body[:at], True) if _may_count(body, at) else _Scan([], [], False, True, -1)
-    if not first.reset:  # a pending tag before the text that matched: one segment later
-        kept += 1
-        at = starts[kept] + shift if kept < len(starts) else end
-        first = _scan(body[:at], True)
-    rest = _scan(body[end:], True, end)
-    first.segments += segments[kept:]
-    first.segments += rest.segments
-    first.starts += [s + shift for s in starts[kept:]]
-    first.starts += rest.starts
-    first.ended = first.ended or rest.ended
-    first.newest_end = rest.newest_end if rest.segments else end
-    return first
+    for mark in _NOT_PLAIN:
+        if mark in text:
+            return None
+    found = _PLAIN_SEGMENT.findall(text)
+    count = text.count("#EXTINF")
+    if count != len(found) or text.count("\n#EXTINF") != count - text.startswith("#EXTINF"):
+        return None
+    ended = "#EXT-X-ENDLIST" in text and _ENDLIST_LINE.search(text) is not None
+    if not found:
+        return (), (), (), (), ended
+    texts, uris = zip(*found, strict=True)
+    try:
+        durations = tuple(map(float, texts))
+    except ValueError:
+        return None  # _scan says which
+    if min(durations) < 0 or not math.isfinite(sum(durations)):
+        return None  # _scan says which
+    return uris, durations, (), (), ended
 
 
-def parse_media(head: bytes, tail: bytes | None, before: MediaPlaylist | None = None
-                ) -> MediaPlaylist:
+def parse_media(head: bytes, tail: bytes | None) -> MediaPlaylist:
     """A media playlist from its head and tail (`tail` None: `head` is the whole file).
 
     With a tail, its first line is cut (it starts mid-line) and a URI whose
-    EXTINF lies before the tail is skipped. `before`, the previous version's
-    parse, spares the lines that did not change: the result is what a parse
-    without it gives.
+    EXTINF lies before the tail is skipped.
     """
     head_text = _text(head) if tail is None else head.decode("utf-8", "replace")
     _check_header(head_text)
@@ -375,27 +333,21 @@ def parse_media(head: bytes, tail: bytes | None, before: MediaPlaylist | None = 
         cut = _text(tail)
         newline = cut.find("\n")
         body = cut[newline + 1:] if newline >= 0 else ""
-    # Offsets are kept only for a body of "\n" line breaks and no byte ranges (each
-    # offset follows the one before: a segment's value depends on the earlier ones).
-    by_newline = _BYTERANGE not in body and _newline_only(body)
-    scan = None
-    if by_newline and before is not None and before.body is not None:
-        scan = _rescan(body, before.body, before.segments)
-    if scan is None:
-        scan = _scan(body, by_newline)
+    uris, durations, discontinuities, byteranges, ended = \
+        _plain_segments(body) or _scan(body)
     if target is None:
         raise PlaylistError("no EXT-X-TARGETDURATION in its header (RFC 8216 4.3.3.1)")
-    segments, starts = scan.segments, scan.starts
     complete = tail is None
-    if len(segments) > MAX_SEGMENTS:
-        segments, starts = segments[-MAX_SEGMENTS:], starts[-MAX_SEGMENTS:]
+    if len(uris) > MAX_SEGMENTS:
+        uris, durations = uris[-MAX_SEGMENTS:], durations[-MAX_SEGMENTS:]
+        discontinuities, byteranges = discontinuities[-MAX_SEGMENTS:], byteranges[-MAX_SEGMENTS:]
         complete = False
-    kept: ParsedBody | None = None
-    if by_newline and segments and not scan.ended and scan.newest_end <= len(body):
-        line_start = body.rfind("\n", 0, scan.newest_end - 1)
-        kept = (body[:scan.newest_end], tuple(starts), body[line_start:scan.newest_end])
-    return MediaPlaylist(target, sequence, tuple(segments), complete, scan.ended,
-                         playlist_type, kept)
+        if not any(discontinuities):
+            discontinuities = ()
+        if not any(r is not None for r in byteranges):
+            byteranges = ()
+    return MediaPlaylist(target, sequence, uris, durations, complete, ended, playlist_type,
+                         discontinuities, byteranges)
 
 
 def safe_relative(uri: str) -> str | None:

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from sigma_exporter.outputs.dash import Manifest, Representation
 from sigma_exporter.outputs.folder import RenditionRead
-from sigma_exporter.outputs.hls import MediaPlaylist, Segment
+from sigma_exporter.outputs.hls import MediaPlaylist
 
 # RFC 8216 6.2.1: a new version of a live playlist within 1.5 x the target duration.
 STALE_TARGET_DURATIONS = 1.5
@@ -107,25 +107,24 @@ def _new_segments(before: RenditionState | None, playlist: MediaPlaylist,
     playlist's newest_sequence)."""
     if before is None:
         return 0, 0.0, 0
-    segments = playlist.segments
-    new: tuple[Segment, ...] = segments
+    count = len(playlist.uris)
+    first = 0  # the first new segment's index
     unseen = 0  # new segments beyond the ones read (more than the tail holds)
     if sequence is not None and before.newest_sequence is not None \
             and sequence >= before.newest_sequence:
         delta = sequence - before.newest_sequence
-        new = segments[len(segments) - delta:] if delta <= len(segments) else segments
-        unseen = max(0, delta - len(segments))
-        if delta == 0:
-            new = ()
+        first = max(0, count - delta)
+        unseen = max(0, delta - count)
     elif before.newest_key is not None and (sequence is None or before.newest_sequence is None):
-        for i in range(len(segments) - 1, -1, -1):
-            if segments[i].key == before.newest_key:
-                new = segments[i + 1:]
+        for i in range(count - 1, -1, -1):
+            if playlist.key(i) == before.newest_key:
+                first = i + 1
                 break
-    seconds = math.fsum([s.duration for s in new])
-    if unseen and segments:
-        seconds += unseen * math.fsum(s.duration for s in segments) / len(segments)
-    return len(new) + unseen, seconds, sum(1 for s in new if s.discontinuity)
+    durations = playlist.durations
+    seconds = math.fsum(durations[first:])
+    if unseen and count:
+        seconds += unseen * math.fsum(durations) / count
+    return count - first + unseen, seconds, sum(playlist.discontinuities[first:])
 
 
 def _changed_at(before: RenditionState | None, fingerprint: tuple[object, ...],
@@ -145,22 +144,21 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
     changed = before is None or before.fingerprint != fingerprint
     segments, seconds, discontinuities = _new_segments(before, playlist, sequence) \
         if changed else (0, 0.0, 0)
-    newest = playlist.newest
+    uris = playlist.uris
     state = RenditionState(
         fingerprint, _changed_at(before, fingerprint, read, now),
-        newest.key if newest else None, sequence,
+        playlist.newest_key, sequence,
         (before.segments_total if before else 0) + segments,
         (before.media_seconds_total if before else 0.0) + seconds,
         (before.discontinuities_total if before else 0) + discontinuities)
     target = playlist.target_duration
     limit = STALE_TARGET_DURATIONS * target if target else None
     age = max(0.0, now - state.changed_at)
-    durations = [s.duration for s in playlist.segments]
+    durations = playlist.durations
     window = math.fsum(durations) if playlist.complete else None
     seen = read.seen
     size = seen.newest_size if seen is not None else None
-    rate = size / newest.duration if size is not None and newest and newest.duration > 0 \
-        else None
+    rate = size / durations[-1] if size is not None and uris and durations[-1] > 0 else None
     declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
     overlong = 0
     if target is not None and durations:

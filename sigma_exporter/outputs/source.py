@@ -378,7 +378,10 @@ class OutputsSource(Source):
         outputs: dict[OutputKey, _OutputKept] = {}
         left: dict[str, int] = {}  # renditions each job may still export
         dropped: dict[str, int] = {}
-        last_judged = self._judged
+        # What was kept from the last round is let go as this round's replaces it, not
+        # all at the end: a round then never holds two rounds' objects at once, and
+        # stays under the garbage collector's threshold (docs/performance.md).
+        last_judged, last_caches = self._judged, self._caches
         for item in plan:
             key = (item.job, item.output)
             kept_output = outputs[key] = self._outputs.get(key) \
@@ -397,6 +400,7 @@ class OutputsSource(Source):
                         (*o, item.format, _label(item.relative or ".")), 1.0))
                 infos.append(info[2])
                 caches[key] = (item.relative, read.cache)
+                last_caches.pop(key, None)
             if read.error is not None or read.uri_errors \
                     or any(r.error is not None for r in read.renditions):
                 failed = {read.error.reason} if read.error is not None else set()
@@ -432,7 +436,7 @@ class OutputsSource(Source):
                                         f"{rendition.error.reason}: {rendition.error.message}"))
                     continue
                 rkey = (item.job, item.output, name)
-                last = last_judged.get(rkey)
+                last = last_judged.pop(rkey, None)
                 if last is not None and last.seen is rendition.seen:
                     # Not read again: the same content, judged again only by its age.
                     now_judged = last

@@ -17,7 +17,7 @@ looked at again (`_segments`).
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -197,21 +197,23 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
     content = seen.content
     if not isinstance(content, MediaPlaylist) or not content.uris:
         return seen
-    newest_uri = content.uris[-1]
+    uris = content.uris
+    newest_uri = uris[-1]
     if newest_only:
-        listed = [newest_uri]
-        looks = listed
+        listed: Sequence[str] = ()
+        looks: Sequence[str] = (newest_uri,)
     else:  # one file, several byteranges: one look
-        listed = list(dict.fromkeys(content.uris[-MAX_SEGMENT_CHECKS:]))
-        known = before.present if before is not None else frozenset()
-        looks = [uri for uri in listed if uri not in known]  # new, or not found last time
-        if len(looks) < len(listed):
-            # the oldest (the next to leave), and the newest's size, every version
-            looks = list(dict.fromkeys(looks + listed[:max(1, len(looks))] + [newest_uri]))
+        listed = tuple(dict.fromkeys(uris[-MAX_SEGMENT_CHECKS:]))
+        if before is None:
+            looks = listed
+        else:  # new, or not found last time; the oldest, as many; the newest's size
+            known = before.present
+            new = [uri for uri in listed if uri not in known]
+            looks = listed if len(new) == len(listed) else \
+                tuple(dict.fromkeys((*new, *listed[:max(1, len(new))], newest_uri)))
     base = playlist_path.rpartition("/")[0]
     base = base + "/" if base else ""
     paths: list[str] = []
-    looked: list[str] = []
     gone: list[str] = []  # never followed (unsafe), or not found
     for uri in looks:
         relative = safe_relative(uri)
@@ -219,8 +221,8 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
             gone.append(uri)
         else:
             paths.append(base + relative)
-            looked.append(uri)
     unsafe = len(gone)
+    looked = [uri for uri in looks if uri not in gone] if gone else looks
     newest_size = None
     missing: set[str] = set()  # files (two URIs may name one)
     for uri, path, size in zip(looked, paths, await folder.sizes(paths), strict=True):
@@ -230,9 +232,10 @@ async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only:
         elif uri == newest_uri and size >= 0:
             newest_size = content.byteranges[-1][0] if content.byteranges \
                 and content.byteranges[-1] is not None else size
-    present = frozenset() if newest_only else frozenset(listed).difference(gone)
-    return Seen(seen.stamp, seen.mtime, content, newest_size, len(missing), unsafe, present,
-                seen.changing)
+    # A new version's Seen, made this round: filled in rather than made again.
+    seen.newest_size, seen.missing, seen.unsafe = newest_size, len(missing), unsafe
+    seen.present = frozenset(listed).difference(gone) if gone else frozenset(listed)
+    return seen
 
 
 async def _representation_size(folder: Folder, manifest_path: str,

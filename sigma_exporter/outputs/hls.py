@@ -309,13 +309,13 @@ def _plain_segments(text: str) -> Segments | None:
     if not found:
         return (), (), (), (), ended
     texts, uris = zip(*found, strict=True)
-    try:
-        durations = tuple(map(float, texts))
+    try:  # packagers write a few distinct durations: each converted once
+        values = {text: float(text) for text in set(texts)}
     except ValueError:
         return None  # _scan says which
-    if min(durations) < 0 or not math.isfinite(sum(durations)):
+    if min(values.values()) < 0 or not math.isfinite(sum(values.values())):
         return None  # _scan says which
-    return uris, durations, (), (), ended
+    return uris, tuple(map(values.__getitem__, texts)), (), (), ended
 
 
 def parse_media(head: bytes, tail: bytes | None) -> MediaPlaylist:

@@ -105,9 +105,10 @@ class Seen:
     unsafe: int = 0  # listed segment URIs never followed
     present: frozenset[str] = frozenset()  # URIs of the segments checked and found there
     # Read because its file changed since an earlier look: the next look expects a new
-    # version (Folder.read's hint). The one field set after a Seen is made: cleared
-    # when a look finds the file unchanged.
+    # version (Folder.read's hint). Cleared when a look finds the file unchanged.
     changing: bool = False
+    # A master playlist's variants (`_variants`), worked out at its first use.
+    variants: tuple[list[tuple[str, int | None]], int] | None = None
 
 
 @dataclass(slots=True)
@@ -316,6 +317,22 @@ async def _find(folder: Folder, candidates: list[str], listed: bool, cache: Mapp
     return None, media
 
 
+def _variants(path: str, master: object) -> tuple[list[tuple[str, int | None]], int]:
+    """The media playlists a master at `path` lists (their paths in the folder and
+    declared bandwidths), and how many of its URIs are refused (never followed)."""
+    base = posixpath.dirname(path)
+    wanted: list[tuple[str, int | None]] = []
+    refused = 0
+    for variant in master.variants if isinstance(master, MasterPlaylist) else ():
+        relative = safe_relative(variant.uri)
+        if relative is None or not relative.endswith((".m3u8", ".m3u")):
+            refused += 1
+            continue
+        wanted.append((posixpath.join(base, relative) if base else relative,
+                       variant.bandwidth))
+    return list(dict.fromkeys(wanted)), refused
+
+
 async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
                     cache: Mapping[str, Seen], out: dict[str, Seen], max_renditions: int,
                     max_bytes: int, newest_only: bool) -> OutputRead:
@@ -331,20 +348,14 @@ async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
     if master is None:  # look for it: the folder listed, or the configured names tried
         candidates, listed = await _list(folder, "hls", playlist_names)
         master, media = await _find(folder, candidates, listed, cache, out, "hls", max_bytes)
-    uri_errors = 0
-    wanted: list[tuple[str, int | None]] = [(p, None) for p in media]
-    if master is not None:
+    wanted: list[tuple[str, int | None]]
+    if master is None:
+        wanted, uri_errors = list(dict.fromkeys([(p, None) for p in media])), 0
+    else:
         path, seen = master
-        base = posixpath.dirname(path)
-        variants = seen.content.variants if isinstance(seen.content, MasterPlaylist) else ()
-        for variant in variants:
-            relative = safe_relative(variant.uri)
-            if relative is None or not relative.endswith((".m3u8", ".m3u")):
-                uri_errors += 1
-                continue
-            wanted.append((posixpath.join(base, relative) if base else relative,
-                           variant.bandwidth))
-    wanted = list(dict.fromkeys(wanted))
+        if seen.variants is None:  # worked out once per version of the master
+            seen.variants = _variants(path, seen.content)
+        wanted, uri_errors = seen.variants
     renditions: list[RenditionRead] = []
     for path, bandwidth in wanted[:max_renditions]:
         try:

@@ -39,6 +39,7 @@ from sigma_exporter.collect.samples import (
 )
 from sigma_exporter.collect.source import Reading
 from sigma_exporter.metrics import BY_NAME
+from sigma_exporter.source import fields
 from sigma_exporter.source.parse import parse_dump, parse_progress
 
 # Unset: the loaded profile's max_examples (settings() reads it when created).
@@ -261,3 +262,37 @@ def test_label_values_round_trip(values: dict[str, str]) -> None:
                 "system": {"gpu": [{"index": k, "name": v} for k, v in values.items()]}})
     check_progress({"result": {k: {"state": v, "input": [{"url": v}]}
                                for k, v in values.items()}}, None)
+
+
+# --- reuse between polls: the same bytes as reading and rendering from scratch ---------
+
+
+def _dump_samples(obj: Any) -> Samples:
+    parsed = parse_dump(obj)
+    return merge([dump_samples("t", parsed.value, 1.7e9), health_after("dump", "", parsed.errors)])
+
+
+@FUZZ
+@given(DUMP, DUMP)
+def test_renderer_reusing_last_poll_renders_what_render_does(first: Any, second: Any) -> None:
+    """A target's Renderer, poll after poll, gives exactly `render`'s bytes, whatever
+    changed between the polls (values, labels, families come and go, NaN, -0.0)."""
+    renderer = exposition.Renderer()
+    for obj in (first, second, second, first):
+        samples = _dump_samples(obj)
+        assert renderer.render(samples) == exposition.render(samples)
+
+
+@FUZZ
+@given(DUMP, PROGRESS)
+def test_objects_read_alike_with_their_shapes_known_or_not(dump: Any, progress: Any) -> None:
+    """Keys folded per object shape (fields._key_map) read as folding them each time:
+    the same snapshot and errors on a cold cache, on a warm one, and after an object
+    of the same shape with other values was read."""
+    fields._KEY_MAPS.clear()
+    cold = parse_dump(dump), parse_progress(progress)
+    assert (parse_dump(dump), parse_progress(progress)) == cold
+    fields._KEY_MAPS.clear()
+    if isinstance(dump, dict):
+        parse_dump({key: None for key in dump})  # its shape, none of its values
+    assert (parse_dump(dump), parse_progress(progress)) == cold

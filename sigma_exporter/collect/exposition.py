@@ -79,56 +79,25 @@ def _pieces(name: str) -> tuple[str, ...]:
 
 def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
     """Sample lines per metric, in one pass; called once per poll, not per scrape."""
-    return {name: _render_family(name, entries) for name, entries in samples.items() if entries}
-
-
-def _render_family(name: str, entries: list[tuple[tuple[str, ...], float]]) -> bytes:
-    line = list(_pieces(name))
-    width = len(metrics.BY_NAME[name].labels)
-    label_slots = slice(1, 2 * width, 2)
-    lines = []
-    for labels, value in entries:
-        if len(labels) != width:  # a bug, not data: never emit a broken line
-            raise ValueError(f"{name}: {len(labels)} label values for {width} labels")
-        joined = "".join(labels)  # one check for all labels: escaping is rare
-        if '"' in joined or "\\" in joined or "\n" in joined:
-            labels = tuple(map(escape_label, labels))
-        line[label_slots] = labels
-        line[-2] = format_value(value)
-        lines.append("".join(line))
-    return "".join(lines).encode("utf-8")
-
-
-class Renderer:
-    """One target's renderer, poll after poll: a family whose samples equal the
-    last poll's keeps its rendered block.
-
-    Most of a Sigma server's series (info, codecs, totals, error counters)
-    read the same from one poll to the next, and comparing two lists of
-    samples is far cheaper than rendering one. Equal samples render to equal
-    bytes (equal floats format alike: 0.0 and -0.0 both as `0`), so the
-    output is exactly `render`'s. The samples handed in are kept until the
-    next poll: the caller must not change them afterwards.
-    """
-
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[list[tuple[tuple[str, ...], float]], bytes]] = {}
-
-    def render(self, samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
-        out: Rendered = {}
-        kept: dict[str, tuple[list[tuple[tuple[str, ...], float]], bytes]] = {}
-        for name, entries in samples.items():
-            if not entries:
-                continue
-            last = self._last.get(name)
-            block = last[1] if last is not None and last[0] == entries \
-                else _render_family(name, entries)
-            out[name] = block
-            kept[name] = (entries, block)
-        self._last = kept  # only after every family rendered: a failure keeps the old
-        return out
+    out: Rendered = {}
+    for name, entries in samples.items():
+        if not entries:
+            continue
+        line = list(_pieces(name))
+        width = len(metrics.BY_NAME[name].labels)
+        label_slots = slice(1, 2 * width, 2)
+        lines = []
+        for labels, value in entries:
+            if len(labels) != width:  # a bug, not data: never emit a broken line
+                raise ValueError(f"{name}: {len(labels)} label values for {width} labels")
+            joined = "".join(labels)  # one check for all labels: escaping is rare
+            if '"' in joined or "\\" in joined or "\n" in joined:
+                labels = tuple(map(escape_label, labels))
+            line[label_slots] = labels
+            line[-2] = format_value(value)
+            lines.append("".join(line))
+        out[name] = "".join(lines).encode("utf-8")
+    return out
 
 
 def _help(text: str) -> str:

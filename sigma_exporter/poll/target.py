@@ -57,7 +57,6 @@ class TargetState:
         self.media_clock = MediaClock()  # the status page's stalled channels
         self._url = redact_url(config.url)
         self.published = TargetView(config.name, self._url, config.interval, {})
-        self._renderer = exposition.Renderer()  # reuses what did not change since last poll
         self._lock = asyncio.Lock()
 
     @property
@@ -90,7 +89,7 @@ class TargetState:
             parts = [o.reading.samples for o in outcomes if o.reading is not None]
             samples = merge([*parts, *self._kept(), self.health.samples(self.name)])
             self.published = TargetView(self.name, self._url, self.config.interval,
-                                        self._renderer.render(samples),
+                                        exposition.render(samples),
                                         summarize(outcomes, self.health, self.media_clock))
             return
         except Exception as exc:  # see the docstring

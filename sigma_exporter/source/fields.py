@@ -117,7 +117,8 @@ class Fields:
         self, key: str, convert: Callable[[object], V | None], required: bool = False
     ) -> V | None:
         """The converted value of `key`; None (and an error) when unreadable."""
-        raw = self._raw(key)
+        written = self._keys.get(key)  # `_raw`, inlined: this runs for every field
+        raw = None if written is None else self._obj[written]
         if raw is None:  # absent (an error only when required) or null
             if required or key in self._keys:
                 self._error(key)

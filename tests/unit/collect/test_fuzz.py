@@ -264,7 +264,17 @@ def test_label_values_round_trip(values: dict[str, str]) -> None:
                                for k, v in values.items()}}, None)
 
 
-# --- reuse between polls: the same snapshots as reading from scratch -------------------
+# --- the poll path's shortcuts: the same results as the plain way ----------------------
+
+
+@FUZZ
+@given(DUMP, DUMP)
+def test_parts_render_as_their_merge(first: Any, second: Any) -> None:
+    """A target's parts (sources, kept series, health) rendered one by one give the
+    bytes of rendering their merge, families shared by several parts included."""
+    parts = [dump_samples("t", parse_dump(obj).value, 1.7e9) for obj in (first, second)]
+    parts.append(health_after("dump", "", parse_dump(first).errors))
+    assert exposition.render_parts(parts) == exposition.render(merge(parts))
 
 
 @FUZZ

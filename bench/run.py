@@ -532,11 +532,13 @@ asyncio.run(main())
 def poll_only(args: argparse.Namespace) -> dict[str, Any]:
     """Poll CPU per round and the bare aiohttp floor, in one run: the poll path's
     before and after without the other scenarios (minutes instead of 15)."""
-    size, interval = args.targets, 15.0
+    # --tiny: seconds, so CI runs it (tests/ops/test_bench.py).
+    size, interval = (20, 1.0) if args.tiny else (args.targets, 15.0)
+    rounds, repeats = (2, 2) if args.tiny else (args.rounds, 5)
     results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "pinned": bool(EXPORTER_CORE)},
-        "size": size, "interval_s": interval, "poll_only": True,
+        "size": size, "interval_s": interval, "poll_only": True, "tiny": args.tiny,
     }
     with tempfile.TemporaryDirectory() as tmpdir, processes() as started:
         first = port_block(size)
@@ -545,11 +547,11 @@ def poll_only(args: argparse.Namespace) -> dict[str, Any]:
         # The floor first, with no exporter polling the same simulator on the same
         # core: run beside it, its figure moved by half from run to run.
         log("bare aiohttp ...")
-        floor = aiohttp_floor(urls, 5)
+        floor = aiohttp_floor(urls, repeats)
         log("exporter with all targets ...")
         exp, base = exporter(started, Path(tmpdir), urls, interval)
         log("polling ...")
-        results["polling"] = polling(exp, args.rounds, interval, base)
+        results["polling"] = polling(exp, rounds, interval, base)
         results["polling"]["aiohttp_floor"] = floor
         results["polling"]["ratio_over_aiohttp"] = (
             results["polling"]["cpu_per_round_s"]
@@ -821,7 +823,8 @@ def main() -> int:
     results = poll_only(args) if args.poll_only else run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = "tiny" if args.tiny else f"{stamp}-poll" if args.poll_only else stamp
+    name = (("tiny-poll" if args.tiny else f"{stamp}-poll") if args.poll_only
+            else "tiny" if args.tiny else stamp)
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     if results.get("scaling") and not args.no_plot:
         plot(results["scaling"], args.out / f"{name}-scaling.png")

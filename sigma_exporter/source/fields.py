@@ -60,10 +60,14 @@ class Budget:
         return granted
 
 
-# How many object shapes (keys in order) `_key_map` remembers: Sigma's answers
-# have a few dozen, the same on every server; the keys are the server's to
-# choose, so the memory is capped (past it a shape is folded each time).
-MAX_SHAPES = 4096
+# The object shapes (keys in order) `_key_map` remembers: Sigma's answers have
+# a few dozen, the same on every server, each of fewer than 40 short keys. The
+# keys are the server's to choose, so what is kept is capped: at most
+# MAX_SHAPES shapes of at most MAX_SHAPE_KEYS keys and MAX_SHAPE_CHARS
+# characters (a few MB at worst); any other shape is folded each time.
+MAX_SHAPES = 1024
+MAX_SHAPE_KEYS = 64
+MAX_SHAPE_CHARS = 2048
 _KEY_MAPS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
@@ -74,20 +78,28 @@ def _key_map(obj: dict[Any, Any]) -> dict[str, Any]:
     what reading an object costs and every poll of every server sends the
     same few shapes, so each shape is folded once.
     """
+    if len(obj) > MAX_SHAPE_KEYS:
+        return _fold(obj)
     shape = tuple(obj)
     keys = _KEY_MAPS.get(shape)
     if keys is None:
-        try:
-            # Reversed, so that of keys differing only in case the first wins.
-            keys = {key.lower(): key for key in reversed(shape)}
-        except AttributeError:  # a non-string key (not from JSON): the slow way
-            keys = {}
-            for key in shape:
-                if isinstance(key, str):
-                    keys.setdefault(key.lower(), key)
-        if len(_KEY_MAPS) < MAX_SHAPES:
+        keys = _fold(obj)
+        if (len(_KEY_MAPS) < MAX_SHAPES
+                and sum(len(key) for key in shape if isinstance(key, str)) <= MAX_SHAPE_CHARS):
             _KEY_MAPS[shape] = keys
     return keys
+
+
+def _fold(obj: dict[Any, Any]) -> dict[str, Any]:
+    try:
+        # Reversed, so that of keys differing only in case the first wins.
+        return {key.lower(): key for key in reversed(obj)}
+    except AttributeError:  # a non-string key (not from JSON): the slow way
+        keys: dict[str, Any] = {}
+        for key in obj:
+            if isinstance(key, str):
+                keys.setdefault(key.lower(), key)
+        return keys
 
 
 class Fields:

@@ -2,6 +2,7 @@
 
     python bench/run.py            # full run (~6 min on 2 cores), writes bench/results/
     python bench/run.py --tiny     # seconds; CI runs this so the bench cannot rot
+    python bench/run.py --poll-only  # poll CPU per round and the aiohttp floor (~3 min)
 
 Prints a table (median, min, max per figure, and the ratios the goals name)
 and writes the raw figures as JSON under bench/results/ (and a PNG of how
@@ -528,6 +529,36 @@ asyncio.run(main())
 
 # --- the run -----------------------------------------------------------------------
 
+def poll_only(args: argparse.Namespace) -> dict[str, Any]:
+    """Poll CPU per round and the bare aiohttp floor, in one run: the poll path's
+    before and after without the other scenarios (minutes instead of 15)."""
+    # --tiny: seconds, so CI runs it (tests/ops/test_bench.py).
+    size, interval = (20, 1.0) if args.tiny else (args.targets, 15.0)
+    rounds, repeats = (2, 2) if args.tiny else (args.rounds, 5)
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform(), "pinned": bool(EXPORTER_CORE)},
+        "size": size, "interval_s": interval, "poll_only": True, "tiny": args.tiny,
+    }
+    with tempfile.TemporaryDirectory() as tmpdir, processes() as started:
+        first = port_block(size)
+        simulator(started, size, first)
+        urls = [f"http://127.0.0.1:{first + i}" for i in range(size)]
+        # The floor first, with no exporter polling the same simulator on the same
+        # core: run beside it, its figure moved by half from run to run.
+        log("bare aiohttp ...")
+        floor = aiohttp_floor(urls, repeats)
+        log("exporter with all targets ...")
+        exp, base = exporter(started, Path(tmpdir), urls, interval)
+        log("polling ...")
+        results["polling"] = polling(exp, rounds, interval, base)
+        results["polling"]["aiohttp_floor"] = floor
+        results["polling"]["ratio_over_aiohttp"] = (
+            results["polling"]["cpu_per_round_s"]
+            / results["polling"]["aiohttp_floor"]["cpu_per_round_s"]["median"])
+    return results
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     tiny = args.tiny
     size = 20 if tiny else args.targets
@@ -733,6 +764,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def poll_table(results: dict[str, Any]) -> str:
+    p = results["polling"]
+    floor = p["aiohttp_floor"]["cpu_per_round_s"]
+    return "\n".join([
+        f"targets up                      {p['targets_up']} of {results['size']}",
+        f"poll CPU per round (s)          {p['cpu_per_round_s']:.3f}",
+        f"bare aiohttp CPU per round (s)  {floor['median']:.3f} "
+        f"({floor['min']:.3f} .. {floor['max']:.3f})",
+        f"ratio ours / aiohttp            {p['ratio_over_aiohttp']:.2f}  (goal <= 1.5)",
+        f"round spread of completions (s) {p['round_spread_s'] or 0.0:.2f}  (goal <= 2)",
+        f"slowest poll (s)                {p['poll_duration_max_s'] or 0.0:.3f}",
+        f"RSS (MB)                        {p['rss_bytes'] / 1e6:.0f}"])
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
@@ -764,6 +809,10 @@ def main() -> int:
     parser.add_argument("--capacity", action="store_true",
                         help="the largest fleet one exporter holds on one core at 15 s, "
                              "and the 10,000-target fleet sharded (after --scaling)")
+    parser.add_argument("--poll-only", action="store_true",
+                        help="only the poll CPU per round and the bare aiohttp floor")
+    parser.add_argument("--rounds", type=int, default=6,
+                        help="--poll-only: 15 s rounds the poll CPU is averaged over")
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--scaling", type=lambda s: [int(x) for x in s.split(",") if x.strip()]
                         if s != "none" else [],
@@ -771,14 +820,15 @@ def main() -> int:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
-    results = run(args)
+    results = poll_only(args) if args.poll_only else run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    name = "tiny" if args.tiny else stamp
+    name = (("tiny-poll" if args.tiny else f"{stamp}-poll") if args.poll_only
+            else "tiny" if args.tiny else stamp)
     (args.out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     if results.get("scaling") and not args.no_plot:
         plot(results["scaling"], args.out / f"{name}-scaling.png")
-    print(table(results))
+    print(poll_table(results) if args.poll_only else table(results))
     print(f"\nraw figures: {args.out / (name + '.json')}")
     return 0
 

@@ -79,25 +79,37 @@ def _pieces(name: str) -> tuple[str, ...]:
 
 def render(samples: Mapping[str, list[tuple[tuple[str, ...], float]]]) -> Rendered:
     """Sample lines per metric, in one pass; called once per poll, not per scrape."""
+    return render_parts([samples])
+
+
+def render_parts(parts: Iterable[Mapping[str, list[tuple[tuple[str, ...], float]]]]) -> Rendered:
+    """`render(samples.merge(parts))`, without building the merged samples first:
+    a family in several parts gets their lines in the parts' order."""
     out: Rendered = {}
-    for name, entries in samples.items():
-        if not entries:
-            continue
-        line = list(_pieces(name))
-        width = len(metrics.BY_NAME[name].labels)
-        label_slots = slice(1, 2 * width, 2)
-        lines = []
-        for labels, value in entries:
-            if len(labels) != width:  # a bug, not data: never emit a broken line
-                raise ValueError(f"{name}: {len(labels)} label values for {width} labels")
-            joined = "".join(labels)  # one check for all labels: escaping is rare
-            if '"' in joined or "\\" in joined or "\n" in joined:
-                labels = tuple(map(escape_label, labels))
-            line[label_slots] = labels
-            line[-2] = format_value(value)
-            lines.append("".join(line))
-        out[name] = "".join(lines).encode("utf-8")
+    for part in parts:
+        for name, entries in part.items():
+            if entries:
+                block = _render_family(name, entries)
+                before = out.get(name)
+                out[name] = block if before is None else before + block
     return out
+
+
+def _render_family(name: str, entries: list[tuple[tuple[str, ...], float]]) -> bytes:
+    line = list(_pieces(name))
+    width = len(metrics.BY_NAME[name].labels)
+    label_slots = slice(1, 2 * width, 2)
+    lines = []
+    for labels, value in entries:
+        if len(labels) != width:  # a bug, not data: never emit a broken line
+            raise ValueError(f"{name}: {len(labels)} label values for {width} labels")
+        joined = "".join(labels)  # one check for all labels: escaping is rare
+        if '"' in joined or "\\" in joined or "\n" in joined:
+            labels = tuple(map(escape_label, labels))
+        line[label_slots] = labels
+        line[-2] = format_value(value)
+        lines.append("".join(line))
+    return "".join(lines).encode("utf-8")
 
 
 def _help(text: str) -> str:

@@ -142,8 +142,10 @@ class DumpSource(Source):
         self.server_start.observe_start(dump.start_timestamp)
         names = {app.name for app in dump.apps}
         for app in dump.apps:
-            self.app_uptimes.setdefault(app.name, RestartDetector()).observe_uptime(
-                app.uptime_seconds)
+            detector = self.app_uptimes.get(app.name)
+            if detector is None:  # not setdefault: that builds one every poll
+                detector = self.app_uptimes[app.name] = RestartDetector()
+            detector.observe_uptime(app.uptime_seconds)
         for gone in set(self.app_uptimes) - names:
             del self.app_uptimes[gone]
         return {name: d.restarts for name, d in self.app_uptimes.items()}
@@ -204,10 +206,15 @@ class ProgressSource(Source):
     def _observe(self, jobs: Sequence[Job]) -> dict[str, int]:
         names = {job.name for job in jobs}
         for job in jobs:
-            self.job_uptimes.setdefault(job.name, RestartDetector()).observe_uptime(
-                job.uptime_seconds)
+            detector = self.job_uptimes.get(job.name)
+            if detector is None:  # not setdefault: that builds one every poll
+                detector = self.job_uptimes[job.name] = RestartDetector()
+            detector.observe_uptime(job.uptime_seconds)
             if job.errors is not None:
-                self.job_errors.setdefault(job.name, ErrorLineCounter()).observe(job.errors)
+                counter = self.job_errors.get(job.name)
+                if counter is None:
+                    counter = self.job_errors[job.name] = ErrorLineCounter()
+                counter.observe(job.errors)
         # A job that disappeared takes its series and its memory with it.
         for gone in set(self.job_uptimes) - names:
             del self.job_uptimes[gone]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.execute import execute
 from sigma_exporter.collect.health import SourceHealth, TargetHealth
-from sigma_exporter.collect.samples import Samples, merge
+from sigma_exporter.collect.samples import Samples
 from sigma_exporter.collect.source import COMMON_REASONS, Failure, Outcome, Round, Source
 from sigma_exporter.config import TargetConfig
 from sigma_exporter.logsetup import fields
@@ -87,17 +87,18 @@ class TargetState:
         self.polls_done += 1
         try:
             parts = [o.reading.samples for o in outcomes if o.reading is not None]
-            samples = merge([*parts, *self._kept(), self.health.samples(self.name)])
+            rendered = exposition.render_parts(
+                [*parts, *self._kept(), self.health.samples(self.name)])
             self.published = TargetView(self.name, self._url, self.config.interval,
-                                        exposition.render(samples),
+                                        rendered,
                                         summarize(outcomes, self.health, self.media_clock))
             return
         except Exception as exc:  # see the docstring
             self._internal(exc, secrets, counted=True)
         try:
-            health = merge([*self._kept(), self.health.samples(self.name)])
+            health = exposition.render_parts([*self._kept(), self.health.samples(self.name)])
             self.published = TargetView(self.name, self._url, self.config.interval,
-                                        exposition.render(health), summarize([], self.health))
+                                        health, summarize([], self.health))
         except Exception:  # not even health renders: publish nothing
             log.exception("cannot render health series", extra=fields(target=self.name))
             self.published = TargetView(self.name, self._url, self.config.interval, {})

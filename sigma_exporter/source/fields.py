@@ -60,25 +60,65 @@ class Budget:
         return granted
 
 
+# The object shapes (keys in order) `_key_map` remembers: Sigma's answers have
+# a few dozen, the same on every server, each of fewer than 40 short keys. The
+# keys are the server's to choose, so what is kept is capped: at most
+# MAX_SHAPES shapes of at most MAX_SHAPE_KEYS keys and MAX_SHAPE_CHARS
+# characters (a few MB at worst); any other shape is folded each time.
+MAX_SHAPES = 1024
+MAX_SHAPE_KEYS = 64
+MAX_SHAPE_CHARS = 2048
+_KEY_MAPS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _key_map(obj: dict[Any, Any]) -> dict[str, Any]:
+    """Lower-case key -> the key as the object writes it, for the object's shape.
+
+    Of keys differing only in case the first wins. Folding the keys is most of
+    what reading an object costs and every poll of every server sends the
+    same few shapes, so each shape is folded once.
+    """
+    if len(obj) > MAX_SHAPE_KEYS:
+        return _fold(obj)
+    shape = tuple(obj)
+    keys = _KEY_MAPS.get(shape)
+    if keys is None:
+        keys = _fold(obj)
+        if (len(_KEY_MAPS) < MAX_SHAPES
+                and sum(len(key) for key in shape if isinstance(key, str)) <= MAX_SHAPE_CHARS):
+            _KEY_MAPS[shape] = keys
+    return keys
+
+
+def _fold(obj: dict[Any, Any]) -> dict[str, Any]:
+    try:
+        # Reversed, so that of keys differing only in case the first wins.
+        return {key.lower(): key for key in reversed(obj)}
+    except AttributeError:  # a non-string key (not from JSON): the slow way
+        keys: dict[str, Any] = {}
+        for key in obj:
+            if isinstance(key, str):
+                keys.setdefault(key.lower(), key)
+        return keys
+
+
 class Fields:
     """Case-insensitive view of one JSON object that records parse errors."""
 
-    __slots__ = ("_budget", "_errors", "_items", "_path")
+    __slots__ = ("_budget", "_errors", "_keys", "_obj", "_path")
 
     def __init__(self, obj: dict[str, Any], path: str, errors: list[str],
                  budget: Budget) -> None:
-        try:
-            # Reversed, so that of keys differing only in case the first wins.
-            items = {key.lower(): value for key, value in reversed(obj.items())}
-        except AttributeError:  # a non-string key (not from JSON): the slow way
-            items = {}
-            for key, value in obj.items():
-                if isinstance(key, str):
-                    items.setdefault(key.lower(), value)
-        self._items = items
+        self._obj = obj
+        self._keys = _key_map(obj)  # lower-case key -> key as written
         self._path = path
         self._errors = errors
         self._budget = budget
+
+    def _raw(self, key: str) -> Any:
+        """The value of `key` (lower case) matched case-insensitively; None if absent."""
+        written = self._keys.get(key)
+        return None if written is None else self._obj[written]
 
     def _error(self, key: str) -> None:
         # Keys come from the server: clean them like a label value (no lone
@@ -89,9 +129,10 @@ class Fields:
         self, key: str, convert: Callable[[object], V | None], required: bool = False
     ) -> V | None:
         """The converted value of `key`; None (and an error) when unreadable."""
-        raw = self._items.get(key)
+        written = self._keys.get(key)  # `_raw`, inlined: this runs for every field
+        raw = None if written is None else self._obj[written]
         if raw is None:  # absent (an error only when required) or null
-            if required or key in self._items:
+            if required or key in self._keys:
                 self._error(key)
             return None
         value = convert(raw)
@@ -100,21 +141,21 @@ class Fields:
         return value
 
     def child(self, key: str, required: bool = False) -> Fields | None:
-        raw = self._items.get(key)
+        raw = self._raw(key)
         if isinstance(raw, dict):
             return Fields(raw, f"{self._path}{key}.", self._errors, self._budget)
-        if key in self._items or required:
+        if key in self._keys or required:
             self._error(key)
         return None
 
     def _list(self, key: str) -> list[Any]:
         """The entries of a list field (capped); null or a non-list is an error."""
-        raw = self._items.get(key)
+        raw = self._raw(key)
         if isinstance(raw, list):
             if len(raw) > MAX_ITEMS:
                 self._error(key)  # cut at its cap: counted, not silent
             return raw[:self._budget.take(min(len(raw), MAX_ITEMS))]
-        if key in self._items:
+        if key in self._keys:
             self._error(key)
         return []
 
@@ -141,12 +182,13 @@ class Fields:
         return out
 
     def has(self, key: str) -> bool:
-        return key in self._items
+        return key in self._keys
 
     def raw_items(self) -> list[tuple[str, Any]]:
-        """Every key and value, as many as the answer's budget still allows."""
-        items = list(self._items.items())
-        return items[:self._budget.take(len(items))]
+        """Every key (lower case) and value, as many as the answer's budget still allows."""
+        keys = list(self._keys.items())
+        obj = self._obj
+        return [(key, obj[written]) for key, written in keys[:self._budget.take(len(keys))]]
 
 
 def lower_text(value: object) -> str | None:

@@ -88,3 +88,17 @@ def test_memory_bench_runs_tiny(tmp_path: Path) -> None:
                                           "openmetrics_gzip"}
     assert figures["body_bytes"]["text_gzip"] < figures["body_bytes"]["text"]
     assert figures["heap_traced_bytes"] == sum(figures["heap_by_group_bytes"].values()) > 0
+
+
+def test_poll_only_bench_runs_tiny(tmp_path: Path) -> None:
+    """bench/run.py --poll-only at 20 targets (about 10 s): the poll CPU, the floor and
+    their ratio come out of a real simulator, exporter and aiohttp loop; nothing
+    else runs this mode, so without it the before/after command could rot."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--poll-only",
+                             "--tiny", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    polling = json.loads((tmp_path / "tiny-poll.json").read_text())["polling"]
+    assert polling["targets_up"] == 20
+    assert polling["cpu_per_round_s"] > 0 and polling["ratio_over_aiohttp"] > 0
+    assert "ratio ours / aiohttp" in result.stdout

@@ -39,6 +39,7 @@ from sigma_exporter.collect.samples import (
 )
 from sigma_exporter.collect.source import Reading
 from sigma_exporter.metrics import BY_NAME
+from sigma_exporter.source import fields
 from sigma_exporter.source.parse import parse_dump, parse_progress
 
 # Unset: the loaded profile's max_examples (settings() reads it when created).
@@ -261,3 +262,31 @@ def test_label_values_round_trip(values: dict[str, str]) -> None:
                 "system": {"gpu": [{"index": k, "name": v} for k, v in values.items()]}})
     check_progress({"result": {k: {"state": v, "input": [{"url": v}]}
                                for k, v in values.items()}}, None)
+
+
+# --- the poll path's shortcuts: the same results as the plain way ----------------------
+
+
+@FUZZ
+@given(DUMP, DUMP)
+def test_parts_render_as_their_merge(first: Any, second: Any) -> None:
+    """A target's parts (sources, kept series, health) rendered one by one give the
+    bytes of rendering their merge, families shared by several parts included."""
+    parts = [dump_samples("t", parse_dump(obj).value, 1.7e9) for obj in (first, second)]
+    parts.append(health_after("dump", "", parse_dump(first).errors))
+    assert exposition.render_parts(parts) == exposition.render(merge(parts))
+
+
+@FUZZ
+@given(DUMP, PROGRESS)
+def test_objects_read_alike_with_their_shapes_known_or_not(dump: Any, progress: Any) -> None:
+    """Keys folded per object shape (fields._key_map) read as folding them each time:
+    the same snapshot and errors on a cold cache, on a warm one, and after an object
+    of the same shape with other values was read."""
+    fields._KEY_MAPS.clear()
+    cold = parse_dump(dump), parse_progress(progress)
+    assert (parse_dump(dump), parse_progress(progress)) == cold
+    fields._KEY_MAPS.clear()
+    if isinstance(dump, dict):
+        parse_dump({key: None for key in dump})  # its shape, none of its values
+    assert (parse_dump(dump), parse_progress(progress)) == cold

@@ -10,6 +10,8 @@ from conftest import load_fixture, samples
 
 from sigma_exporter.collect import exposition
 from sigma_exporter.collect.samples import dump_samples
+from sigma_exporter.source import fields, units
+from sigma_exporter.source.fields import text
 from sigma_exporter.source.parse import parse_dump
 
 MIB = 1024 * 1024
@@ -290,3 +292,23 @@ def test_quirk_label_values_are_valid_utf8_and_bounded(dump: dict[str, Any]) -> 
     assert parsed.value.name is not None
     parsed.value.name.encode("utf-8")
     assert len(parsed.value.name) <= 256
+
+
+def test_shapes_kept_to_fold_keys_are_bounded() -> None:
+    """A server inventing object shapes (many keys, long keys, a new shape every
+    poll) cannot grow the exporter's memory of shapes past its caps; past them
+    each object is still read case-insensitively, the first of a case pair winning."""
+    fields._KEY_MAPS.clear()
+    wide = {f"k{i}": i for i in range(fields.MAX_SHAPE_KEYS + 1)}
+    long_keys = {"x" * 1500: 1, "y" * 1500: 2}
+    for obj in (wide, long_keys):
+        fields.Fields(obj, "", [], fields.Budget(None))
+    assert fields._KEY_MAPS == {}
+    for n in range(fields.MAX_SHAPES + 10):
+        fields.Fields({f"junk{n}": 1}, "", [], fields.Budget(None))
+    assert len(fields._KEY_MAPS) == fields.MAX_SHAPES
+    late = fields.Fields({"Name": "first", "NAME": "second", "cpu": "5%"}, "", [],
+                         fields.Budget(None))
+    assert late.get("name", text) == "first"
+    assert late.get("cpu", units.percent_ratio) == 0.05
+    fields._KEY_MAPS.clear()

@@ -190,3 +190,14 @@ def test_month_day_without_a_zone_is_not_guessed() -> None:
     assert units.month_day_timestamp("08-13 11:48:24", None, 1597325483.0) is None
     assert units.month_day_timestamp("08-13 11:48:24", "Mars/Olympus", 1597325483.0) is None
     assert units.month_day_timestamp("08-13 11:48:24", "UTC", float("nan")) is None
+
+
+def test_duration_sigma_spelling_reads_as_any_other() -> None:
+    """Sigma's own `1D09h31m20s` (read by one match) and the spellings the general
+    reader takes (spaces, fractions, any case) give the same seconds; `5ms` is refused."""
+    assert units.duration_seconds("1D09h31m20s") == units.duration_seconds(" 1d 09H 31m 20.0s")
+    assert units.duration_seconds("3h") == units.duration_seconds("3 h") == 10800
+    assert units.duration_seconds("90s") == 90
+    assert units.duration_seconds("5ms") is None
+    assert units.duration_seconds("1h1d") is None
+    assert units.duration_seconds("1D1D") is None

@@ -277,17 +277,18 @@ def test_panels_see_a_counter_born_at_its_first_increment(tmp_path: Path) -> Non
 
 def test_an_internal_error_is_up_0_counted_logged_once(monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    real_render = exposition.render
+    real_render = exposition.render_parts
     broken = {"on": False}
 
-    def render(samples: Any) -> Any:
+    def render(parts: Any) -> Any:
         # A bug that only hits the data of target "bad" (its health renders).
-        infos = samples.get("sigma_server_info", [])
+        parts = list(parts)
+        infos = [entry for part in parts for entry in part.get("sigma_server_info", [])]
         if broken["on"] and any(labels[0] == "bad" for labels, _ in infos):
             raise ZeroDivisionError("injected rendering bug")
-        return real_render(samples)
+        return real_render(parts)
 
-    monkeypatch.setattr(exposition, "render", render)
+    monkeypatch.setattr(exposition, "render_parts", render)
 
     async def run() -> None:
         servers = make_servers(3, gpus=1, seed=3, jobs=2)

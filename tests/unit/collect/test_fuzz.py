@@ -266,8 +266,13 @@ def test_label_values_round_trip(values: dict[str, str]) -> None:
 
 # --- the poll path's shortcuts: the same results as the plain way ----------------------
 
+# Each example parses and renders whole documents twice or three times: a fifth of
+# the examples (260 in CI) keeps the two checks below at ~30 s of one core together,
+# the shortcuts' inputs being the same documents the tests above try 1,300 of.
+SHORTCUTS = settings(FUZZ, max_examples=max(20, EXAMPLES // 5))
 
-@FUZZ
+
+@SHORTCUTS
 @given(DUMP, DUMP)
 def test_parts_render_as_their_merge(first: Any, second: Any) -> None:
     """A target's parts (sources, kept series, health) rendered one by one give the
@@ -277,7 +282,7 @@ def test_parts_render_as_their_merge(first: Any, second: Any) -> None:
     assert exposition.render_parts(parts) == exposition.render(merge(parts))
 
 
-@FUZZ
+@SHORTCUTS
 @given(DUMP, PROGRESS)
 def test_objects_read_alike_with_their_shapes_known_or_not(dump: Any, progress: Any) -> None:
     """Keys folded per object shape (fields._key_map) read as folding them each time:

@@ -95,7 +95,8 @@ class Folder(Protocol):
 
 @dataclass(slots=True)
 class Seen:
-    """A playlist as last read, kept until its file changes."""
+    """A playlist as last read, kept until its file changes. A new version's segment
+    fields are filled in once, by `_segments`, in the round that read it."""
 
     stamp: object
     mtime: float | None

@@ -155,7 +155,7 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
     limit = STALE_TARGET_DURATIONS * target if target else None
     age = max(0.0, now - state.changed_at)
     durations = playlist.durations
-    window = math.fsum(durations) if playlist.complete else None
+    window = playlist.window_seconds if playlist.complete else None
     seen = read.seen
     size = seen.newest_size if seen is not None else None
     rate = size / durations[-1] if size is not None and uris and durations[-1] > 0 else None

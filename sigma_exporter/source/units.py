@@ -153,16 +153,10 @@ def _sigma_duration(value: str) -> float | None:
     plain = _PLAIN_DURATION.fullmatch(value)
     if plain is not None and plain.lastindex is not None:
         # The same sum, in the same order, as the loop's: the same float.
-        days, hours, minutes, seconds = plain.groups()
         total = 0.0
-        if days is not None:
-            total += float(days) * 86400.0
-        if hours is not None:
-            total += float(hours) * 3600.0
-        if minutes is not None:
-            total += float(minutes) * 60.0
-        if seconds is not None:
-            total += float(seconds)
+        for number, scale in zip(plain.groups(), _DURATION_UNITS.values(), strict=True):
+            if number is not None:
+                total += float(number) * scale
         return total
     total, position, last = 0.0, 0, ""
     while position < len(value):

@@ -544,19 +544,29 @@ def poll_only(args: argparse.Namespace) -> dict[str, Any]:
         first = port_block(size)
         simulator(started, size, first)
         urls = [f"http://127.0.0.1:{first + i}" for i in range(size)]
-        # The floor first, with no exporter polling the same simulator on the same
-        # core: run beside it, its figure moved by half from run to run.
-        log("bare aiohttp ...")
-        floor = aiohttp_floor(urls, repeats)
-        log("exporter with all targets ...")
-        exp, base = exporter(started, Path(tmpdir), urls, interval)
-        log("polling ...")
-        results["polling"] = polling(exp, rounds, interval, base)
-        results["polling"]["aiohttp_floor"] = floor
-        results["polling"]["ratio_over_aiohttp"] = (
-            results["polling"]["cpu_per_round_s"]
-            / results["polling"]["aiohttp_floor"]["cpu_per_round_s"]["median"])
+        results["polling"], _, _ = poll_cost(started, Path(tmpdir), urls, interval,
+                                             rounds, repeats)
     return results
+
+
+def poll_cost(started: list[Proc], tmp: Path, urls: list[str], interval: float,
+              rounds: int, repeats: int) -> tuple[dict[str, Any], Proc, str]:
+    """The bare aiohttp floor, then an exporter started on `urls` and its poll CPU per
+    round over `rounds`, with their ratio; and the exporter and its base URL.
+
+    The floor first, with no exporter polling the same simulator on the same
+    core: measured beside one, its figure moved by half from run to run.
+    """
+    log("bare aiohttp ...")
+    floor = aiohttp_floor(urls, repeats)
+    log("exporter with all targets ...")
+    exp, base = exporter(started, tmp, urls, interval)
+    log("polling ...")
+    polled = polling(exp, rounds, interval, base)
+    polled["aiohttp_floor"] = floor
+    polled["ratio_over_aiohttp"] = (polled["cpu_per_round_s"]
+                                    / floor["cpu_per_round_s"]["median"])
+    return polled, exp, base
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -579,14 +589,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         serving = serving_paths(urls, repeats)
         text_exposition = serving.pop("text_exposition")
         results["serving"] = serving
-        log("exporter with all targets ...")
-        exp, base = exporter(started, tmp, urls, interval)
-        log("polling ...")
-        results["polling"] = polling(exp, 2 if tiny else 4, interval, base)
-        results["polling"]["aiohttp_floor"] = aiohttp_floor(urls, 2 if tiny else 5)
-        results["polling"]["ratio_over_aiohttp"] = (
-            results["polling"]["cpu_per_round_s"]
-            / results["polling"]["aiohttp_floor"]["cpu_per_round_s"]["median"])
+        results["polling"], exp, base = poll_cost(started, tmp, urls, interval,
+                                                  2 if tiny else 4, 2 if tiny else 5)
         log("node_exporter ...")
         results["node_exporter"] = node_exporter_compare(base, text_exposition, tmp, repeats)
         log("prometheus scrape ...")

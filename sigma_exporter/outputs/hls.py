@@ -52,6 +52,11 @@ _ENDLIST_LINE = re.compile(r"^#EXT-X-ENDLIST$", re.MULTILINE)
 # and the tags whose meaning runs from one segment to the next.
 _NOT_PLAIN = ("\r", "\t", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\n ", " \n",
               "#EXT-X-DISCONTINUITY", _BYTERANGE)
+# A header tag of plain text (`_is_plain`), as `_header` reads it.
+_HEADER_TAG = re.compile(r"^#EXT-X-(TARGETDURATION|MEDIA-SEQUENCE|PLAYLIST-TYPE):([^\n]*)",
+                         re.MULTILINE)
+# Up to this many EXTINF values are converted one by one; more, each distinct one once.
+_CONVERT_EACH = 16
 
 
 class PlaylistError(ValueError):
@@ -286,21 +291,34 @@ def _scan(text: str) -> Segments:
             tuple(byteranges) if any(r is not None for r in byteranges) else (), ended)
 
 
+def _is_plain(text: str) -> bool:
+    """Whether `text` is laid out as packagers write it: ASCII, every line already
+    stripped (no blank at a line's edge, no tab or other whitespace an ASCII text
+    can hold), "\n" line breaks, no line over MAX_LINE, no discontinuity or byte
+    range. Such text reads the same line by line and by the regular expressions."""
+    if not text.isascii() or len(text) > MAX_LINE or text[:1] == " " or text[-1:] == " ":
+        return False
+    # A substring search each: faster than one regular expression, or a generator.
+    for mark in _NOT_PLAIN:  # noqa: SIM110
+        if mark in text:
+            return False
+    return True
+
+
 def _plain_segments(text: str) -> Segments | None:
     """`_scan(text)` for text laid out as packagers write it, by one regular expression;
-    None for any other text (and for any doubt: an odd number, a stray EXTINF).
+    None for any other text (and for any doubt: an odd number, a stray EXTINF)."""
+    return _plain_body(text) if _is_plain(text) else None
 
-    Why it agrees with `_scan` where it answers: every line is already stripped
-    (no blank at a line's edge, no tab or other whitespace an ASCII text can
-    hold) and no line is over MAX_LINE; there is no discontinuity or byte
-    range; every "#EXTINF" starts a line and each is matched, so no EXTINF
-    is followed by another before its URI, and none is left without one.
+
+def _plain_body(text: str) -> Segments | None:
+    """`_plain_segments` of a text `_is_plain` said yes to.
+
+    Why it agrees with `_scan` where it answers: the lines are as `_scan`
+    strips them (`_is_plain`); every "#EXTINF" starts a line and each is
+    matched, so no EXTINF is followed by another before its URI, and none is
+    left without one.
     """
-    if not text.isascii() or len(text) > MAX_LINE or text[:1] == " " or text[-1:] == " ":
-        return None
-    for mark in _NOT_PLAIN:
-        if mark in text:
-            return None
     found = _PLAIN_SEGMENT.findall(text)
     count = text.count("#EXTINF")
     if count != len(found) or text.count("\n#EXTINF") != count - text.startswith("#EXTINF"):
@@ -309,13 +327,35 @@ def _plain_segments(text: str) -> Segments | None:
     if not found:
         return (), (), (), (), ended
     texts, uris = zip(*found, strict=True)
-    try:  # packagers write a few distinct durations: each converted once
-        values = {text: float(text) for text in set(texts)}
+    try:
+        if len(texts) <= _CONVERT_EACH:
+            durations = tuple(map(float, texts))
+        else:  # packagers write a few distinct durations: each converted once
+            values = {text: float(text) for text in set(texts)}
+            durations = tuple(map(values.__getitem__, texts))
     except ValueError:
         return None  # _scan says which
-    if min(values.values()) < 0 or not math.isfinite(sum(values.values())):
+    if min(durations) < 0 or not math.isfinite(sum(durations)):
         return None  # _scan says which
-    return uris, tuple(map(values.__getitem__, texts)), (), (), ended
+    return uris, durations, (), (), ended
+
+
+def _plain_header(text: str) -> tuple[float | None, int, str | None]:
+    """`_header(text)` for a text `_is_plain` said yes to and `_plain_body` read (so each
+    "#EXTINF" starts a line): its tags before the first EXTINF by one regular
+    expression, taken in order as `_header` takes them."""
+    first = text.find("#EXTINF")
+    target: float | None = None
+    sequence = 0
+    playlist_type: str | None = None
+    for tag, value in _HEADER_TAG.findall(text, 0, first if first >= 0 else len(text)):
+        if tag == "TARGETDURATION":
+            target = _number(value, "EXT-X-TARGETDURATION")
+        elif tag == "MEDIA-SEQUENCE":
+            sequence = _integer(value, "EXT-X-MEDIA-SEQUENCE")
+        else:
+            playlist_type = value.upper()[:8]
+    return target, sequence, playlist_type
 
 
 def parse_media(head: bytes, tail: bytes | None) -> MediaPlaylist:
@@ -326,15 +366,20 @@ def parse_media(head: bytes, tail: bytes | None) -> MediaPlaylist:
     """
     head_text = _text(head) if tail is None else head.decode("utf-8", "replace")
     _check_header(head_text)
-    target, sequence, playlist_type = _header(head_text)
-    if tail is None:
+    found: Segments | None = None
+    if tail is None:  # the whole file: plain text is read by the regular expressions
         body = head_text
+        if _is_plain(body):
+            found = _plain_body(body)
+        header = _header(body) if found is None else _plain_header(body)
     else:
+        header = _header(head_text)
         cut = _text(tail)
         newline = cut.find("\n")
         body = cut[newline + 1:] if newline >= 0 else ""
-    uris, durations, discontinuities, byteranges, ended = \
-        _plain_segments(body) or _scan(body)
+        found = _plain_segments(body)
+    target, sequence, playlist_type = header
+    uris, durations, discontinuities, byteranges, ended = found or _scan(body)
     if target is None:
         raise PlaylistError("no EXT-X-TARGETDURATION in its header (RFC 8216 4.3.3.1)")
     complete = tail is None

@@ -267,3 +267,26 @@ def test_what_packagers_write_is_read_by_the_regular_expression(body: str) -> No
 ])
 def test_other_text_is_left_to_the_line_reader(body: str) -> None:
     assert hls._plain_segments(body) is None
+
+
+_HEADER_LINE = st.sampled_from([
+    "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:2", "#EXT-X-TARGETDURATION:6.5",
+    "#EXT-X-TARGETDURATION:x", "#EXT-X-TARGETDURATION:", "#EXT-X-MEDIA-SEQUENCE:41",
+    "#EXT-X-MEDIA-SEQUENCE:-1", "#EXT-X-MEDIA-SEQUENCE:4 1", "#EXT-X-PLAYLIST-TYPE:event",
+    "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-INDEPENDENT-SEGMENTS", "#EXT-X-TARGETDURATION:2 ",
+    " #EXT-X-MEDIA-SEQUENCE:7", "#EXT-X-DISCONTINUITY-SEQUENCE:3", "", "#X-MEDIA-SEQUENCE:9",
+    "#EXT-X-TARGETDURATION:3\r"])
+
+
+@given(header=st.lists(_HEADER_LINE, max_size=6), segments=st.integers(0, 3),
+       after=st.sampled_from(["", "#EXT-X-TARGETDURATION:9\n", "#EXT-X-ENDLIST\n"]))
+def test_the_header_regular_expression_reads_what_the_line_reader_reads(
+        header: list[str], segments: int, after: str) -> None:
+    """A whole playlist laid out plainly has its header tags read by a regular
+    expression: it answers what the line-by-line reader does, errors included, and
+    a tag after the first segment is never taken for a header tag."""
+    text = "\n".join(["#EXTM3U", *header] + [f"#EXTINF:2,\ns{n}.ts" for n in range(segments)])
+    text += "\n" + after
+    if not hls._is_plain(text) or hls._plain_body(text) is None:
+        return
+    assert _read(text, hls._plain_header) == _read(text, hls._header)

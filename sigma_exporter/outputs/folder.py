@@ -11,13 +11,13 @@ of `REASONS`, for that output or that rendition alone.
 A file whose identity (device, inode, size, mtime) did not change since the
 last round is not read again: its earlier parse is kept (`Seen`). The
 segments of a new version that were there at the last look are not all
-looked at again (`_segments`).
+looked at again (`LocalFolder.segments`).
 """
 
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -89,14 +89,16 @@ class Folder(Protocol):
     async def size(self, path: str) -> int | None:
         """A segment's size in bytes (-1: there, size unknown); None when it is missing."""
 
-    async def sizes(self, paths: list[str]) -> list[int | None]:
-        """`size` of each path, in order."""
+    async def segments(self, seen: Seen, playlist_path: str, before: Seen | None) -> None:
+        """Fill in a new version's segment fields (`Seen.newest_size`, `missing`,
+        `unsafe`, `present`) from its listed segments; `before`: its last version.
+        On disk the newest listed are looked at, over HTTP the newest alone."""
 
 
 @dataclass(slots=True)
 class Seen:
     """A playlist as last read, kept until its file changes. A new version's segment
-    fields are filled in once, by `_segments`, in the round that read it."""
+    fields are filled in once, by `Folder.segments`, in the round that read it."""
 
     stamp: object
     mtime: float | None
@@ -183,61 +185,11 @@ async def _seen(folder: Folder, path: str, cache: Mapping[str, Seen], out: dict[
     return seen, True
 
 
-async def _segments(folder: Folder, seen: Seen, playlist_path: str, newest_only: bool,
-                    before: Seen | None) -> Seen:
-    """The playlist's newest segment's size, and (agent mode) how many of its listed
-    segments (the newest `MAX_SEGMENT_CHECKS`) are missing, for a new version of it.
-
-    A segment is stat'ed when it is first listed, and again while it is not
-    found. One found before is stat'ed again when it is among the oldest listed,
-    as many as the version added: the next to leave the list, those a player
-    that joined at its start asks for now, and the first an early clean-up
-    removes. So a segment removed while it is listed is found by the time it is
-    among the next to leave (the list moving as it did), the newest one's
-    absence at once; over HTTP only the newest is touched.
-    """
-    content = seen.content
-    if not isinstance(content, MediaPlaylist) or not content.uris:
-        return seen
-    uris = content.uris
-    newest_uri = uris[-1]
-    if newest_only:
-        listed: Sequence[str] = ()
-        looks: Sequence[str] = (newest_uri,)
-    else:  # one file, several byteranges: one look
-        listed = tuple(dict.fromkeys(uris[-MAX_SEGMENT_CHECKS:]))
-        if before is None:
-            looks = listed
-        else:  # new, or not found last time; the oldest, as many; the newest's size
-            known = before.present
-            new = [uri for uri in listed if uri not in known]
-            looks = listed if len(new) == len(listed) else \
-                tuple(dict.fromkeys((*new, *listed[:max(1, len(new))], newest_uri)))
-    base = playlist_path.rpartition("/")[0]
-    base = base + "/" if base else ""
-    paths: list[str] = []
-    gone: list[str] = []  # never followed (unsafe), or not found
-    for uri in looks:
-        relative = safe_relative(uri)
-        if relative is None:
-            gone.append(uri)
-        else:
-            paths.append(base + relative)
-    unsafe = len(gone)
-    looked = [uri for uri in looks if uri not in gone] if gone else looks
-    newest_size = None
-    missing: set[str] = set()  # files (two URIs may name one)
-    for uri, path, size in zip(looked, paths, await folder.sizes(paths), strict=True):
-        if size is None:
-            gone.append(uri)
-            missing.add(path)
-        elif uri == newest_uri and size >= 0:
-            newest_size = content.byteranges[-1][0] if content.byteranges \
-                and content.byteranges[-1] is not None else size
-    # A new version's Seen, made this round: filled in rather than made again.
-    seen.newest_size, seen.missing, seen.unsafe = newest_size, len(missing), unsafe
-    seen.present = frozenset(listed).difference(gone) if gone else frozenset(listed)
-    return seen
+def newest_bytes(content: MediaPlaylist, size: int) -> int:
+    """The newest segment's bytes: its byte range's length, else its file's `size`."""
+    if content.byteranges and content.byteranges[-1] is not None:
+        return content.byteranges[-1][0]
+    return size
 
 
 async def _representation_size(folder: Folder, manifest_path: str,
@@ -268,12 +220,9 @@ async def _list(folder: Folder, kind: str, tried: tuple[str, ...]) -> tuple[list
 
 async def read_output(folder: Folder, kind: str, cache: Mapping[str, Seen], *,
                       max_renditions: int, max_bytes: int,
-                      playlist_names: tuple[str, ...], newest_only: bool) -> OutputRead:
+                      playlist_names: tuple[str, ...]) -> OutputRead:
     """Read one output (`kind` "hls" or "dash") of one job. Never raises FolderError:
     a failure of the whole output is `OutputRead.error`, of one rendition its `error`.
-
-    `newest_only`: touch only the newest segment (central mode), not every
-    listed one.
     """
     out: dict[str, Seen] = {}
     try:
@@ -281,7 +230,7 @@ async def read_output(folder: Folder, kind: str, cache: Mapping[str, Seen], *,
             candidates, _ = await _list(folder, kind, playlist_names)
             return await _read_dash(folder, candidates, cache, out, max_renditions, max_bytes)
         return await _read_hls(folder, playlist_names, cache, out, max_renditions,
-                               max_bytes, newest_only)
+                               max_bytes)
     except FolderError as exc:
         return OutputRead(error=exc, cache=out)
 
@@ -336,7 +285,7 @@ def _variants(path: str, master: object) -> tuple[list[tuple[str, int | None]], 
 
 async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
                     cache: Mapping[str, Seen], out: dict[str, Seen], max_renditions: int,
-                    max_bytes: int, newest_only: bool) -> OutputRead:
+                    max_bytes: int) -> OutputRead:
     master: tuple[str, Seen] | None = None
     media: list[str] = []
     # A master seen before first: the other files need no look while it is there.
@@ -365,8 +314,7 @@ async def _read_hls(folder: Folder, playlist_names: tuple[str, ...],
                 raise FolderError("invalid", f"{path}: a master playlist where a media "
                                   "playlist was expected")
             if fresh:
-                seen = await _segments(folder, seen, path, newest_only, cache.get(path))
-                out[path] = seen
+                await folder.segments(seen, path, cache.get(path))
             uri_errors += seen.unsafe
             renditions.append(RenditionRead(path, seen, fresh, bandwidth))
         except FolderError as exc:

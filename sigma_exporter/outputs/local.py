@@ -23,17 +23,20 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from sigma_exporter.outputs.folder import (
+    MAX_SEGMENT_CHECKS,
     Fetched,
     FolderError,
     OutputRead,
     Seen,
+    newest_bytes,
     read_output,
     run_sync,
 )
-from sigma_exporter.outputs.hls import read_head_tail
+from sigma_exporter.outputs.hls import MediaPlaylist, read_head_tail, safe_relative
 
 # Most entries of one folder looked at when listing it for playlists.
 MAX_LISTED = 10_000
@@ -189,23 +192,62 @@ class LocalFolder:
             os.close(fd)
         return Fetched(identity, st.st_mtime, head, tail)
 
-    async def sizes(self, paths: list[str]) -> list[int | None]:
-        out: list[int | None] = []
-        for path in paths:
-            sub, _, name = path.rpartition("/")
-            found = self._dirs.get(sub)
-            if found is None:
-                out.append(await self.size(path))
+    async def segments(self, seen: Seen, playlist_path: str, before: Seen | None) -> None:
+        """The newest segment's size, and how many of the listed segments (the newest
+        `MAX_SEGMENT_CHECKS`) are missing, for a new version of a media playlist.
+
+        A segment is stat'ed when it is first listed, and again while it is not
+        found. One found before is stat'ed again when it is among the oldest
+        listed, as many as the version added: the next to leave the list, those a
+        player that joined at its start asks for now, and the first an early
+        clean-up removes. So a segment removed while it is listed is found by the
+        time it is among the next to leave (the list moving as it did), the newest
+        one's absence at once.
+        """
+        content = seen.content
+        if not isinstance(content, MediaPlaylist) or not content.uris:
+            return
+        uris = content.uris
+        newest_uri = uris[-1]
+        # Oldest first; with byte ranges one file is listed several times: one look.
+        tail = uris[-MAX_SEGMENT_CHECKS:]
+        if content.byteranges:
+            tail = tuple(dict.fromkeys(tail))
+        listed = frozenset(tail)
+        looks: AbstractSet[str] = listed
+        if before is not None:  # new, or not found last time; the oldest, as many; the newest
+            new = listed - before.present
+            if len(new) < len(listed):
+                looks = new.union(tail[:max(1, len(new))], (newest_uri,))
+        base = playlist_path.rpartition("/")[0]
+        dir_fd = (self._dirs.get(base) or self._dir(base))[0]  # the playlist's, open already
+        gone: list[str] = []  # never followed (unsafe), or not found
+        unsafe = 0
+        missing: set[str] = set()  # files (two URIs may name one)
+        for uri in looks:
+            relative = safe_relative(uri)
+            if relative is None:
+                gone.append(uri)
+                unsafe += 1
                 continue
-            try:  # the common case in one call: a regular file in a folder already open
-                st = os.stat(name, dir_fd=found[0], follow_symlinks=False)
-            except FileNotFoundError:
-                out.append(None)
-                continue
-            except OSError as exc:
-                raise os_error(exc, path) from None
-            out.append(st.st_size if stat.S_ISREG(st.st_mode) else await self.size(path))
-        return out
+            path = f"{base}/{relative}" if base else relative
+            if "/" in relative:
+                size = await self.size(path)
+            else:  # the common case in one call: a regular file in the playlist's folder
+                try:
+                    st = os.stat(relative, dir_fd=dir_fd, follow_symlinks=False)
+                    size = st.st_size if stat.S_ISREG(st.st_mode) else await self.size(path)
+                except FileNotFoundError:
+                    size = None
+                except OSError as exc:
+                    raise os_error(exc, path) from None
+            if size is None:
+                gone.append(uri)
+                missing.add(path)
+            elif uri == newest_uri and size >= 0:
+                seen.newest_size = newest_bytes(content, size)
+        seen.missing, seen.unsafe = len(missing), unsafe
+        seen.present = listed.difference(gone) if gone else listed
 
     async def size(self, path: str) -> int | None:
         try:
@@ -253,7 +295,7 @@ def read_root(root: str, outputs: Sequence[LocalOutput], *, max_renditions: int,
             try:
                 done(output.key, run_sync(read_output(
                     folder, output.kind, output.cache, max_renditions=max_renditions,
-                    max_bytes=max_bytes, playlist_names=(), newest_only=False)))
+                    max_bytes=max_bytes, playlist_names=())))
             finally:
                 folder.close()
     finally:

@@ -25,8 +25,8 @@ import httpx
 
 from sigma_exporter import __version__
 from sigma_exporter.config import TargetConfig
-from sigma_exporter.outputs.folder import Fetched, FolderError
-from sigma_exporter.outputs.hls import read_head_tail
+from sigma_exporter.outputs.folder import Fetched, FolderError, Seen, newest_bytes
+from sigma_exporter.outputs.hls import MediaPlaylist, read_head_tail, safe_relative
 from sigma_exporter.source.client import SSLContexts
 from sigma_exporter.source.errors import PollError
 from sigma_exporter.source.transport import Prepared, RawAnswer, SigmaTransport
@@ -109,8 +109,21 @@ class OriginFolder:
         tail = None if tail_at is None else body[tail_at[0]:tail_at[0] + tail_at[1]]
         return Fetched(None, None, body[start:start + length], tail)
 
-    async def sizes(self, paths: list[str]) -> list[int | None]:
-        return [await self.size(path) for path in paths]
+    async def segments(self, seen: Seen, playlist_path: str, before: Seen | None) -> None:
+        """The newest segment alone: its size, or that it is missing."""
+        content = seen.content
+        if not isinstance(content, MediaPlaylist) or not content.uris:
+            return
+        relative = safe_relative(content.uris[-1])
+        if relative is None:
+            seen.unsafe = 1
+            return
+        base = playlist_path.rpartition("/")[0]
+        size = await self.size(f"{base}/{relative}" if base else relative)
+        if size is None:
+            seen.missing = 1
+        elif size >= 0:
+            seen.newest_size = newest_bytes(content, size)
 
     async def size(self, path: str) -> int | None:
         try:

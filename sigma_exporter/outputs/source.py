@@ -316,7 +316,7 @@ class OutputsSource(Source):
                 folder, item.format, self._cache(item),
                 max_renditions=self.settings.max_renditions,
                 max_bytes=self.settings.max_playlist_bytes,
-                playlist_names=self.settings.playlist_names, newest_only=True)
+                playlist_names=self.settings.playlist_names)
 
         tasks = {(i.job, i.output): asyncio.ensure_future(one(i)) for i in items}
         # The whole pass within the interval: the next round must find it done.

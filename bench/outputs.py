@@ -1,7 +1,8 @@
 """What the outputs source costs: CPU per round for 500 channels x 3 renditions on one host.
 
-    python bench/outputs.py            # 500 channels, 3 renditions each (1,500 playlists)
-    python bench/outputs.py --tiny     # seconds; CI runs this so the bench cannot rot
+    python bench/outputs.py                # 500 channels, 3 renditions each (1,500 playlists)
+    python bench/outputs.py --tiny         # seconds; CI runs this so the bench cannot rot
+    python bench/outputs.py --instructions # a live round's instructions, under valgrind
 
 Builds, on tmpfs when there is one (a Sigma host's outputs live on a
 ramdisk), what 500 live channels leave in their folders: a master playlist
@@ -20,6 +21,21 @@ measured in three situations:
 * `long`: the same, with every variant listing 5,000 segments instead of 5
   (a day-long EVENT playlist): only the head and tail are read, so the cost
   should not grow.
+
+Beside them, `live_floor`: the same live rounds made by a bare loop that
+makes the system calls the source makes (each folder opened, the master
+stat'ed; each variant's folder opened, its playlist opened, fstat'ed, read
+and closed, its newest and oldest checked segments stat'ed) and parses each
+playlist, with nothing else (no checks, records, verdicts or samples): what
+any reader of these playlists in Python pays on this machine.
+
+CPU time on a shared VM moves by 20 % or more from one run to the next,
+more than most changes to the source. `--instructions` counts instead the
+user-space instructions of a live round (valgrind's cachegrind, which must
+be installed): the same from run to run, so two commits compare in one
+run each. It runs the live situation under valgrind with and without the
+source's rounds (the playlists written alike) and takes the difference, for
+the source and for the floor.
 
 The rounds run under the exporter's own runtime tuning
 (`sigma_exporter.app.tuned_runtime()`: the garbage collector's thresholds
@@ -42,6 +58,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +72,8 @@ sys.path.insert(0, str(ROOT))
 from sigma_exporter.app import tuned_runtime  # noqa: E402
 from sigma_exporter.collect.source import Outcome, Reading, Round  # noqa: E402
 from sigma_exporter.config import OutputRoot, OutputsConfig, TargetConfig  # noqa: E402
+from sigma_exporter.outputs.folder import MAX_SEGMENT_CHECKS  # noqa: E402
+from sigma_exporter.outputs.hls import parse_media, read_head_tail  # noqa: E402
 from sigma_exporter.outputs.source import OutputsSource  # noqa: E402
 from sigma_exporter.source.snapshot import Job, JobOutput, Progress  # noqa: E402
 
@@ -167,12 +186,55 @@ class Collections:
         gc.callbacks.remove(self._callback)
 
 
-def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> dict[str, Any]:
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_OPEN_FILE = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def floor_round(host: Host) -> None:
+    """A live round's floor: the source's system calls and parses, nothing else."""
+    root_fd = os.open(host.base, _OPEN_DIR)
+    try:
+        for c in range(host.channels):
+            folder_fd = os.open(host.folder(c).name, _OPEN_DIR, dir_fd=root_fd)
+            os.stat("master.m3u8", dir_fd=folder_fd, follow_symlinks=False)
+            for name, _ in RENDITIONS:
+                variant_fd = os.open(name, _OPEN_DIR, dir_fd=folder_fd)
+                fd = os.open("index.m3u8", _OPEN_FILE, dir_fd=variant_fd)
+                try:
+                    (start, length), tail_at = read_head_tail(os.fstat(fd).st_size)
+                    head = os.pread(fd, length, start)
+                    tail = None if tail_at is None else os.pread(fd, tail_at[1], tail_at[0])
+                finally:
+                    os.close(fd)
+                uris = parse_media(head, tail).uris
+                for uri in {uris[-MAX_SEGMENT_CHECKS:][0], uris[-1]}:  # oldest checked, newest
+                    try:
+                        os.stat(uri, dir_fd=variant_fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        pass
+                os.close(variant_fd)
+            os.close(folder_fd)
+    finally:
+        os.close(root_fd)
+
+
+def measure(host: Host, source: OutputsSource | None, rounds: int,
+            advance: bool) -> dict[str, Any]:
+    """The source's rounds (None: the floor's)."""
     progress = host.progress()
     # One event loop for every round, as the exporter's poll loop (asyncio.run per
     # round would add its own set-up, signal handlers included, to each figure).
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(one_round(source, progress))  # first sight: every file read
+
+    async def floor() -> Reading:
+        floor_round(host)
+        return Reading({}, None, 0.0)
+
+    def one() -> Reading:
+        return loop.run_until_complete(
+            one_round(source, progress) if source is not None else floor())
+
+    one()  # first sight: every file read
     cpu: list[float] = []
     wall: list[float] = []
     reads: list[int] = []
@@ -183,7 +245,7 @@ def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> di
             host.advance()
         with Reads() as counter, Collections() as collections:
             started_cpu, started = time.process_time(), time.perf_counter()
-            reading = loop.run_until_complete(one_round(source, progress))
+            reading = one()
             cpu.append(time.process_time() - started_cpu)
             wall.append(time.perf_counter() - started)
         reads.append(counter.count)
@@ -197,14 +259,18 @@ def measure(host: Host, source: OutputsSource, rounds: int, advance: bool) -> di
             "rounds": rounds}
 
 
-def scenario(name: str, base: Path, channels: int, window: int, rounds: int,
-             advance: bool) -> dict[str, Any]:
-    folder = base / name
-    host = Host(folder, channels, window)
+def new_source(folder: Path) -> OutputsSource:
     config = TargetConfig(name="bench", url="http://127.0.0.1:9999", interval=15.0,
                           timeout=5.0, max_series=10**7)
     root = OutputRoot(str(folder))
-    source = OutputsSource(config, [root], OutputsConfig(roots=(root,)))
+    return OutputsSource(config, [root], OutputsConfig(roots=(root,)))
+
+
+def scenario(name: str, base: Path, channels: int, window: int, rounds: int,
+             advance: bool, floor: bool = False) -> dict[str, Any]:
+    folder = base / name
+    host = Host(folder, channels, window)
+    source = None if floor else new_source(folder)
     try:
         result = measure(host, source, rounds, advance)
     finally:
@@ -213,16 +279,80 @@ def scenario(name: str, base: Path, channels: int, window: int, rounds: int,
             "segments_listed": window, **result}
 
 
+WARM_ROUNDS = 3
+
+
+def rounds_of(what: str, channels: int, rounds: int, warm_only: bool) -> int:
+    """Live rounds of the source or the floor, each after one more segment in every
+    variant: WARM_ROUNDS, then `rounds` more (`warm_only`: the same writes, no round)."""
+    with tempfile.TemporaryDirectory(prefix="sigma-bench-outputs-", dir=_tmpfs()) as tmp, \
+            tuned_runtime():
+        host = Host(Path(tmp), channels, 5)
+        source = new_source(Path(tmp))
+        progress = host.progress()
+        loop = asyncio.new_event_loop()
+        for n in range(WARM_ROUNDS + rounds):
+            host.advance()
+            if warm_only and n >= WARM_ROUNDS:
+                continue
+            if what == "source":
+                loop.run_until_complete(one_round(source, progress))
+            else:
+                floor_round(host)
+        loop.close()
+    return 0
+
+
+def _instructions_of(what: str, channels: int, rounds: int, warm_only: bool) -> int:
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
+               "--cachegrind-out-file=/dev/null", sys.executable, __file__,
+               "--rounds-of", what, "--channels", str(channels), "--rounds", str(rounds)]
+    done = subprocess.run(command + ["--warm-only"] * warm_only, capture_output=True,
+                          text=True, check=True)
+    for line in done.stderr.splitlines():
+        if "I" in line and "refs:" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    raise RuntimeError(f"no instruction count in valgrind's output: {done.stderr[-500:]}")
+
+
+def instructions(channels: int, rounds: int = 3) -> int:
+    """User-space instructions per live round, the source's and the floor's, each
+    counted as (set-up, writes and rounds) - (the same without the last `rounds`)."""
+    if shutil.which("valgrind") is None:
+        print("--instructions needs valgrind (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    per_round = {what: (_instructions_of(what, channels, rounds, False)
+                        - _instructions_of(what, channels, rounds, True)) / rounds
+                 for what in ("source", "floor")}
+    source, floor = per_round["source"], per_round["floor"]
+    print(f"{channels * len(RENDITIONS)} playlists, live: the source {source / 1e6:.0f} M "
+          f"instructions per round, the floor {floor / 1e6:.0f} M ({source / floor:.2f}x)")
+    return 0
+
+
+def _tmpfs() -> Path | None:
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--tiny", action="store_true", help="10 channels, 3 rounds")
     parser.add_argument("--channels", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--instructions", action="store_true",
+                        help="a live round's user-space instructions, counted by valgrind")
+    # What --instructions runs under valgrind (rounds_of).
+    parser.add_argument("--rounds-of", choices=("source", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.rounds_of is not None:
+        return rounds_of(args.rounds_of, args.channels, args.rounds, args.warm_only)
+    if args.instructions:
+        return instructions(args.channels)
     channels, rounds = (10, 3) if args.tiny else (args.channels, args.rounds)
-    shm = Path("/dev/shm")
-    parent = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    parent = _tmpfs()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="sigma-bench-outputs-", dir=parent) as tmp, \
             tuned_runtime():  # the GC as the exporter sets it (the module docstring)
@@ -234,6 +364,8 @@ def main(argv: list[str]) -> int:
             "long": scenario("long", base, channels, 5000, rounds, advance=False),
             "long_live": scenario("long_live", base, channels, 5000, max(3, rounds // 3),
                                   advance=True),
+            "live_floor": scenario("live_floor", base, channels, 5, rounds, advance=True,
+                                   floor=True),
         }
     figures["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                           "gc_thresholds": thresholds,
@@ -241,7 +373,7 @@ def main(argv: list[str]) -> int:
                           "loadavg_after": os.getloadavg()}
     print(f"{'situation':<12} {'playlists':>9} {'listed':>7} {'CPU/round ms (median, min-max)':>32}"
           f" {'of which GC':>12} {'reads/round':>12}")
-    for key in ("live", "unchanged", "long", "long_live"):
+    for key in ("live", "unchanged", "long", "long_live", "live_floor"):
         f = figures[key]
         print(f"{key:<12} {f['playlists']:>9} {f['segments_listed']:>7} "
               f"{f['cpu_s_median'] * 1000:>14.1f} ({f['cpu_s_min'] * 1000:.1f}-"

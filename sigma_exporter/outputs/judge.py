@@ -139,26 +139,36 @@ def _changed_at(before: RenditionState | None, fingerprint: tuple[object, ...],
 
 def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: MediaPlaylist,
               now: float) -> tuple[RenditionState, Verdict]:
-    fingerprint = playlist.fingerprint()
-    sequence = playlist.newest_sequence
-    changed = before is None or before.fingerprint != fingerprint
-    segments, seconds, discontinuities = _new_segments(before, playlist, sequence) \
-        if changed else (0, 0.0, 0)
+    # Made for every new version of every playlist, 1,500 a round: each value is
+    # worked out once here (no property asked twice; docs/performance.md).
     uris = playlist.uris
-    state = RenditionState(
-        fingerprint, _changed_at(before, fingerprint, read, now),
-        playlist.newest_key, sequence,
-        (before.segments_total if before else 0) + segments,
-        (before.media_seconds_total if before else 0.0) + seconds,
-        (before.discontinuities_total if before else 0) + discontinuities)
+    count = len(uris)
+    newest_key = playlist.newest_key
+    first_sequence = playlist.media_sequence
+    ended = playlist.ended
+    fingerprint = (first_sequence, newest_key, count, ended)  # MediaPlaylist.fingerprint
+    sequence = first_sequence + count - 1 if playlist.complete and count else None
+    if before is None:
+        state = RenditionState(fingerprint, _changed_at(None, fingerprint, read, now),
+                               newest_key, sequence)
+    elif before.fingerprint == fingerprint:
+        state = before if before.newest_sequence == sequence else before._replace(
+            newest_key=newest_key, newest_sequence=sequence)
+    else:
+        segments, seconds, discontinuities = _new_segments(before, playlist, sequence)
+        state = RenditionState(
+            fingerprint, _changed_at(before, fingerprint, read, now), newest_key, sequence,
+            before.segments_total + segments, before.media_seconds_total + seconds,
+            before.discontinuities_total + discontinuities)
     target = playlist.target_duration
     limit = STALE_TARGET_DURATIONS * target if target else None
-    age = max(0.0, now - state.changed_at)
+    age = now - state.changed_at
+    if age < 0.0:
+        age = 0.0
     durations = playlist.durations
-    window = playlist.window_seconds if playlist.complete else None
     seen = read.seen
     size = seen.newest_size if seen is not None else None
-    rate = size / durations[-1] if size is not None and uris and durations[-1] > 0 else None
+    rate = size / durations[-1] if size is not None and count and durations[-1] > 0 else None
     declared = read.declared_bandwidth / 8.0 if read.declared_bandwidth else None
     overlong = 0
     if target is not None and durations:
@@ -167,13 +177,14 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
         bound = math.floor(target) + 1
         if max(durations) + 0.5 >= bound:
             overlong = sum(1 for duration in durations if duration + 0.5 >= bound)
-    # Positional (keywords cost more, for every rendition that changed): Verdict's order.
+    window = math.fsum(durations) if playlist.complete else None  # window_seconds
+    # Positional (keywords cost more): Verdict's order.
     verdict = Verdict(
-        age, target, limit, not playlist.ended and limit is not None and age > limit,
-        playlist.ended, playlist.media_sequence, window, overlong,
+        age, target, limit, not ended and limit is not None and age > limit,
+        ended, first_sequence, window, overlong,
         seen.missing if seen is not None else 0,
-        window is not None and not playlist.ended and target is not None
-        and playlist.media_sequence > 0 and window < WINDOW_TARGET_DURATIONS * target,
+        window is not None and not ended and target is not None
+        and first_sequence > 0 and window < WINDOW_TARGET_DURATIONS * target,
         rate, declared, None)
     return state, verdict
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -373,6 +374,7 @@ class OutputsSource(Source):
         statuses: list[tuple[str, str, str, str, float, float | None, bool, bool]] = []
         unreadable: list[tuple[str, str, str]] = []
         problems: list[tuple[int, str]] = []  # (rank, sentence): stale first
+        fixed_rows: list[tuple[Sample | None, ...]] = []  # per rendition, _Judged.fixed
         judged: dict[tuple[str, str, str], _Judged] = {}
         caches: dict[OutputKey, tuple[str, Mapping[str, Seen]]] = {}
         outputs: dict[OutputKey, _OutputKept] = {}
@@ -456,14 +458,17 @@ class OutputsSource(Source):
                 ages.append((now_judged.labels, age))
                 if verdict.limit is not None:
                     stales.append(now_judged.stale_samples[1 if stale else 0])
-                for family, sample in zip(families, now_judged.fixed, strict=True):
-                    if sample is not None:
-                        family.append(sample)
+                fixed_rows.append(now_judged.fixed)
                 statuses.append((item.job, item.output, item.format, name, age,
                                  verdict.limit, stale, verdict.ended))
                 if stale or now_judged.troubled:
                     problems.extend(_problems(f"{_where(item)} {name}", verdict.at(age),
                                               item.state))
+        # Each family's kept samples, every rendition's in order: one pass in C a family
+        # (filter drops the None of a value not known), not a loop over 14 a rendition.
+        for index, family in enumerate(families):
+            if index not in (_AGE, _STALE):
+                family.extend(filter(None, map(itemgetter(index), fixed_rows)))
         dropped_samples = samples["sigma_output_renditions_dropped"]
         last_dropped, kept_dropped = self._dropped, {}
         for job in left:

@@ -307,8 +307,9 @@ def _instructions_of(what: str, channels: int, rounds: int, warm_only: bool) -> 
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                "--cachegrind-out-file=/dev/null", sys.executable, __file__,
                "--rounds-of", what, "--channels", str(channels), "--rounds", str(rounds)]
+    # One hash seed: set and dict work then repeats exactly from run to run.
     done = subprocess.run(command + ["--warm-only"] * warm_only, capture_output=True,
-                          text=True, check=True)
+                          text=True, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     for line in done.stderr.splitlines():
         if "I" in line and "refs:" in line:
             return int(line.rsplit(":", 1)[1].replace(",", "").strip())

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT
 
 
@@ -42,17 +43,32 @@ def test_bench_plot_is_drawn(tmp_path: Path) -> None:
 
 def test_outputs_bench_runs_tiny(tmp_path: Path) -> None:
     """bench/outputs.py at 10 channels: every situation measured, no playlist re-read
-    while nothing changed (the one figure that is a property, not a speed)."""
+    while nothing changed, and the floor reading what the source reads (the figures
+    that are properties, not speeds)."""
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "outputs.py"), "--tiny",
                              "--out", str(tmp_path)],
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads((tmp_path / "outputs-tiny.json").read_text())
-    for key in ("live", "unchanged", "long", "long_live"):
+    for key in ("live", "unchanged", "long", "long_live", "live_floor"):
         assert figures[key]["playlists"] == 30 and figures[key]["cpu_s_median"] > 0, key
     assert figures["unchanged"]["reads_per_round_median"] == 0
     assert figures["long"]["reads_per_round_median"] == 0
     assert figures["live"]["reads_per_round_median"] == 30
+    # The floor reads what the source reads, and nothing it does not.
+    assert figures["live_floor"]["reads_per_round_median"] == 30
+
+
+@pytest.mark.parametrize("what", ["source", "floor"])
+def test_the_rounds_the_instruction_count_runs_run(what: str) -> None:
+    """What `bench/outputs.py --instructions` runs under valgrind (which CI does not
+    install): the rounds of the source and of the floor, with and without the last."""
+    for extra in ([], ["--warm-only"]):
+        result = subprocess.run([sys.executable, str(ROOT / "bench" / "outputs.py"),
+                                 "--rounds-of", what, "--channels", "2", "--rounds", "1",
+                                 *extra], capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert result.returncode == 0, result.stderr[-3000:]
 
 
 def test_capacity_is_the_fit_and_the_shards_fit_it() -> None:

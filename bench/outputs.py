@@ -196,26 +196,34 @@ def floor_round(host: Host) -> None:
     try:
         for c in range(host.channels):
             folder_fd = os.open(host.folder(c).name, _OPEN_DIR, dir_fd=root_fd)
-            os.stat("master.m3u8", dir_fd=folder_fd, follow_symlinks=False)
-            for name, _ in RENDITIONS:
-                variant_fd = os.open(name, _OPEN_DIR, dir_fd=folder_fd)
-                fd = os.open("index.m3u8", _OPEN_FILE, dir_fd=variant_fd)
-                try:
-                    (start, length), tail_at = read_head_tail(os.fstat(fd).st_size)
-                    head = os.pread(fd, length, start)
-                    tail = None if tail_at is None else os.pread(fd, tail_at[1], tail_at[0])
-                finally:
-                    os.close(fd)
-                uris = parse_media(head, tail).uris
-                for uri in {uris[-MAX_SEGMENT_CHECKS:][0], uris[-1]}:  # oldest checked, newest
-                    try:  # noqa: SIM105 (as the source does it: suppress() costs a call more)
-                        os.stat(uri, dir_fd=variant_fd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        pass
-                os.close(variant_fd)
-            os.close(folder_fd)
+            try:
+                os.stat("master.m3u8", dir_fd=folder_fd, follow_symlinks=False)
+                for name, _ in RENDITIONS:
+                    variant_fd = os.open(name, _OPEN_DIR, dir_fd=folder_fd)
+                    try:
+                        _floor_variant(variant_fd)
+                    finally:
+                        os.close(variant_fd)
+            finally:
+                os.close(folder_fd)
     finally:
         os.close(root_fd)
+
+
+def _floor_variant(variant_fd: int) -> None:
+    fd = os.open("index.m3u8", _OPEN_FILE, dir_fd=variant_fd)
+    try:
+        (start, length), tail_at = read_head_tail(os.fstat(fd).st_size)
+        head = os.pread(fd, length, start)
+        tail = None if tail_at is None else os.pread(fd, tail_at[1], tail_at[0])
+    finally:
+        os.close(fd)
+    uris = parse_media(head, tail).uris
+    for uri in {uris[-MAX_SEGMENT_CHECKS:][0], uris[-1]}:  # the oldest checked, the newest
+        try:  # noqa: SIM105 (as the source does it: suppress() costs a call more)
+            os.stat(uri, dir_fd=variant_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            pass
 
 
 def measure(host: Host, source: OutputsSource | None, rounds: int,
@@ -343,7 +351,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--instructions", action="store_true",
-                        help="a live round's user-space instructions, counted by valgrind")
+                        help="a live round's user-space instructions, counted by valgrind "
+                        "(3 rounds; --channels applies, --rounds and --tiny do not)")
     # What --instructions runs under valgrind (rounds_of).
     parser.add_argument("--rounds-of", choices=("source", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--warm-only", action="store_true", help=argparse.SUPPRESS)

@@ -23,7 +23,6 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from sigma_exporter.outputs.folder import (
@@ -209,21 +208,25 @@ class LocalFolder:
             return
         uris = content.uris
         newest_uri = uris[-1]
-        # Oldest first; with byte ranges one file is listed several times: one look.
+        # Oldest first, each URI once (one file listed several times, with byte ranges or
+        # not, is one look), and looked at in this order: the same files always give
+        # the same first error.
         tail = uris[-MAX_SEGMENT_CHECKS:]
-        if content.byteranges:
-            tail = tuple(dict.fromkeys(tail))
         listed = frozenset(tail)
-        looks: AbstractSet[str] = listed
+        if len(listed) != len(tail):
+            tail = tuple(dict.fromkeys(tail))
+        looks: Sequence[str] = tail
         if before is not None:  # new, or not found last time; the oldest, as many; the newest
-            new = listed - before.present
-            if len(new) < len(listed):
-                looks = new.union(tail[:max(1, len(new))], (newest_uri,))
+            known = before.present
+            new = [uri for uri in tail if uri not in known]
+            if len(new) < len(tail):
+                looks = tuple(dict.fromkeys((*new, *tail[:max(1, len(new))], newest_uri)))
         base = playlist_path.rpartition("/")[0]
         dir_fd = (self._dirs.get(base) or self._dir(base))[0]  # the playlist's, open already
         gone: list[str] = []  # never followed (unsafe), or not found
         unsafe = 0
         missing: set[str] = set()  # files (two URIs may name one)
+        newest_size: int | None = None
         for uri in looks:
             relative = safe_relative(uri)
             if relative is None:
@@ -245,7 +248,8 @@ class LocalFolder:
                 gone.append(uri)
                 missing.add(path)
             elif uri == newest_uri and size >= 0:
-                seen.newest_size = newest_bytes(content, size)
+                newest_size = newest_bytes(content, size)
+        seen.newest_size = newest_size
         seen.missing, seen.unsafe = len(missing), unsafe
         seen.present = listed.difference(gone) if gone else listed
 

@@ -237,3 +237,42 @@ def test_the_root_in_agent_mode_is_checked_with_symlinks_resolved(tmp_path: Path
         job["target"][0]["url"] = job["target"][0]["url"].replace(str(real), str(tmp_path / "link"))
     body = stage.poll(answer)
     assert num(body, "sigma_output_up", **V1) == 1
+
+
+def _listing(*uris: str) -> str:
+    return "#EXTM3U\n#EXT-X-TARGETDURATION:2\n" + "".join(f"#EXTINF:2,\n{u}\n" for u in uris)
+
+
+def test_a_segment_listed_after_a_repeated_one_is_still_looked_at(stage: Stage) -> None:
+    """A slate listed twice at the start of the list is one file, one look: the oldest
+    segments looked at again are the oldest distinct ones, so a segment behind the
+    slate that goes while listed is found."""
+    folder = _folder(stage) / "128k"
+    for name in ("slate.ts", "a.ts", "b.ts", "c.ts", "d.ts"):
+        (folder / name).write_bytes(b"x" * 1000)
+    (folder / "index.m3u8").write_text(_listing("slate.ts", "slate.ts", "a.ts", "b.ts"))
+    assert value(stage.poll(), "sigma_output_segments_missing", **LOW) == 0
+    (folder / "a.ts").unlink()
+    (folder / "index.m3u8").write_text(
+        _listing("slate.ts", "slate.ts", "a.ts", "b.ts", "c.ts", "d.ts"))
+    assert value(stage.poll(), "sigma_output_segments_missing", **LOW) == 1
+
+
+@pytest.mark.parametrize("order", [("x/a.ts", "link.ts"), ("link.ts", "x/a.ts")])
+def test_the_first_listed_bad_segment_names_the_error(
+        stage: Stage, tmp_path: Path, order: tuple[str, str]) -> None:
+    """Segments are looked at in the order they are listed, so the same files always
+    give the same reason (never one that moves with the process's hash seed): a
+    segment under a file, then a symlink out of the root, or the other way round."""
+    folder = _folder(stage) / "128k"
+    (folder / "x").write_bytes(b"a file, not a folder")
+    (tmp_path / "secret.ts").write_bytes(b"secret")
+    (folder / "link.ts").symlink_to(tmp_path / "secret.ts")
+    (folder / "n.ts").write_bytes(b"x" * 1000)
+    (folder / "index.m3u8").write_text(_listing(*order, "n.ts"))
+    body = stage.poll()
+    first = "missing" if order[0] == "x/a.ts" else "outside_root"
+    other = "outside_root" if first == "missing" else "missing"
+    assert value(body, "sigma_output_errors_total", **V1, reason=first) == 1
+    assert value(body, "sigma_output_errors_total", **V1, reason=other) == 0
+    _untouched(body)

@@ -125,11 +125,6 @@ class MediaPlaylist:
         """Seconds of media listed (every segment's, or at least the tail's)."""
         return math.fsum(self.durations)
 
-    def fingerprint(self) -> tuple[object, ...]:
-        """Equal for two reads of a playlist that did not change for a viewer."""
-        return (self.media_sequence, self.newest_key, len(self.uris), self.ended)
-
-
 
 @dataclass(frozen=True, slots=True)
 class Variant:

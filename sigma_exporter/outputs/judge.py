@@ -141,13 +141,13 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
               now: float) -> tuple[RenditionState, Verdict]:
     # Made for every new version of every playlist, 1,500 a round: each value is
     # worked out once here (no property asked twice; docs/performance.md).
-    uris = playlist.uris
-    count = len(uris)
+    count = len(playlist.uris)
     newest_key = playlist.newest_key
     first_sequence = playlist.media_sequence
     ended = playlist.ended
-    fingerprint = (first_sequence, newest_key, count, ended)  # MediaPlaylist.fingerprint
-    sequence = first_sequence + count - 1 if playlist.complete and count else None
+    # Equal for two reads of a playlist that did not change for a viewer.
+    fingerprint = (first_sequence, newest_key, count, ended)
+    sequence = playlist.newest_sequence
     if before is None:
         state = RenditionState(fingerprint, _changed_at(None, fingerprint, read, now),
                                newest_key, sequence)
@@ -177,7 +177,7 @@ def judge_hls(before: RenditionState | None, read: RenditionRead, playlist: Medi
         bound = math.floor(target) + 1
         if max(durations) + 0.5 >= bound:
             overlong = sum(1 for duration in durations if duration + 0.5 >= bound)
-    window = math.fsum(durations) if playlist.complete else None  # window_seconds
+    window = playlist.window_seconds if playlist.complete else None
     # Positional (keywords cost more): Verdict's order.
     verdict = Verdict(
         age, target, limit, not ended and limit is not None and age > limit,
